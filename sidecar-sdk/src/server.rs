@@ -1,0 +1,361 @@
+//! A ready sidecar server: bind, accept the broker's pooled connections, decode every frame and
+//! hand each event to a [`Handler`] (or to a plain [`Stream`] with [`Server::into_stream`]).
+//!
+//! One task per connection: events of one connection are handled in order, and a connection that
+//! sends garbage is closed on its own while the others keep delivering.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::mpsc;
+use tokio_util::codec::{Decoder, FramedParts};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+use vmq_sidecar_proto::v1::*;
+
+use crate::codec::{
+    CodecError, DEFAULT_MAX_FRAME_LENGTH, EventCodec, FrameError, LenientEventCodec, read_events,
+};
+use crate::event::{Event, dispatch};
+use crate::stats::Stats;
+
+/// Where the broker's relay connects by default (`vmq_events_sidecar.hostname` and `.port`).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8890";
+
+/// The connection an event arrived on. The broker sends all events of one client on one
+/// connection, so per-connection order is per-client order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The broker side's address.
+    pub addr: SocketAddr,
+    /// A number unique to this connection within the server's lifetime.
+    pub id: u64,
+}
+
+/// What a sidecar does with events: one method per event type, each defaulting to
+/// [`Handler::on_event`], which does nothing by default. Override the ones you care about, or
+/// only `on_event` to see everything (including [`Event::Unknown`] types from a newer broker).
+///
+/// Methods of one connection are awaited in order; a slow handler slows only that connection
+/// (and, through TCP backpressure, that connection's backlog in the broker).
+///
+/// A closure `Fn(Event) -> impl Future<Output = ()>` is a `Handler` too.
+pub trait Handler: Send + Sync + 'static {
+    /// A client connected.
+    fn on_register(&self, peer: &Peer, event: OnRegister) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A client's connection was refused.
+    fn on_register_failed(
+        &self,
+        peer: &Peer,
+        event: OnRegisterFailed,
+    ) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A client published.
+    fn on_publish(&self, peer: &Peer, event: OnPublish) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A client subscribed.
+    fn on_subscribe(&self, peer: &Peer, event: OnSubscribe) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A client unsubscribed.
+    fn on_unsubscribe(&self, peer: &Peer, event: OnUnsubscribe) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A message was sent to a subscriber.
+    fn on_deliver(&self, peer: &Peer, event: OnDeliver) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A subscriber acknowledged a QoS 1 or 2 message.
+    fn on_delivery_complete(
+        &self,
+        peer: &Peer,
+        event: OnDeliveryComplete,
+    ) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A message was queued for an offline client.
+    fn on_offline_message(
+        &self,
+        peer: &Peer,
+        event: OnOfflineMessage,
+    ) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A message was dropped.
+    fn on_message_drop(
+        &self,
+        peer: &Peer,
+        event: OnMessageDrop,
+    ) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A session attached to its queue.
+    fn on_client_wakeup(
+        &self,
+        peer: &Peer,
+        event: OnClientWakeUp,
+    ) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A persistent session's client went away.
+    fn on_client_offline(
+        &self,
+        peer: &Peer,
+        event: OnClientOffline,
+    ) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// A clean session's client went away.
+    fn on_client_gone(&self, peer: &Peer, event: OnClientGone) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// An offline session expired.
+    fn on_session_expired(
+        &self,
+        peer: &Peer,
+        event: OnSessionExpired,
+    ) -> impl Future<Output = ()> + Send {
+        self.on_event(peer, event.into())
+    }
+    /// The catch-all: every event whose own method is not overridden, and unknown types.
+    fn on_event(&self, peer: &Peer, event: Event) -> impl Future<Output = ()> + Send {
+        let _ = (peer, event);
+        async {}
+    }
+    /// A frame arrived complete but did not decode. It is already logged and counted; the
+    /// connection goes on with the next frame.
+    fn on_frame_error(&self, peer: &Peer, error: &FrameError) -> impl Future<Output = ()> + Send {
+        let _ = (peer, error);
+        async {}
+    }
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    fn on_event(&self, _peer: &Peer, event: Event) -> impl Future<Output = ()> + Send {
+        self(event)
+    }
+}
+
+/// A bound sidecar server, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    stats: Arc<Stats>,
+    max_frame_length: usize,
+}
+
+impl Server {
+    /// Binds the listening socket (use [`DEFAULT_ADDR`] for the broker's default).
+    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Server> {
+        Ok(Self::from_listener(TcpListener::bind(addr).await?))
+    }
+
+    /// Serves on an already bound listener.
+    pub fn from_listener(listener: TcpListener) -> Server {
+        Server {
+            listener,
+            stats: Arc::default(),
+            max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
+        }
+    }
+
+    /// Refuses frames longer than `max` bytes (the connection that sends one is closed).
+    pub fn with_max_frame_length(mut self, max: usize) -> Server {
+        self.max_frame_length = max;
+        self
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The server's counters, live.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve<H: Handler>(self, handler: H) {
+        self.serve_with_shutdown(handler, std::future::pending())
+            .await
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets every connection handle
+    /// the frames it has already read, and returns when all connection tasks are done.
+    pub async fn serve_with_shutdown<H: Handler>(
+        self,
+        handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let Server {
+            listener,
+            stats,
+            max_frame_length,
+        } = self;
+        let handler = Arc::new(handler);
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut next_id = 0u64;
+        tokio::pin!(shutdown);
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "sidecar listening");
+        }
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, addr)) => {
+                    next_id += 1;
+                    let peer = Peer { addr, id: next_id };
+                    let codec = EventCodec::with_max_frame_length(max_frame_length)
+                        .with_stats(stats.clone());
+                    tasks.spawn(connection(
+                        stream,
+                        peer,
+                        handler.clone(),
+                        codec,
+                        stats.clone(),
+                        cancel.clone(),
+                    ));
+                }
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                Err(e) => {
+                    error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(listener);
+        info!("sidecar shutting down");
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// Serves in a background task and returns the events as one plain [`Stream`], in arrival
+    /// order per connection. The channel between the two is bounded (`capacity` events), so a
+    /// slow consumer slows the sockets down instead of growing memory. Dropping the stream
+    /// shuts the server down. Must be called within a tokio runtime.
+    pub fn into_stream(self, capacity: usize) -> EventStream {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let stop = CancellationToken::new();
+        let local_addr = self.local_addr().ok();
+        let stats = self.stats();
+        let forward = move |event: Event| {
+            let tx = tx.clone();
+            async move {
+                // The receiver is gone only when the stream was dropped, i.e. shutting down.
+                let _ = tx.send(event).await;
+            }
+        };
+        tokio::spawn(self.serve_with_shutdown(forward, stop.clone().cancelled_owned()));
+        EventStream {
+            rx,
+            local_addr,
+            stats,
+            _stop: stop.drop_guard(),
+        }
+    }
+}
+
+/// The events of a server as a [`Stream`]; see [`Server::into_stream`].
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::Receiver<Event>,
+    local_addr: Option<SocketAddr>,
+    stats: Arc<Stats>,
+    _stop: DropGuard,
+}
+
+impl EventStream {
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The server's counters, live.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Reads one broker connection to its end.
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    peer: Peer,
+    handler: Arc<H>,
+    codec: EventCodec,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+) {
+    Stats::add(&stats.connections_accepted, 1);
+    Stats::add(&stats.connections_active, 1);
+    debug!(peer = %peer.addr, id = peer.id, "connection opened");
+    let mut frames = read_events(stream, codec);
+    let outcome = loop {
+        let item = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break drain(frames.into_parts(), &*handler, &peer).await,
+            item = frames.next() => item,
+        };
+        match item {
+            None => break Ok(()),
+            Some(Ok(Ok(event))) => dispatch(&*handler, &peer, event).await,
+            Some(Ok(Err(bad))) => {
+                warn!(peer = %peer.addr, id = peer.id, error = %bad, "undecodable frame skipped");
+                handler.on_frame_error(&peer, &bad).await;
+            }
+            Some(Err(fatal)) => break Err(fatal),
+        }
+    };
+    Stats::sub(&stats.connections_active, 1);
+    match outcome {
+        Ok(()) => debug!(peer = %peer.addr, id = peer.id, "connection closed"),
+        Err(e) => {
+            Stats::add(&stats.connections_failed, 1);
+            error!(peer = %peer.addr, id = peer.id, error = %e, "closing connection");
+        }
+    }
+}
+
+/// At shutdown: handles the complete frames already read from the socket, then stops.
+async fn drain<H: Handler>(
+    mut parts: FramedParts<TcpStream, LenientEventCodec>,
+    handler: &H,
+    peer: &Peer,
+) -> Result<(), CodecError> {
+    while let Some(item) = parts.codec.decode(&mut parts.read_buf)? {
+        match item {
+            Ok(event) => dispatch(handler, peer, event).await,
+            Err(bad) => handler.on_frame_error(peer, &bad).await,
+        }
+    }
+    Ok(())
+}
