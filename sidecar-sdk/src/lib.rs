@@ -46,3 +46,8 @@ pub use server::{DEFAULT_ADDR, EventStream, Handler, Peer, Server};
 pub use stats::{Stats, StatsSnapshot};
 /// The generated protobuf types, re-exported so sidecars need a single dependency.
 pub use vmq_sidecar_proto as proto;
+
+/// The README's Rust examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

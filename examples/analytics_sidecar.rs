@@ -1,0 +1,200 @@
+//! Live analytics from the relayed events: events per hook, messages and bytes per topic (top N),
+//! clients online, printed as a summary every few seconds.
+//!
+//! ```text
+//! cargo run --release --example analytics_sidecar -- --listen 127.0.0.1:8890 --interval 5 --top 10
+//! ```
+//! Memory is bounded: at most `--max-topics` topics are tracked one by one; publishes to further
+//! topics are counted under `(other topics)`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use vmq_sidecar_sdk::{Event, Handler, Peer, Server, Stats};
+
+#[derive(Parser, Debug)]
+#[command(about = "Prints live statistics of the relayed hook events")]
+struct Args {
+    /// Address to listen on (the broker's vmq_events_sidecar.hostname:port).
+    #[arg(long, default_value = vmq_sidecar_sdk::DEFAULT_ADDR)]
+    listen: SocketAddr,
+    /// Seconds between summaries.
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
+    /// How many topics the summary lists.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// How many distinct topics are tracked one by one.
+    #[arg(long, default_value_t = 10_000)]
+    max_topics: usize,
+}
+
+#[derive(Default, Clone, Copy)]
+struct TopicStats {
+    messages: u64,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct Totals {
+    events: u64,
+    per_hook: BTreeMap<&'static str, u64>,
+    topics: HashMap<String, TopicStats>,
+    other_topics: TopicStats,
+    /// (mountpoint, client id) of every client seen registering and not yet gone.
+    online: HashSet<(String, String)>,
+}
+
+struct Analytics {
+    totals: Mutex<Totals>,
+    max_topics: usize,
+}
+
+impl Handler for Analytics {
+    async fn on_event(&self, _peer: &Peer, event: Event) {
+        let Ok(mut t) = self.totals.lock() else {
+            return;
+        };
+        t.events += 1;
+        *t.per_hook.entry(event.hook()).or_default() += 1;
+        match &event {
+            Event::OnPublish(p) => {
+                let len = p.payload.len() as u64;
+                let tracked = t.topics.len() < self.max_topics || t.topics.contains_key(&p.topic);
+                let slot = if tracked {
+                    t.topics.entry(p.topic.clone()).or_default()
+                } else {
+                    &mut t.other_topics
+                };
+                slot.messages += 1;
+                slot.bytes += len;
+            }
+            Event::OnRegister(r) => {
+                t.online.insert((r.mountpoint.clone(), r.client_id.clone()));
+            }
+            Event::OnClientOffline(c) => {
+                t.online
+                    .remove(&(c.mountpoint.clone(), c.client_id.clone()));
+            }
+            Event::OnClientGone(c) => {
+                t.online
+                    .remove(&(c.mountpoint.clone(), c.client_id.clone()));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Analytics {
+    fn summary(
+        &self,
+        stats: &Stats,
+        elapsed: Duration,
+        previous_events: &mut u64,
+        every: Duration,
+        top: usize,
+    ) -> String {
+        let Ok(t) = self.totals.lock() else {
+            return "statistics unavailable (poisoned lock)".into();
+        };
+        let s = stats.snapshot();
+        let rate = (t.events - *previous_events) as f64 / every.as_secs_f64();
+        *previous_events = t.events;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "== after {:.0}s: {} events ({rate:.0}/s), {} clients online, {} sidecar connections, {} decode errors, {} empty frames",
+            elapsed.as_secs_f64(),
+            t.events,
+            t.online.len(),
+            s.connections_active,
+            s.decode_errors,
+            s.skipped_frames
+        );
+        for (hook, n) in &t.per_hook {
+            let _ = writeln!(out, "   {hook:<22} {n:>12}");
+        }
+        let mut topics: Vec<_> = t.topics.iter().collect();
+        topics.sort_unstable_by(|a, b| b.1.messages.cmp(&a.1.messages).then(a.0.cmp(b.0)));
+        if !topics.is_empty() {
+            let _ = writeln!(out, "   top topics by messages published:");
+        }
+        for (topic, ts) in topics.into_iter().take(top) {
+            let _ = writeln!(
+                out,
+                "   {:>10} msgs {:>12} bytes  {topic}",
+                ts.messages, ts.bytes
+            );
+        }
+        if t.other_topics.messages > 0 {
+            let o = t.other_topics;
+            let _ = writeln!(
+                out,
+                "   {:>10} msgs {:>12} bytes  (other topics)",
+                o.messages, o.bytes
+            );
+        }
+        out
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    vmq_examples::init_logging();
+    let args = Args::parse();
+    let server = Server::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("analytics_sidecar: listening on {}", server.local_addr()?);
+    let stats = server.stats();
+    let analytics = Arc::new(Analytics {
+        totals: Mutex::default(),
+        max_topics: args.max_topics,
+    });
+
+    let every = Duration::from_secs(args.interval.max(1));
+    let started = Instant::now();
+    let reporter = {
+        let (analytics, stats) = (analytics.clone(), stats.clone());
+        tokio::spawn(async move {
+            let mut previous = 0;
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                print!(
+                    "{}",
+                    analytics.summary(&stats, started.elapsed(), &mut previous, every, args.top)
+                );
+            }
+        })
+    };
+
+    struct Shared(Arc<Analytics>);
+    impl Handler for Shared {
+        async fn on_event(&self, peer: &Peer, event: Event) {
+            self.0.on_event(peer, event).await
+        }
+    }
+    server
+        .serve_with_shutdown(Shared(analytics.clone()), vmq_examples::shutdown_signal())
+        .await;
+    reporter.abort();
+    let mut previous = 0;
+    print!(
+        "{}",
+        analytics.summary(
+            &stats,
+            started.elapsed(),
+            &mut previous,
+            started.elapsed().max(Duration::from_millis(1)),
+            args.top
+        )
+    );
+    Ok(())
+}

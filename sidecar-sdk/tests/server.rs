@@ -1,0 +1,237 @@
+//! The SDK server over real TCP: delivery in order, misbehaving connections closed on their own,
+//! graceful shutdown, the Stream API.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_util::codec::Encoder;
+use vmq_sidecar_sdk::proto::OnPublish;
+use vmq_sidecar_sdk::testing::{every_event, publish};
+use vmq_sidecar_sdk::{Event, EventCodec, FrameError, Handler, Peer, Server};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn frames(events: &[Event]) -> Vec<u8> {
+    let mut codec = EventCodec::new();
+    let mut buf = BytesMut::new();
+    for e in events {
+        codec.encode(e, &mut buf).unwrap();
+    }
+    buf.to_vec()
+}
+
+/// Sends each handled event (with its connection id) to the test.
+struct Collect(mpsc::UnboundedSender<(u64, Event)>);
+
+impl Handler for Collect {
+    async fn on_publish(&self, peer: &Peer, event: OnPublish) {
+        // Exercises a typed method; everything else goes through on_event.
+        let _ = self.0.send((peer.id, event.into()));
+    }
+    async fn on_event(&self, peer: &Peer, event: Event) {
+        let _ = self.0.send((peer.id, event));
+    }
+    async fn on_frame_error(&self, _peer: &Peer, _error: &FrameError) {}
+}
+
+/// Waits until the server closes `stream` (EOF or reset), ignoring anything it sends.
+async fn closed_by_server(mut stream: TcpStream) {
+    let mut sink = [0u8; 64];
+    timeout(WAIT, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("server did not close the misbehaving connection");
+}
+
+/// A tracing writer the test can read back.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+impl Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn misbehaving_connections_are_closed_while_another_keeps_delivering() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+
+    let server = Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_max_frame_length(64 * 1024);
+    let addr = server.local_addr().unwrap();
+    let stats = server.stats();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_with_shutdown(Collect(tx), async {
+        let _ = stopped.await;
+    }));
+
+    let all = every_event();
+    let mut good = TcpStream::connect(addr).await.unwrap();
+    good.write_all(&frames(&all[..5])).await.unwrap();
+
+    // Garbage: an HTTP request read as a length prefix announces ~1.2 GB.
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Oversized: a length just over the limit, valid-looking otherwise.
+    let mut oversized = TcpStream::connect(addr).await.unwrap();
+    oversized
+        .write_all(&(64 * 1024 + 1u32).to_be_bytes())
+        .await
+        .unwrap();
+    // Truncated: half a frame, then the write side closes.
+    let mut truncated = TcpStream::connect(addr).await.unwrap();
+    let whole = frames(&all[2..3]);
+    truncated
+        .write_all(&whole[..whole.len() / 2])
+        .await
+        .unwrap();
+    truncated.shutdown().await.unwrap();
+    // An undecodable frame followed by a good one on the same connection: skipped, not closed.
+    let mut bad_frame = TcpStream::connect(addr).await.unwrap();
+    let mut wire = vec![0, 0, 0, 3, 0xff, 0xff, 0xff];
+    wire.extend(frames(&all[12..13]));
+    bad_frame.write_all(&wire).await.unwrap();
+
+    closed_by_server(garbage).await;
+    closed_by_server(oversized).await;
+    closed_by_server(truncated).await;
+
+    // The good connection keeps delivering after all of that.
+    good.write_all(&frames(&all[5..])).await.unwrap();
+    let mut from_good = Vec::new();
+    let mut from_bad_frame = Vec::new();
+    while from_good.len() < all.len() || from_bad_frame.is_empty() {
+        let (id, event) = timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+        if id == 1 {
+            from_good.push(event);
+        } else {
+            from_bad_frame.push(event);
+        }
+    }
+    assert_eq!(
+        from_good, all,
+        "events of one connection arrive complete and in order"
+    );
+    assert_eq!(from_bad_frame, vec![all[12].clone()]);
+
+    let s = stats.snapshot();
+    assert_eq!(s.connections_accepted, 5);
+    assert_eq!(s.connections_failed, 3);
+    assert_eq!(s.decode_errors, 1);
+    assert_eq!(s.frames, all.len() as u64 + 2);
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("exceeds the maximum frame length of 65536"),
+        "{logs}"
+    );
+    assert!(logs.contains("frame length 1195725856"), "{logs}");
+    assert!(logs.contains("stream ended inside a frame"), "{logs}");
+    assert!(logs.contains("undecodable frame skipped"), "{logs}");
+
+    // Graceful shutdown returns even though clients still hold their connections open.
+    stop.send(()).unwrap();
+    timeout(WAIT, serving).await.unwrap().unwrap();
+    assert_eq!(stats.snapshot().connections_active, 0);
+    drop((good, bad_frame));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_api_yields_every_event_of_many_connections() {
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let mut events = server.into_stream(16);
+    let addr = events.local_addr().unwrap();
+    let per_conn = 500;
+    let mut writers = Vec::new();
+    for c in 0..4 {
+        writers.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let batch: Vec<Event> = (0..per_conn)
+                .map(|i| {
+                    let mut e = publish(64);
+                    if let Event::OnPublish(p) = &mut e {
+                        p.client_id = format!("c{c}");
+                        p.qos = i;
+                    }
+                    e
+                })
+                .collect();
+            // Odd write sizes so frames straddle reads.
+            for chunk in frames(&batch).chunks(333) {
+                s.write_all(chunk).await.unwrap();
+            }
+        }));
+    }
+    let mut next_qos = std::collections::HashMap::new();
+    for _ in 0..4 * per_conn {
+        let Event::OnPublish(p) = timeout(WAIT, events.next()).await.unwrap().unwrap() else {
+            panic!("not a publish");
+        };
+        let expected = next_qos.entry(p.client_id.clone()).or_insert(0);
+        assert_eq!(p.qos, *expected, "order within a connection");
+        *expected += 1;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(events.stats().snapshot().frames, 4 * per_conn as u64);
+}
+
+#[tokio::test]
+async fn closure_handler_and_zero_length_frames() {
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let stats = server.stats();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(server.serve(move |e: Event| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(e);
+        }
+    }));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut wire = vec![0, 0, 0, 0];
+    wire.extend(frames(&every_event()[..1]));
+    wire.extend([0, 0, 0, 0]);
+    s.write_all(&wire).await.unwrap();
+    let e = timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(e, every_event()[0]);
+    drop(s);
+    timeout(WAIT, async {
+        while stats.snapshot().skipped_frames < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+}
