@@ -147,6 +147,7 @@ impl EventCodec {
 
     /// Decodes the next frame: `Ok(None)` when more input is needed, `Ok(Some(Err(..)))` for a
     /// frame that was consumed but did not decode, `Err(..)` when the stream is broken.
+    #[inline]
     pub fn decode_frame(
         &mut self,
         src: &mut BytesMut,
@@ -211,6 +212,7 @@ impl Decoder for EventCodec {
     type Item = Event;
     type Error = CodecError;
 
+    #[inline]
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, CodecError> {
         match self.decode_frame(src)? {
             Some(Ok(event)) => Ok(Some(event)),

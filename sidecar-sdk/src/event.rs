@@ -91,13 +91,40 @@ macro_rules! events {
             /// Decodes the value of an `Any` given its type URL. Any domain is accepted before
             /// the last `/`, as the `Any` specification says; unknown names give
             /// [`Event::Unknown`].
+            #[inline]
             pub fn decode_value(type_url: &str, value: Bytes) -> Result<Event, EventDecodeError> {
-                let name = type_url.rsplit('/').next().unwrap_or(type_url);
-                let wrap = |source| EventDecodeError::Message { type_url: type_url.to_owned(), source };
+                Self::decode_value_bytes(type_url.as_bytes(), value)
+            }
+
+            /// [`Event::decode_value`] on the type URL's raw bytes: the hot path matches known
+            /// names without UTF-8 validation or allocation.
+            #[inline]
+            fn decode_value_bytes(
+                type_url: &[u8],
+                value: Bytes,
+            ) -> Result<Event, EventDecodeError> {
+                let name = match type_url.strip_prefix(b"type.googleapis.com/eventssidecar.v1.") {
+                    Some(name) => name,
+                    None => match type_url.iter().rposition(|&b| b == b'/') {
+                        Some(slash) => match type_url[slash + 1..].strip_prefix(b"eventssidecar.v1.") {
+                            Some(name) => name,
+                            None => b"",
+                        },
+                        None => b"",
+                    },
+                };
+                let wrap = |source| EventDecodeError::Message {
+                    type_url: String::from_utf8_lossy(type_url).into_owned(),
+                    source,
+                };
                 Ok(match name {
-                    $( concat!("eventssidecar.v1.", stringify!($variant)) =>
+                    $( n if n == stringify!($variant).as_bytes() =>
                         Event::$variant($variant::decode(value).map_err(wrap)?), )*
-                    _ => Event::Unknown { type_url: type_url.to_owned(), value },
+                    _ => Event::Unknown {
+                        type_url: String::from_utf8(type_url.to_vec())
+                            .map_err(|_| EventDecodeError::TypeUrlNotUtf8)?,
+                        value,
+                    },
                 })
             }
 
@@ -271,11 +298,10 @@ impl Event {
 
     /// Decodes a serialized `google.protobuf.Any` (the body of one frame). Payloads are slices
     /// of `any`, not copies.
+    #[inline]
     pub fn decode_any(any: Bytes) -> Result<Event, EventDecodeError> {
         let raw = RawAny::decode(any).map_err(EventDecodeError::Any)?;
-        let type_url =
-            std::str::from_utf8(&raw.type_url).map_err(|_| EventDecodeError::TypeUrlNotUtf8)?;
-        Event::decode_value(type_url, raw.value)
+        Event::decode_value_bytes(&raw.type_url, raw.value)
     }
 
     /// Unpacks a `prost_types::Any`.
