@@ -1,0 +1,225 @@
+//! Packets to bytes. `encoded_len` and `encode_packet` walk the same structure, so a packet's
+//! size is known (and checked against the peer's maximum) before a byte is written.
+
+use bytes::BufMut;
+
+use super::*;
+
+fn props_len(p: Protocol, props: &Properties) -> usize {
+    if p.is_v5() { props.wire_len() } else { 0 }
+}
+
+/// The remaining length (body size) of `packet` for protocol `p`.
+fn body_len(packet: &Packet, p: Protocol) -> usize {
+    match packet {
+        Packet::Connect(c) => {
+            let name = if c.protocol == Protocol::V31 { 6 } else { 4 };
+            let mut n = 2 + name + 1 + 1 + 2 + props_len(c.protocol, &c.properties);
+            n += 2 + c.client_id.len();
+            if let Some(w) = &c.will {
+                n += props_len(c.protocol, &w.properties) + 2 + w.topic.len() + 2 + w.payload.len();
+            }
+            n += c.username.as_ref().map_or(0, |u| 2 + u.len());
+            n += c.password.as_ref().map_or(0, |pw| 2 + pw.len());
+            n
+        }
+        Packet::ConnAck(c) => 2 + props_len(p, &c.properties),
+        Packet::Publish(m) => {
+            2 + m.topic.len()
+                + if m.qos == QoS::AtMostOnce { 0 } else { 2 }
+                + props_len(p, &m.properties)
+                + m.payload.len()
+        }
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            pub_resp_len(r, p)
+        }
+        Packet::Subscribe(s) => {
+            2 + props_len(p, &s.properties)
+                + s.filters
+                    .iter()
+                    .map(|(f, _)| 2 + f.len() + 1)
+                    .sum::<usize>()
+        }
+        Packet::SubAck(s) => 2 + props_len(p, &s.properties) + s.reasons.len(),
+        Packet::Unsubscribe(u) => {
+            2 + props_len(p, &u.properties) + u.filters.iter().map(|f| 2 + f.len()).sum::<usize>()
+        }
+        Packet::UnsubAck(u) => {
+            2 + if p.is_v5() {
+                u.properties.wire_len() + u.reasons.len()
+            } else {
+                0
+            }
+        }
+        Packet::PingReq | Packet::PingResp => 0,
+        Packet::Disconnect(d) => reason_and_props_len(p, d.reason, &d.properties),
+        Packet::Auth(a) => reason_and_props_len(p, a.reason, &a.properties),
+    }
+}
+
+fn pub_resp_len(r: &PubResp, p: Protocol) -> usize {
+    if !p.is_v5() || (r.reason == 0 && r.properties.is_empty()) {
+        2
+    } else if r.properties.is_empty() {
+        3
+    } else {
+        3 + r.properties.wire_len()
+    }
+}
+
+fn reason_and_props_len(p: Protocol, reason: u8, props: &Properties) -> usize {
+    if !p.is_v5() || (reason == 0 && props.is_empty()) {
+        0
+    } else if props.is_empty() {
+        1
+    } else {
+        1 + props.wire_len()
+    }
+}
+
+/// Total size of the encoded packet, fixed header included.
+pub fn encoded_len(packet: &Packet, p: Protocol) -> usize {
+    let body = body_len(packet, p);
+    1 + varint_len(body as u32) + body
+}
+
+fn first_byte(packet: &Packet) -> u8 {
+    match packet {
+        Packet::Connect(_) => 0x10,
+        Packet::ConnAck(_) => 0x20,
+        Packet::Publish(m) => {
+            0x30 | (u8::from(m.dup) << 3) | ((m.qos as u8) << 1) | u8::from(m.retain)
+        }
+        Packet::PubAck(_) => 0x40,
+        Packet::PubRec(_) => 0x50,
+        Packet::PubRel(_) => 0x62,
+        Packet::PubComp(_) => 0x70,
+        Packet::Subscribe(_) => 0x82,
+        Packet::SubAck(_) => 0x90,
+        Packet::Unsubscribe(_) => 0xA2,
+        Packet::UnsubAck(_) => 0xB0,
+        Packet::PingReq => 0xC0,
+        Packet::PingResp => 0xD0,
+        Packet::Disconnect(_) => 0xE0,
+        Packet::Auth(_) => 0xF0,
+    }
+}
+
+fn put_props(p: Protocol, props: &Properties, buf: &mut impl BufMut) {
+    if p.is_v5() {
+        props.encode(buf);
+    }
+}
+
+/// Writes `packet` for a connection speaking protocol `p`.
+pub fn encode_packet(packet: &Packet, p: Protocol, buf: &mut impl BufMut) {
+    buf.put_u8(first_byte(packet));
+    write_varint(body_len(packet, p) as u32, buf);
+    match packet {
+        Packet::Connect(c) => {
+            if c.protocol == Protocol::V31 {
+                write_string("MQIsdp", buf);
+            } else {
+                write_string("MQTT", buf);
+            }
+            buf.put_u8(c.protocol.level());
+            let mut flags = 0u8;
+            if c.clean_start {
+                flags |= 0x02;
+            }
+            if let Some(w) = &c.will {
+                flags |= 0x04 | ((w.qos as u8) << 3);
+                if w.retain {
+                    flags |= 0x20;
+                }
+            }
+            if c.password.is_some() {
+                flags |= 0x40;
+            }
+            if c.username.is_some() {
+                flags |= 0x80;
+            }
+            buf.put_u8(flags);
+            buf.put_u16(c.keep_alive);
+            put_props(c.protocol, &c.properties, buf);
+            write_string(&c.client_id, buf);
+            if let Some(w) = &c.will {
+                put_props(c.protocol, &w.properties, buf);
+                write_string(&w.topic, buf);
+                write_binary(&w.payload, buf);
+            }
+            if let Some(u) = &c.username {
+                write_string(u, buf);
+            }
+            if let Some(pw) = &c.password {
+                write_binary(pw, buf);
+            }
+        }
+        Packet::ConnAck(c) => {
+            buf.put_u8(u8::from(c.session_present));
+            buf.put_u8(c.code);
+            put_props(p, &c.properties, buf);
+        }
+        Packet::Publish(m) => {
+            write_string(&m.topic, buf);
+            if m.qos != QoS::AtMostOnce {
+                buf.put_u16(m.packet_id);
+            }
+            put_props(p, &m.properties, buf);
+            buf.put_slice(&m.payload);
+        }
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            buf.put_u16(r.packet_id);
+            let len = pub_resp_len(r, p);
+            if len >= 3 {
+                buf.put_u8(r.reason);
+            }
+            if len > 3 {
+                r.properties.encode(buf);
+            }
+        }
+        Packet::Subscribe(s) => {
+            buf.put_u16(s.packet_id);
+            put_props(p, &s.properties, buf);
+            for (f, o) in &s.filters {
+                write_string(f, buf);
+                buf.put_u8(
+                    o.qos as u8
+                        | (u8::from(o.no_local) << 2)
+                        | (u8::from(o.retain_as_published) << 3)
+                        | (o.retain_handling << 4),
+                );
+            }
+        }
+        Packet::SubAck(s) => {
+            buf.put_u16(s.packet_id);
+            put_props(p, &s.properties, buf);
+            buf.put_slice(&s.reasons);
+        }
+        Packet::Unsubscribe(u) => {
+            buf.put_u16(u.packet_id);
+            put_props(p, &u.properties, buf);
+            for f in &u.filters {
+                write_string(f, buf);
+            }
+        }
+        Packet::UnsubAck(u) => {
+            buf.put_u16(u.packet_id);
+            if p.is_v5() {
+                u.properties.encode(buf);
+                buf.put_slice(&u.reasons);
+            }
+        }
+        Packet::PingReq | Packet::PingResp => {}
+        Packet::Disconnect(Disconnect { reason, properties })
+        | Packet::Auth(Auth { reason, properties }) => {
+            let len = reason_and_props_len(p, *reason, properties);
+            if len >= 1 {
+                buf.put_u8(*reason);
+            }
+            if len > 1 {
+                properties.encode(buf);
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! MQTT 5 properties: one struct holding every property a packet may carry, decoded and encoded
+//! in one place, with the per-packet rules (which properties are allowed, which may repeat).
+
+use bytes::{Buf, BufMut, Bytes};
+
+use super::{
+    DecodeError, read_binary, read_string, read_u8, read_u16, read_u32, read_varint, varint_len,
+    write_binary, write_string, write_varint,
+};
+
+/// The packets (and the will) that carry properties; each allows its own set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PropertyContext {
+    /// CONNECT.
+    Connect,
+    /// The will properties inside CONNECT.
+    Will,
+    /// CONNACK.
+    ConnAck,
+    /// PUBLISH.
+    Publish,
+    /// PUBACK, PUBREC, PUBREL, PUBCOMP.
+    PubResp,
+    /// SUBSCRIBE.
+    Subscribe,
+    /// SUBACK.
+    SubAck,
+    /// UNSUBSCRIBE.
+    Unsubscribe,
+    /// UNSUBACK.
+    UnsubAck,
+    /// DISCONNECT.
+    Disconnect,
+    /// AUTH.
+    Auth,
+}
+
+/// Every MQTT 5 property. Absent properties are `None` (or empty for the repeatable ones).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Properties {
+    /// 0x01: the payload is UTF-8 (1) or unspecified bytes (0).
+    pub payload_format_indicator: Option<u8>,
+    /// 0x02: seconds the message may live.
+    pub message_expiry_interval: Option<u32>,
+    /// 0x03: MIME type of the payload.
+    pub content_type: Option<String>,
+    /// 0x08: topic for the response (request/response).
+    pub response_topic: Option<String>,
+    /// 0x09: correlates a response with its request.
+    pub correlation_data: Option<Bytes>,
+    /// 0x0B: subscription identifiers (one on SUBSCRIBE, one per matching subscription on
+    /// PUBLISH).
+    pub subscription_identifiers: Vec<u32>,
+    /// 0x11: seconds the session outlives the connection.
+    pub session_expiry_interval: Option<u32>,
+    /// 0x12: the client id the server assigned.
+    pub assigned_client_identifier: Option<String>,
+    /// 0x13: keep-alive imposed by the server.
+    pub server_keep_alive: Option<u16>,
+    /// 0x15: extended authentication method.
+    pub authentication_method: Option<String>,
+    /// 0x16: extended authentication data.
+    pub authentication_data: Option<Bytes>,
+    /// 0x17: whether the client wants reason strings and user properties on errors.
+    pub request_problem_information: Option<u8>,
+    /// 0x18: seconds to wait before publishing the will.
+    pub will_delay_interval: Option<u32>,
+    /// 0x19: whether the client wants response information.
+    pub request_response_information: Option<u8>,
+    /// 0x1A: basis for response topics.
+    pub response_information: Option<String>,
+    /// 0x1C: another server to use.
+    pub server_reference: Option<String>,
+    /// 0x1F: human-readable diagnostic.
+    pub reason_string: Option<String>,
+    /// 0x21: how many QoS 1/2 publishes the sender accepts concurrently.
+    pub receive_maximum: Option<u16>,
+    /// 0x22: highest topic alias the sender accepts.
+    pub topic_alias_maximum: Option<u16>,
+    /// 0x23: topic alias of this PUBLISH.
+    pub topic_alias: Option<u16>,
+    /// 0x24: highest QoS the server supports.
+    pub maximum_qos: Option<u8>,
+    /// 0x25: whether the server supports retained messages.
+    pub retain_available: Option<u8>,
+    /// 0x26: user properties, in order, repeats allowed.
+    pub user_properties: Vec<(String, String)>,
+    /// 0x27: largest packet the sender accepts.
+    pub maximum_packet_size: Option<u32>,
+    /// 0x28: whether the server supports wildcard subscriptions.
+    pub wildcard_subscription_available: Option<u8>,
+    /// 0x29: whether the server supports subscription identifiers.
+    pub subscription_identifier_available: Option<u8>,
+    /// 0x2A: whether the server supports shared subscriptions.
+    pub shared_subscription_available: Option<u8>,
+}
+
+/// Whether property `id` may appear in `ctx`.
+fn allowed(id: u8, ctx: PropertyContext) -> bool {
+    use PropertyContext::*;
+    match id {
+        0x01 | 0x02 | 0x03 | 0x08 | 0x09 => matches!(ctx, Publish | Will),
+        0x0B => matches!(ctx, Publish | Subscribe),
+        0x11 => matches!(ctx, Connect | ConnAck | Disconnect),
+        0x12 | 0x13 | 0x1A | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => ctx == ConnAck,
+        0x15 | 0x16 => matches!(ctx, Connect | ConnAck | Auth),
+        0x17 | 0x19 => ctx == Connect,
+        0x18 => ctx == Will,
+        0x1C => matches!(ctx, ConnAck | Disconnect),
+        0x1F => !matches!(ctx, Connect | Will | Publish | Subscribe | Unsubscribe),
+        0x21 | 0x22 | 0x27 => matches!(ctx, Connect | ConnAck),
+        0x23 => ctx == Publish,
+        0x26 => true,
+        _ => false,
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, value: T, id: u8) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::Protocol(format!(
+            "property 0x{id:02X} appears twice"
+        )));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn flag(buf: &mut Bytes, id: u8) -> Result<u8, DecodeError> {
+    let v = read_u8(buf)?;
+    if v > 1 {
+        return Err(DecodeError::Protocol(format!(
+            "property 0x{id:02X} must be 0 or 1, got {v}"
+        )));
+    }
+    Ok(v)
+}
+
+impl Properties {
+    /// Decodes the property length and the properties that follow it.
+    pub fn decode(buf: &mut Bytes, ctx: PropertyContext) -> Result<Properties, DecodeError> {
+        let len = read_varint(buf)? as usize;
+        if len > buf.remaining() {
+            return Err(DecodeError::Malformed(
+                "property length exceeds the packet".into(),
+            ));
+        }
+        let mut body = buf.split_to(len);
+        let mut p = Properties::default();
+        while body.has_remaining() {
+            let id = read_varint(&mut body)?;
+            let id = u8::try_from(id)
+                .map_err(|_| DecodeError::Malformed(format!("unknown property 0x{id:X}")))?;
+            if !allowed(id, ctx) {
+                return Err(DecodeError::Protocol(format!(
+                    "property 0x{id:02X} is not allowed in {ctx:?}"
+                )));
+            }
+            let b = &mut body;
+            match id {
+                0x01 => set_once(&mut p.payload_format_indicator, flag(b, id)?, id)?,
+                0x02 => set_once(&mut p.message_expiry_interval, read_u32(b)?, id)?,
+                0x03 => set_once(&mut p.content_type, read_string(b)?, id)?,
+                0x08 => set_once(&mut p.response_topic, read_string(b)?, id)?,
+                0x09 => set_once(&mut p.correlation_data, read_binary(b)?, id)?,
+                0x0B => {
+                    let v = read_varint(b)?;
+                    if v == 0 {
+                        return Err(DecodeError::Protocol("subscription identifier 0".into()));
+                    }
+                    if ctx == PropertyContext::Subscribe && !p.subscription_identifiers.is_empty() {
+                        return Err(DecodeError::Protocol(
+                            "SUBSCRIBE carries more than one subscription identifier".into(),
+                        ));
+                    }
+                    p.subscription_identifiers.push(v);
+                }
+                0x11 => set_once(&mut p.session_expiry_interval, read_u32(b)?, id)?,
+                0x12 => set_once(&mut p.assigned_client_identifier, read_string(b)?, id)?,
+                0x13 => set_once(&mut p.server_keep_alive, read_u16(b)?, id)?,
+                0x15 => set_once(&mut p.authentication_method, read_string(b)?, id)?,
+                0x16 => set_once(&mut p.authentication_data, read_binary(b)?, id)?,
+                0x17 => set_once(&mut p.request_problem_information, flag(b, id)?, id)?,
+                0x18 => set_once(&mut p.will_delay_interval, read_u32(b)?, id)?,
+                0x19 => set_once(&mut p.request_response_information, flag(b, id)?, id)?,
+                0x1A => set_once(&mut p.response_information, read_string(b)?, id)?,
+                0x1C => set_once(&mut p.server_reference, read_string(b)?, id)?,
+                0x1F => set_once(&mut p.reason_string, read_string(b)?, id)?,
+                0x21 => {
+                    let v = read_u16(b)?;
+                    if v == 0 {
+                        return Err(DecodeError::Protocol("receive maximum 0".into()));
+                    }
+                    set_once(&mut p.receive_maximum, v, id)?
+                }
+                0x22 => set_once(&mut p.topic_alias_maximum, read_u16(b)?, id)?,
+                0x23 => set_once(&mut p.topic_alias, read_u16(b)?, id)?,
+                0x24 => set_once(&mut p.maximum_qos, flag(b, id)?, id)?,
+                0x25 => set_once(&mut p.retain_available, flag(b, id)?, id)?,
+                0x26 => {
+                    let k = read_string(b)?;
+                    let v = read_string(b)?;
+                    p.user_properties.push((k, v));
+                }
+                0x27 => {
+                    let v = read_u32(b)?;
+                    if v == 0 {
+                        return Err(DecodeError::Protocol("maximum packet size 0".into()));
+                    }
+                    set_once(&mut p.maximum_packet_size, v, id)?
+                }
+                0x28 => set_once(&mut p.wildcard_subscription_available, flag(b, id)?, id)?,
+                0x29 => set_once(&mut p.subscription_identifier_available, flag(b, id)?, id)?,
+                0x2A => set_once(&mut p.shared_subscription_available, flag(b, id)?, id)?,
+                _ => unreachable!("filtered by allowed()"),
+            }
+        }
+        Ok(p)
+    }
+
+    /// Calls `f` with (id, encoded length of the value) for every present property, in id
+    /// order; shared by `len` and `encode` so the two cannot disagree.
+    fn for_each(&self, mut f: impl FnMut(u8, Value<'_>)) {
+        macro_rules! opt {
+            ($field:ident, $id:expr, $kind:ident) => {
+                if let Some(v) = &self.$field {
+                    f($id, Value::$kind(v.clone().into()));
+                }
+            };
+        }
+        opt!(payload_format_indicator, 0x01, Byte);
+        opt!(message_expiry_interval, 0x02, U32);
+        if let Some(v) = &self.content_type {
+            f(0x03, Value::Str(v));
+        }
+        if let Some(v) = &self.response_topic {
+            f(0x08, Value::Str(v));
+        }
+        if let Some(v) = &self.correlation_data {
+            f(0x09, Value::Bin(v));
+        }
+        for v in &self.subscription_identifiers {
+            f(0x0B, Value::Varint(*v));
+        }
+        opt!(session_expiry_interval, 0x11, U32);
+        if let Some(v) = &self.assigned_client_identifier {
+            f(0x12, Value::Str(v));
+        }
+        opt!(server_keep_alive, 0x13, U16);
+        if let Some(v) = &self.authentication_method {
+            f(0x15, Value::Str(v));
+        }
+        if let Some(v) = &self.authentication_data {
+            f(0x16, Value::Bin(v));
+        }
+        opt!(request_problem_information, 0x17, Byte);
+        opt!(will_delay_interval, 0x18, U32);
+        opt!(request_response_information, 0x19, Byte);
+        if let Some(v) = &self.response_information {
+            f(0x1A, Value::Str(v));
+        }
+        if let Some(v) = &self.server_reference {
+            f(0x1C, Value::Str(v));
+        }
+        if let Some(v) = &self.reason_string {
+            f(0x1F, Value::Str(v));
+        }
+        opt!(receive_maximum, 0x21, U16);
+        opt!(topic_alias_maximum, 0x22, U16);
+        opt!(topic_alias, 0x23, U16);
+        opt!(maximum_qos, 0x24, Byte);
+        opt!(retain_available, 0x25, Byte);
+        for (k, v) in &self.user_properties {
+            f(0x26, Value::Pair(k, v));
+        }
+        opt!(maximum_packet_size, 0x27, U32);
+        opt!(wildcard_subscription_available, 0x28, Byte);
+        opt!(subscription_identifier_available, 0x29, Byte);
+        opt!(shared_subscription_available, 0x2A, Byte);
+    }
+
+    /// Encoded length of the properties, without their own length prefix.
+    pub fn len(&self) -> usize {
+        let mut n = 0;
+        self.for_each(|_, v| n += 1 + v.len());
+        n
+    }
+
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encoded length including the length prefix.
+    pub fn wire_len(&self) -> usize {
+        let n = self.len();
+        varint_len(n as u32) + n
+    }
+
+    /// Writes the length prefix and the properties.
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        write_varint(self.len() as u32, buf);
+        self.for_each(|id, v| {
+            buf.put_u8(id);
+            v.write(buf);
+        });
+    }
+}
+
+/// One property value, borrowed for encoding.
+enum Value<'a> {
+    Byte(u8),
+    U16(u16),
+    U32(u32),
+    Varint(u32),
+    Str(&'a str),
+    Bin(&'a Bytes),
+    Pair(&'a str, &'a str),
+}
+
+impl Value<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Value::Byte(_) => 1,
+            Value::U16(_) => 2,
+            Value::U32(_) => 4,
+            Value::Varint(v) => varint_len(*v),
+            Value::Str(s) => 2 + s.len(),
+            Value::Bin(b) => 2 + b.len(),
+            Value::Pair(k, v) => 4 + k.len() + v.len(),
+        }
+    }
+
+    fn write(&self, buf: &mut impl BufMut) {
+        match self {
+            Value::Byte(v) => buf.put_u8(*v),
+            Value::U16(v) => buf.put_u16(*v),
+            Value::U32(v) => buf.put_u32(*v),
+            Value::Varint(v) => write_varint(*v, buf),
+            Value::Str(s) => write_string(s, buf),
+            Value::Bin(b) => write_binary(b, buf),
+            Value::Pair(k, v) => {
+                write_string(k, buf);
+                write_string(v, buf);
+            }
+        }
+    }
+}
