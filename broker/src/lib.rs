@@ -1,4 +1,72 @@
-//! vmq-broker: an MQTT broker in the mould of VerneMQ. Data flows one way:
-//! listener -> connection (codec) -> session -> router -> session -> connection.
+//! vmq-broker: an MQTT 3.1/3.1.1/5.0 broker in the mould of VerneMQ.
+//!
+//! Data flows one way: [`listener`] -> connection ([`mqtt`] codec) -> [`session`] -> [`router`]
+//! -> session -> connection. [`Server`] ties them together for the binary and for tests.
 
+pub mod broker;
+pub mod config;
+pub mod listener;
+pub mod message;
+pub mod metrics;
 pub mod mqtt;
+pub mod router;
+pub mod session;
+pub mod topic;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+pub use broker::Broker;
+pub use config::Config;
+
+/// A running broker: its listeners are bound and accepting.
+#[derive(Debug)]
+pub struct Server {
+    broker: Arc<Broker>,
+    addrs: Vec<SocketAddr>,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Binds every listener of `config` and starts accepting. Fails (binding nothing) if any
+    /// listener cannot bind.
+    pub async fn start(config: Config) -> std::io::Result<Server> {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            listeners.push(listener::Listener::bind(l.clone()).await?);
+        }
+        let broker = Broker::new(config);
+        let tasks = TaskTracker::new();
+        let mut addrs = Vec::new();
+        for l in listeners {
+            addrs.push(l.local_addr()?);
+            tasks.spawn(l.run(broker.clone(), tasks.clone()));
+        }
+        Ok(Server {
+            broker,
+            addrs,
+            tasks,
+        })
+    }
+
+    /// The bound addresses, in config order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The shared broker context (metrics, router, sessions).
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, tells clients the server is going (v5 DISCONNECT 0x8B), and waits up
+    /// to `grace` for connections to close.
+    pub async fn shutdown(self, grace: Duration) {
+        self.broker.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+    }
+}

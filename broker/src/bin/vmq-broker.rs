@@ -1,0 +1,59 @@
+//! `vmq-broker --config <file>`: runs the broker until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use vmq_broker::{Config, Server};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "An MQTT broker in the mould of VerneMQ")]
+struct Args {
+    /// The vernemq.conf-style configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::load(&args.config)?;
+    let level = match config.log_console_level.as_str() {
+        "warning" => "warn",
+        other => other,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let server = Server::start(config)
+        .await
+        .context("cannot start the broker")?;
+    for addr in server.local_addrs() {
+        eprintln!("vmq-broker: MQTT listening on {addr}");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The broker's shared context: configuration, router, sessions and counters. One `Arc<Broker>`
+//! is handed to every connection task.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::session::Registry;
+
+/// Everything connections share.
+#[derive(Debug)]
+pub struct Broker {
+    /// Configuration.
+    pub config: Config,
+    /// Subscriptions and retained messages.
+    pub router: Router,
+    /// Sessions by client id.
+    pub registry: Arc<Registry>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the broker shuts down: connections say goodbye (v5: 0x8B) and close.
+    pub shutdown: CancellationToken,
+}
+
+impl Broker {
+    /// A broker with this configuration and nothing in it yet.
+    pub fn new(config: Config) -> Arc<Broker> {
+        Arc::new(Broker {
+            config,
+            router: Router::default(),
+            registry: Arc::default(),
+            metrics: Arc::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+}

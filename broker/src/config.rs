@@ -1,0 +1,386 @@
+//! The broker's configuration, from a `vernemq.conf`-style file: `key.sub = value` lines, `#`
+//! comments, durations (`30s`, `1h`, `never`), sizes (`64KB`, `1MB`) and `on`/`off` flags.
+//!
+//! Every key is known: a misspelt key or a bad value is an error naming the line, and the broker
+//! does not start half-configured.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error, with the line it comes from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A line is wrong.
+    #[error("{file}:{line}: {message}")]
+    Line {
+        /// The file (or `<string>`).
+        file: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The whole is inconsistent (e.g. no listener).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How a message for a share group picks its member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedPolicy {
+    /// Any member (we go round robin over the online members).
+    Random,
+    /// Members on this node first: on a single node, the same as `Random`.
+    PreferLocal,
+    /// Only members on this node: on a single node, the same as `Random`.
+    LocalOnly,
+}
+
+/// One MQTT TCP listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpListenerConfig {
+    /// The name after `listener.tcp.`.
+    pub name: String,
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// Topics of clients of this listener live under this mountpoint.
+    pub mountpoint: String,
+}
+
+/// Everything the broker reads from its config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Node name (VerneMQ's `nodename`).
+    pub nodename: String,
+    /// MQTT TCP listeners.
+    pub listeners: Vec<TcpListenerConfig>,
+    /// Whether clients without credentials may connect.
+    pub allow_anonymous: bool,
+    /// Unacknowledged QoS 1/2 messages per client (0 = unlimited, capped at 65535).
+    pub max_inflight_messages: u16,
+    /// Messages queued for an online client beyond the inflight window.
+    pub max_online_messages: usize,
+    /// Messages queued for an offline client.
+    pub max_offline_messages: usize,
+    /// How long a v3 persistent session lives offline (`None`: forever).
+    pub persistent_client_expiration: Option<Duration>,
+    /// Largest inbound packet in bytes (0 = the protocol's limit).
+    pub max_message_size: usize,
+    /// Longest client id accepted.
+    pub max_client_id_size: usize,
+    /// Highest inbound topic alias accepted from a v5 client (0 disables aliases).
+    pub topic_alias_max: u16,
+    /// Receive maximum the broker announces to v5 clients.
+    pub receive_max_broker: u16,
+    /// Shared subscription policy.
+    pub shared_subscription_policy: SharedPolicy,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Where persistent state lives.
+    pub persistent_data_dir: PathBuf,
+    /// Log level for the console (`debug`, `info`, `warning`, `error`).
+    pub log_console_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nodename: "VerneMQ@127.0.0.1".into(),
+            listeners: Vec::new(),
+            allow_anonymous: false,
+            max_inflight_messages: 20,
+            max_online_messages: 1000,
+            max_offline_messages: 1000,
+            persistent_client_expiration: None,
+            max_message_size: 0,
+            max_client_id_size: 100,
+            topic_alias_max: 10,
+            receive_max_broker: 65_535,
+            shared_subscription_policy: SharedPolicy::PreferLocal,
+            retain_available: true,
+            persistent_data_dir: PathBuf::from("./data"),
+            log_console_level: "info".into(),
+        }
+    }
+}
+
+/// Parses `on`/`off` (and `true`/`false`).
+pub fn parse_flag(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("expected on or off, got {v:?}")),
+    }
+}
+
+/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`, `d`, `w`), several may be
+/// combined (`1h30m`); `never` is `None`.
+pub fn parse_duration(v: &str) -> Result<Option<Duration>, String> {
+    if v == "never" {
+        return Ok(None);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = v;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "bad duration {v:?} (e.g. 30s, 5m, 1h, 2d, 1w, never)"
+            ));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("bad number in {v:?}"))?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit] {
+            "ms" => {
+                total += Duration::from_millis(n);
+                rest = &rest[unit..];
+                continue;
+            }
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 604_800,
+            other => return Err(format!("unknown duration unit {other:?} in {v:?}")),
+        };
+        total += Duration::from_secs(n.saturating_mul(secs));
+        rest = &rest[unit..];
+    }
+    Ok(Some(total))
+}
+
+/// Parses a size: bytes, or a number with `KB`, `MB`, `GB` (powers of 1024).
+pub fn parse_size(v: &str) -> Result<usize, String> {
+    let upper = v.to_ascii_uppercase();
+    let (num, mult) = if let Some(n) = upper.strip_suffix("KB") {
+        (n, 1024)
+    } else if let Some(n) = upper.strip_suffix("MB") {
+        (n, 1024 * 1024)
+    } else if let Some(n) = upper.strip_suffix("GB") {
+        (n, 1024 * 1024 * 1024)
+    } else if let Some(n) = upper.strip_suffix('B') {
+        (n, 1)
+    } else {
+        (upper.as_str(), 1)
+    };
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad size {v:?} (e.g. 1024, 64KB, 1MB)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {v:?} too large"))
+}
+
+fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("expected a number, got {v:?}"))
+}
+
+impl Config {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        let mut listeners: BTreeMap<String, (Option<SocketAddr>, String, usize)> = BTreeMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |message: String| ConfigError::Line {
+                file: file.to_owned(),
+                line: i + 1,
+                message,
+            };
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| err(format!("expected `key = value`, got {line:?}")))?;
+            let (key, value) = (key.trim(), value.trim());
+            let r: Result<(), String> = (|| {
+                match key {
+                    "nodename" => c.nodename = value.to_owned(),
+                    "allow_anonymous" => c.allow_anonymous = parse_flag(value)?,
+                    "max_inflight_messages" => {
+                        let n: u32 = parse_num(value)?;
+                        c.max_inflight_messages = n.min(65_535) as u16;
+                    }
+                    "max_online_messages" => c.max_online_messages = parse_num(value)?,
+                    "max_offline_messages" => c.max_offline_messages = parse_num(value)?,
+                    "persistent_client_expiration" => {
+                        c.persistent_client_expiration = parse_duration(value)?
+                    }
+                    "max_message_size" => c.max_message_size = parse_size(value)?,
+                    "max_client_id_size" => c.max_client_id_size = parse_num(value)?,
+                    "topic_alias_max" | "topic_alias_max_client" => {
+                        c.topic_alias_max = parse_num(value)?
+                    }
+                    "receive_max_broker" => {
+                        let n: u16 = parse_num(value)?;
+                        if n == 0 {
+                            return Err("receive_max_broker must be at least 1".into());
+                        }
+                        c.receive_max_broker = n;
+                    }
+                    "shared_subscription_policy" => {
+                        c.shared_subscription_policy = match value {
+                            "random" => SharedPolicy::Random,
+                            "prefer_local" => SharedPolicy::PreferLocal,
+                            "local_only" => SharedPolicy::LocalOnly,
+                            _ => {
+                                return Err(format!(
+                                    "expected random, prefer_local or local_only, got {value:?}"
+                                ));
+                            }
+                        }
+                    }
+                    "retain_available" => c.retain_available = parse_flag(value)?,
+                    "persistent_data_dir" => c.persistent_data_dir = PathBuf::from(value),
+                    "log.console.level" => match value {
+                        "debug" | "info" | "warning" | "error" => {
+                            c.log_console_level = value.to_owned()
+                        }
+                        _ => {
+                            return Err(format!(
+                                "expected debug, info, warning or error, got {value:?}"
+                            ));
+                        }
+                    },
+                    _ => {
+                        let Some(rest) = key.strip_prefix("listener.tcp.") else {
+                            return Err(format!("unknown key {key:?}"));
+                        };
+                        let (name, sub) = match rest.split_once('.') {
+                            Some((n, s)) => (n, Some(s)),
+                            None => (rest, None),
+                        };
+                        if name.is_empty() {
+                            return Err("listener name missing".into());
+                        }
+                        let entry = listeners.entry(name.to_owned()).or_insert((
+                            None,
+                            String::new(),
+                            i + 1,
+                        ));
+                        match sub {
+                            None => {
+                                entry.0 = Some(
+                                    value
+                                        .parse()
+                                        .map_err(|_| format!("expected ip:port, got {value:?}"))?,
+                                )
+                            }
+                            Some("mountpoint") => entry.1 = value.to_owned(),
+                            Some(other) => {
+                                return Err(format!("unknown listener setting {other:?}"));
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            r.map_err(err)?;
+        }
+        for (name, (addr, mountpoint, line)) in listeners {
+            let addr = addr.ok_or_else(|| ConfigError::Line {
+                file: file.to_owned(),
+                line,
+                message: format!("listener.tcp.{name} has settings but no address"),
+            })?;
+            c.listeners.push(TcpListenerConfig {
+                name,
+                addr,
+                mountpoint,
+            });
+        }
+        if c.listeners.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "{file}: no MQTT listener configured (add e.g. listener.tcp.default = 127.0.0.1:1883)"
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The largest inbound packet, in bytes.
+    pub fn max_packet_size(&self) -> usize {
+        if self.max_message_size == 0 {
+            crate::mqtt::MAX_REMAINING_LENGTH + 5
+        } else {
+            self.max_message_size
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_and_listeners() {
+        let c = Config::parse(
+            "# comment\nallow_anonymous = on\nlistener.tcp.default = 127.0.0.1:1883\n\
+             listener.tcp.iot = 127.0.0.1:1884\nlistener.tcp.iot.mountpoint = iot\n\
+             persistent_client_expiration = 1h30m\nmax_message_size = 64KB\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.allow_anonymous);
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[1].mountpoint, "iot");
+        assert_eq!(
+            c.persistent_client_expiration,
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(c.max_message_size, 65536);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = Config::parse(
+            "listener.tcp.a = 127.0.0.1:1\n\nallow_anonymus = on\n",
+            "f.conf",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "f.conf:3: unknown key \"allow_anonymus\"");
+        let e = Config::parse("allow_anonymous = maybe", "f.conf").unwrap_err();
+        assert!(
+            e.to_string().starts_with("f.conf:1: expected on or off"),
+            "{e}"
+        );
+        let e = Config::parse("listener.tcp.a = nowhere", "f").unwrap_err();
+        assert!(e.to_string().contains("expected ip:port"), "{e}");
+        assert!(
+            Config::parse("allow_anonymous = on", "f").is_err(),
+            "no listener"
+        );
+        assert!(parse_duration("5x").is_err());
+        assert_eq!(parse_duration("never").unwrap(), None);
+    }
+}

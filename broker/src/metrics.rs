@@ -1,0 +1,75 @@
+//! The broker's counters, named as VerneMQ names them where it has the metric. Relaxed atomics:
+//! cheap on the hot path, read by the HTTP `/metrics` endpoint (a later issue) and by tests.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Live counters of the broker.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        impl Metrics {
+            /// Every counter with its name, for exposition.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$( (stringify!($name), self.$name.load(Relaxed)), )*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// TCP connections accepted.
+    socket_open,
+    /// TCP connections closed.
+    socket_close,
+    /// CONNECT packets received.
+    mqtt_connect_received,
+    /// CONNACK packets sent.
+    mqtt_connack_sent,
+    /// PUBLISH packets received.
+    mqtt_publish_received,
+    /// PUBLISH packets sent.
+    mqtt_publish_sent,
+    /// SUBSCRIBE packets received.
+    mqtt_subscribe_received,
+    /// UNSUBSCRIBE packets received.
+    mqtt_unsubscribe_received,
+    /// Packets that did not decode (connection closed).
+    mqtt_invalid_msg_size_error,
+    /// Malformed or protocol-violating packets.
+    mqtt_protocol_error,
+    /// Messages put in a session queue.
+    queue_message_in,
+    /// Messages taken out of a session queue for sending.
+    queue_message_out,
+    /// Messages dropped because a queue was full.
+    queue_message_drop,
+    /// Messages dropped because they expired before delivery.
+    queue_message_expired,
+    /// Publishes that matched no subscriber.
+    router_matches_none,
+    /// Sessions that expired offline.
+    sessions_expired,
+    /// Will messages published.
+    wills_published,
+}
+
+impl Metrics {
+    /// Adds one.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Adds `n`.
+    pub fn inc_by(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Relaxed)
+    }
+}

@@ -1,0 +1,166 @@
+//! The router: per-mountpoint subscription tries, shared subscription groups and the retained
+//! store. A publish takes only read locks and hands each subscriber its delivery through the
+//! subscriber's own mailbox; no global lock is held while deliveries are queued.
+
+mod trie;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+pub use trie::{Group, Subscription, Trie};
+
+use crate::message::{Delivery, Message};
+use crate::mqtt::QoS;
+use crate::session::Mailbox;
+use crate::topic;
+
+/// The retained messages of one mountpoint, by topic.
+type RetainedStore = HashMap<Arc<str>, Arc<Message>>;
+
+/// Subscriptions and retained messages of every mountpoint.
+#[derive(Debug, Default)]
+pub struct Router {
+    tries: RwLock<HashMap<String, Trie>>,
+    retained: RwLock<HashMap<String, RetainedStore>>,
+}
+
+/// One subscriber's share of a publish, before it is queued.
+struct Pending {
+    mailbox: Arc<Mailbox>,
+    qos: QoS,
+    retain: bool,
+    ids: Vec<u32>,
+}
+
+impl Router {
+    /// Adds or replaces a subscription (`filter` may be `$share/<group>/...`, already
+    /// validated). Returns whether it existed.
+    pub fn subscribe(&self, mountpoint: &str, filter: &str, sub: Subscription) -> bool {
+        let Ok(parsed) = topic::parse_filter(filter) else {
+            return false;
+        };
+        let Ok(mut tries) = self.tries.write() else {
+            return false;
+        };
+        tries
+            .entry(mountpoint.to_owned())
+            .or_default()
+            .insert(parsed.filter, parsed.group, sub)
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unsubscribe(&self, mountpoint: &str, filter: &str, client_id: &str) -> bool {
+        let Ok(parsed) = topic::parse_filter(filter) else {
+            return false;
+        };
+        let Ok(mut tries) = self.tries.write() else {
+            return false;
+        };
+        tries
+            .get_mut(mountpoint)
+            .is_some_and(|t| t.remove(parsed.filter, parsed.group, client_id))
+    }
+
+    /// Number of subscriptions in all mountpoints.
+    pub fn subscription_count(&self) -> usize {
+        self.tries
+            .read()
+            .map_or(0, |t| t.values().map(Trie::len).sum())
+    }
+
+    /// Queues `message` for every matching subscriber: one delivery per client (overlapping
+    /// subscriptions merged: highest QoS, every subscription identifier), one member per share
+    /// group. Returns how many deliveries were queued.
+    pub fn route(&self, mountpoint: &str, message: &Arc<Message>) -> usize {
+        let mut by_client: HashMap<Arc<str>, Pending> = HashMap::new();
+        let mut shared: Vec<Pending> = Vec::new();
+        {
+            let Ok(tries) = self.tries.read() else {
+                return 0;
+            };
+            let Some(trie) = tries.get(mountpoint) else {
+                return 0;
+            };
+            let publisher = message.publisher.as_deref();
+            trie.matches(
+                &message.topic,
+                &mut |sub: &Subscription| {
+                    if sub.options.no_local && publisher == Some(&*sub.client_id) {
+                        return;
+                    }
+                    let qos = message.qos.min(sub.options.qos);
+                    let retain = sub.options.retain_as_published && message.retain;
+                    let entry = by_client
+                        .entry(sub.client_id.clone())
+                        .or_insert_with(|| Pending {
+                            mailbox: sub.mailbox.clone(),
+                            qos,
+                            retain,
+                            ids: Vec::new(),
+                        });
+                    entry.qos = entry.qos.max(qos);
+                    entry.retain |= retain;
+                    entry.ids.extend(sub.id);
+                },
+                &mut |group: &Group| {
+                    if let Some(sub) = group.pick() {
+                        shared.push(Pending {
+                            mailbox: sub.mailbox.clone(),
+                            qos: message.qos.min(sub.options.qos),
+                            retain: sub.options.retain_as_published && message.retain,
+                            ids: sub.id.into_iter().collect(),
+                        });
+                    }
+                },
+            );
+        }
+        let mut queued = 0;
+        for p in by_client.into_values().chain(shared) {
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: p.qos,
+                retain: p.retain,
+                subscription_ids: p.ids,
+            };
+            if p.mailbox.push(delivery) {
+                queued += 1;
+            }
+        }
+        queued
+    }
+
+    /// Stores (or, with an empty payload, clears) the retained message of its topic.
+    pub fn retain(&self, mountpoint: &str, message: Arc<Message>) {
+        let Ok(mut all) = self.retained.write() else {
+            return;
+        };
+        let store = all.entry(mountpoint.to_owned()).or_default();
+        if message.payload.is_empty() {
+            store.remove(&message.topic);
+        } else {
+            store.insert(message.topic.clone(), message);
+        }
+    }
+
+    /// Retained messages matching `filter` (without any `$share/` prefix), expired ones left out.
+    pub fn retained_matching(&self, mountpoint: &str, filter: &str) -> Vec<Arc<Message>> {
+        let now = std::time::Instant::now();
+        let Ok(all) = self.retained.read() else {
+            return Vec::new();
+        };
+        all.get(mountpoint).map_or_else(Vec::new, |store| {
+            store
+                .values()
+                .filter(|m| !m.is_expired(now) && topic::matches(filter, &m.topic))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Number of retained messages in all mountpoints.
+    pub fn retained_count(&self) -> usize {
+        self.retained
+            .read()
+            .map_or(0, |r| r.values().map(HashMap::len).sum())
+    }
+}

@@ -1,0 +1,378 @@
+//! One task per client connection: CONNECT, then a loop over the socket, the session's mailbox,
+//! the keep-alive deadline and takeover; at the end, the will and the session's fate.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::codec::Framed;
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+use crate::metrics::Metrics;
+use crate::mqtt::codec::CodecError;
+use crate::mqtt::{
+    ConnAck, Connect, DecodeError, Disconnect, MqttCodec, Packet, Properties, Protocol, Will,
+    reason,
+};
+use crate::session::{SessionSlot, SessionState, will};
+
+/// How long a new connection has to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection ended; decides the will and the v5 DISCONNECT sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// The client sent DISCONNECT (no will).
+    Disconnected,
+    /// The client sent DISCONNECT with reason 0x04: publish the will.
+    DisconnectedWithWill,
+    /// The socket closed or failed.
+    Lost,
+    /// The server closes with this v5 reason code.
+    Closed(u8),
+}
+
+/// A connected client: the socket, the protocol it speaks and the session it is attached to.
+pub(crate) struct Conn {
+    pub broker: Arc<Broker>,
+    pub framed: Framed<TcpStream, MqttCodec>,
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+    pub mountpoint: String,
+    pub client_id: Arc<str>,
+    pub slot: Arc<SessionSlot>,
+    pub state: SessionState,
+    /// Client's receive maximum: at most this many unacknowledged QoS 1/2 sent to it.
+    pub window: usize,
+    /// Client's maximum packet size.
+    pub client_max_packet: Option<usize>,
+    /// Client's topic alias maximum (outbound aliases we may assign).
+    pub client_alias_max: u16,
+    /// Outbound aliases assigned.
+    pub out_aliases: HashMap<Arc<str>, u16>,
+    /// Inbound aliases set by the client.
+    pub in_aliases: HashMap<u16, String>,
+    /// v5 session expiry (None: never).
+    pub session_expiry: Option<Duration>,
+    /// Whether CONNECT asked for session expiry 0 (then DISCONNECT may not raise it).
+    pub connect_expiry_zero: bool,
+    /// Fires when another connection takes the session over.
+    pub kick: Option<oneshot::Receiver<u8>>,
+    /// Completed once the session is detached.
+    pub done: Option<oneshot::Sender<()>>,
+    /// The will, until it is published or discarded.
+    pub will: Option<Will>,
+    /// 1.5 x the keep-alive, if any.
+    pub keep_alive: Option<Duration>,
+}
+
+/// Runs one client connection to its end.
+pub async fn run(stream: TcpStream, peer: SocketAddr, mountpoint: String, broker: Arc<Broker>) {
+    Metrics::inc(&broker.metrics.socket_open);
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, MqttCodec::new(broker.config.max_packet_size()));
+    let connect = match timeout(CONNECT_TIMEOUT, framed.next()).await {
+        Ok(Some(Ok(Packet::Connect(c)))) => c,
+        Ok(Some(Ok(other))) => {
+            debug!(%peer, packet = other.name(), "first packet is not CONNECT; closing");
+            Metrics::inc(&broker.metrics.mqtt_protocol_error);
+            Metrics::inc(&broker.metrics.socket_close);
+            return;
+        }
+        Ok(Some(Err(e))) => {
+            refuse_undecodable_connect(&mut framed, &broker, peer, e).await;
+            Metrics::inc(&broker.metrics.socket_close);
+            return;
+        }
+        Ok(None) | Err(_) => {
+            debug!(%peer, "no CONNECT received; closing");
+            Metrics::inc(&broker.metrics.socket_close);
+            return;
+        }
+    };
+    Metrics::inc(&broker.metrics.mqtt_connect_received);
+    if let Some(mut conn) = accept(framed, peer, mountpoint, &broker, *connect).await {
+        let (exit, will_msg) = conn.serve().await;
+        conn.finish(exit, will_msg).await;
+    }
+    Metrics::inc(&broker.metrics.socket_close);
+}
+
+/// Answers a CONNECT that did not decode: CONNACK 0x01 for an unsupported protocol level,
+/// otherwise the connection is just closed (the client's version is unknown).
+async fn refuse_undecodable_connect(
+    framed: &mut Framed<TcpStream, MqttCodec>,
+    broker: &Broker,
+    peer: SocketAddr,
+    e: CodecError,
+) {
+    Metrics::inc(&broker.metrics.mqtt_protocol_error);
+    warn!(%peer, error = %e, "bad CONNECT; closing");
+    if let CodecError::Decode(DecodeError::UnsupportedProtocol { name, .. }) = &e
+        && (name == "MQTT" || name == "MQIsdp")
+    {
+        let ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: reason::v3::UNACCEPTABLE_PROTOCOL_VERSION,
+            properties: Properties::default(),
+        });
+        let _ = framed.send(&ack).await;
+    }
+}
+
+/// A v3 return code or v5 reason code for a CONNECT refusal.
+fn refusal(protocol: Protocol, v5: u8, v3: u8) -> u8 {
+    if protocol.is_v5() { v5 } else { v3 }
+}
+
+/// Validates CONNECT, attaches the session, sends CONNACK.
+async fn accept(
+    mut framed: Framed<TcpStream, MqttCodec>,
+    peer: SocketAddr,
+    mountpoint: String,
+    broker: &Arc<Broker>,
+    connect: Connect,
+) -> Option<Conn> {
+    let p = connect.protocol;
+    let config = &broker.config;
+    let mut assigned = None;
+    let refuse = |code: u8| {
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        })
+    };
+    let mut client_id = connect.client_id.clone();
+    if client_id.is_empty() {
+        if p == Protocol::V31 || (p == Protocol::V311 && !connect.clean_start) {
+            let _ = framed.send(&refuse(reason::v3::IDENTIFIER_REJECTED)).await;
+            debug!(%peer, "empty client id refused");
+            return None;
+        }
+        client_id = generated_client_id();
+        if p.is_v5() {
+            assigned = Some(client_id.clone());
+        }
+    }
+    if client_id.len() > config.max_client_id_size {
+        let code = refusal(
+            p,
+            reason::CLIENT_IDENTIFIER_NOT_VALID,
+            reason::v3::IDENTIFIER_REJECTED,
+        );
+        let _ = framed.send(&refuse(code)).await;
+        debug!(%peer, "client id too long");
+        return None;
+    }
+    // Authentication: the auth hooks come with the plugin system; until then a broker that
+    // does not allow anonymous access refuses everyone.
+    if !config.allow_anonymous {
+        let code = if connect.username.is_some() {
+            refusal(
+                p,
+                reason::BAD_USERNAME_OR_PASSWORD,
+                reason::v3::BAD_USERNAME_OR_PASSWORD,
+            )
+        } else {
+            refusal(p, reason::NOT_AUTHORIZED, reason::v3::NOT_AUTHORIZED)
+        };
+        let _ = framed.send(&refuse(code)).await;
+        info!(%peer, client_id, "connection refused: not authorized");
+        return None;
+    }
+    if let Some(w) = &connect.will
+        && crate::topic::validate_name(&w.topic).is_err()
+    {
+        let _ = framed
+            .send(&refuse(refusal(
+                p,
+                reason::TOPIC_NAME_INVALID,
+                reason::v3::NOT_AUTHORIZED,
+            )))
+            .await;
+        return None;
+    }
+
+    let session_expiry = if p.is_v5() {
+        match connect.properties.session_expiry_interval.unwrap_or(0) {
+            u32::MAX => None,
+            s => Some(Duration::from_secs(u64::from(s))),
+        }
+    } else if connect.clean_start {
+        Some(Duration::ZERO)
+    } else {
+        config.persistent_client_expiration
+    };
+    let client_id: Arc<str> = client_id.into();
+    let attachment = broker
+        .registry
+        .attach(broker, &mountpoint, &client_id, connect.clean_start)
+        .await;
+
+    let mut properties = Properties::default();
+    if p.is_v5() {
+        properties.assigned_client_identifier = assigned;
+        properties.receive_maximum = Some(config.receive_max_broker);
+        properties.topic_alias_maximum = Some(config.topic_alias_max);
+        if config.max_message_size > 0 {
+            properties.maximum_packet_size = u32::try_from(config.max_message_size).ok();
+        }
+        if !config.retain_available {
+            properties.retain_available = Some(0);
+        }
+    }
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: attachment.session_present,
+        code: reason::SUCCESS,
+        properties,
+    });
+    Metrics::inc(&broker.metrics.mqtt_connack_sent);
+    let inflight_cap = match config.max_inflight_messages {
+        0 => usize::from(u16::MAX),
+        n => usize::from(n),
+    };
+    let window = if p.is_v5() {
+        inflight_cap.min(usize::from(
+            connect.properties.receive_maximum.unwrap_or(u16::MAX),
+        ))
+    } else {
+        inflight_cap
+    };
+    let mut conn = Conn {
+        broker: broker.clone(),
+        framed,
+        protocol: p,
+        peer,
+        mountpoint,
+        client_id,
+        slot: attachment.slot,
+        state: attachment.state,
+        window,
+        client_max_packet: connect.properties.maximum_packet_size.map(|n| n as usize),
+        client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
+        out_aliases: HashMap::new(),
+        in_aliases: HashMap::new(),
+        session_expiry,
+        connect_expiry_zero: session_expiry == Some(Duration::ZERO),
+        kick: Some(attachment.kick),
+        done: Some(attachment.done),
+        will: connect.will,
+        keep_alive: (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500)),
+    };
+    if conn.framed.send(&ack).await.is_err() {
+        let will_msg = conn.will.take();
+        conn.finish(Exit::Lost, will_msg).await;
+        return None;
+    }
+    debug!(peer = %conn.peer, client_id = %conn.client_id, protocol = ?p, session_present = attachment.session_present, "client connected");
+    Some(conn)
+}
+
+/// A client id for a client that sent none.
+fn generated_client_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "vmq-auto-{nanos:x}-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Conn {
+    /// The main loop; returns why it ended and the will to consider.
+    async fn serve(&mut self) -> (Exit, Option<Will>) {
+        let mut kick = self.kick.take();
+        self.resend_inflight().await;
+        let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
+        let exit = loop {
+            if self.pump().await.is_err() {
+                break Exit::Lost;
+            }
+            if self.framed.flush().await.is_err() {
+                break Exit::Lost;
+            }
+            let room = self.state.outgoing.len() < self.window;
+            tokio::select! {
+                code = async { kick.as_mut().expect("kick present").await }, if kick.is_some() => {
+                    break Exit::Closed(code.unwrap_or(reason::SESSION_TAKEN_OVER));
+                }
+                () = self.broker.shutdown.cancelled() => break Exit::Closed(reason::SERVER_SHUTTING_DOWN),
+                () = async { sleep_until(deadline.expect("deadline set")).await }, if deadline.is_some() => {
+                    debug!(client_id = %self.client_id, "keep-alive expired");
+                    break Exit::Closed(reason::KEEP_ALIVE_TIMEOUT);
+                }
+                () = self.slot.mailbox.notified(), if room => {}
+                item = self.framed.next() => {
+                    if let Some(k) = self.keep_alive {
+                        deadline = Some(Instant::now() + k);
+                    }
+                    match item {
+                        None => break Exit::Lost,
+                        Some(Err(CodecError::Io(e))) => {
+                            debug!(client_id = %self.client_id, error = %e, "socket error");
+                            break Exit::Lost;
+                        }
+                        Some(Err(CodecError::Decode(e))) => {
+                            Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
+                            warn!(client_id = %self.client_id, peer = %self.peer, error = %e, "bad packet; closing");
+                            break Exit::Closed(e.reason_code());
+                        }
+                        Some(Ok(packet)) => match self.handle(packet).await {
+                            Ok(None) => {}
+                            Ok(Some(exit)) => break exit,
+                            Err(()) => break Exit::Lost,
+                        },
+                    }
+                }
+            }
+        };
+        (exit, self.will.take())
+    }
+
+    /// Sends a v5 DISCONNECT if the server is the one closing, then detaches the session and
+    /// deals with the will.
+    async fn finish(&mut self, exit: Exit, will_msg: Option<Will>) {
+        if let Exit::Closed(code) = exit
+            && self.protocol.is_v5()
+        {
+            let _ = self
+                .framed
+                .send(&Packet::Disconnect(Disconnect {
+                    reason: code,
+                    properties: Properties::default(),
+                }))
+                .await;
+        }
+        let _ = self.framed.close().await;
+        let state = std::mem::take(&mut self.state);
+        let send_will = !matches!(exit, Exit::Disconnected);
+        let broker = self.broker.clone();
+        broker
+            .registry
+            .detach(&broker, &self.slot, state, self.session_expiry);
+        if let Some(w) = will_msg.filter(|_| send_will) {
+            let delay =
+                Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0)));
+            let delay = match self.session_expiry {
+                Some(expiry) => delay.min(expiry),
+                None => delay,
+            };
+            will::schedule_will(broker.clone(), self.slot.clone(), w, delay);
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+        debug!(client_id = %self.client_id, ?exit, "client disconnected");
+    }
+}

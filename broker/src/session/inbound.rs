@@ -1,0 +1,282 @@
+//! What a connected client sends: PUBLISH (QoS 0/1/2, topic aliases, retain), the
+//! acknowledgements of what we sent, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::SinkExt;
+use tracing::debug;
+
+use super::connection::{Conn, Exit};
+use super::{OutState, SubRecord};
+use crate::message::{Delivery, Message};
+use crate::metrics::Metrics;
+use crate::mqtt::{
+    Packet, Properties, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, reason,
+};
+use crate::router::Subscription;
+use crate::topic;
+
+/// `Ok(None)`: carry on; `Ok(Some(exit))`: end the connection; `Err(())`: the socket failed.
+pub(crate) type Step = Result<Option<Exit>, ()>;
+
+impl Conn {
+    /// Writes a packet into the connection's buffer (flushed by the main loop).
+    pub(crate) async fn feed(&mut self, packet: &Packet) -> Result<(), ()> {
+        self.framed.feed(packet).await.map_err(|_| ())
+    }
+
+    /// Handles one packet from the client.
+    pub(crate) async fn handle(&mut self, packet: Packet) -> Step {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::PubAck(r) => {
+                if self
+                    .state
+                    .outgoing
+                    .get(&r.packet_id)
+                    .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
+                {
+                    self.state.outgoing.remove(&r.packet_id);
+                }
+                Ok(None)
+            }
+            Packet::PubRec(r) => {
+                let known = match self.state.outgoing.get_mut(&r.packet_id) {
+                    Some(o) if o.delivery.qos == QoS::ExactlyOnce => {
+                        if r.reason >= 0x80 {
+                            // The client refused the message: the flow ends here.
+                            self.state.outgoing.remove(&r.packet_id);
+                            return Ok(None);
+                        }
+                        o.state = OutState::Released;
+                        true
+                    }
+                    _ => false,
+                };
+                let mut rel = PubResp::ok(r.packet_id);
+                if !known && self.protocol.is_v5() {
+                    rel.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.feed(&Packet::PubRel(rel)).await.map(|()| None)
+            }
+            Packet::PubComp(r) => {
+                if self
+                    .state
+                    .outgoing
+                    .get(&r.packet_id)
+                    .is_some_and(|o| o.state == OutState::Released)
+                {
+                    self.state.outgoing.remove(&r.packet_id);
+                }
+                Ok(None)
+            }
+            Packet::PubRel(r) => {
+                let known = self.state.incoming_qos2.remove(&r.packet_id);
+                let mut comp = PubResp::ok(r.packet_id);
+                if !known && self.protocol.is_v5() {
+                    comp.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.feed(&Packet::PubComp(comp)).await.map(|()| None)
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s).await,
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
+            Packet::PingReq => self.feed(&Packet::PingResp).await.map(|()| None),
+            Packet::Disconnect(d) => {
+                if let Some(secs) = d.properties.session_expiry_interval {
+                    if self.connect_expiry_zero && secs != 0 {
+                        return Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)));
+                    }
+                    self.session_expiry = match secs {
+                        u32::MAX => None,
+                        s => Some(Duration::from_secs(u64::from(s))),
+                    };
+                }
+                Ok(Some(if d.reason == reason::DISCONNECT_WITH_WILL {
+                    Exit::DisconnectedWithWill
+                } else {
+                    Exit::Disconnected
+                }))
+            }
+            Packet::Connect(_) => {
+                debug!(client_id = %self.client_id, "second CONNECT");
+                Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
+                Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)))
+            }
+            // Extended authentication is not offered, and server-to-client packets are not
+            // for a client to send.
+            Packet::Auth(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => {
+                Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
+                Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)))
+            }
+        }
+    }
+
+    /// Resolves the topic of an inbound PUBLISH, applying v5 topic aliases.
+    fn resolve_topic(&mut self, p: &mut Publish) -> Result<(), u8> {
+        if let Some(alias) = p.properties.topic_alias {
+            if alias == 0 || alias > self.broker.config.topic_alias_max {
+                return Err(reason::TOPIC_ALIAS_INVALID);
+            }
+            if p.topic.is_empty() {
+                match self.in_aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => return Err(reason::PROTOCOL_ERROR),
+                }
+            } else {
+                self.in_aliases.insert(alias, p.topic.clone());
+            }
+        }
+        topic::validate_name(&p.topic).map_err(|_| reason::TOPIC_NAME_INVALID)
+    }
+
+    async fn on_publish(&mut self, mut p: Publish) -> Step {
+        Metrics::inc(&self.broker.metrics.mqtt_publish_received);
+        if let Err(code) = self.resolve_topic(&mut p) {
+            debug!(client_id = %self.client_id, topic = %p.topic, code, "bad PUBLISH topic");
+            Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
+            return Ok(Some(Exit::Closed(code)));
+        }
+        if p.retain && !self.broker.config.retain_available {
+            return Ok(Some(Exit::Closed(reason::RETAIN_NOT_SUPPORTED)));
+        }
+        if p.qos == QoS::ExactlyOnce {
+            if self.state.incoming_qos2.contains(&p.packet_id) {
+                // A retransmission of a message already routed: acknowledge only.
+                return self
+                    .feed(&Packet::PubRec(PubResp::ok(p.packet_id)))
+                    .await
+                    .map(|()| None);
+            }
+            if self.state.incoming_qos2.len() >= usize::from(self.broker.config.receive_max_broker)
+            {
+                return Ok(Some(Exit::Closed(reason::RECEIVE_MAXIMUM_EXCEEDED)));
+            }
+        }
+        let routed = self.route(&p);
+        let mut ack = PubResp::ok(p.packet_id);
+        if routed == 0 && self.protocol.is_v5() {
+            ack.reason = reason::NO_MATCHING_SUBSCRIBERS;
+        }
+        match p.qos {
+            QoS::AtMostOnce => Ok(None),
+            QoS::AtLeastOnce => self.feed(&Packet::PubAck(ack)).await.map(|()| None),
+            QoS::ExactlyOnce => {
+                self.state.incoming_qos2.insert(p.packet_id);
+                self.feed(&Packet::PubRec(ack)).await.map(|()| None)
+            }
+        }
+    }
+
+    /// Routes a publish (and stores it if retained); returns the number of deliveries.
+    fn route(&self, p: &Publish) -> usize {
+        let message = Arc::new(Message::from_publish(
+            p,
+            p.topic.as_str().into(),
+            Some(self.client_id.clone()),
+        ));
+        if p.retain {
+            self.broker.router.retain(&self.mountpoint, message.clone());
+        }
+        let n = self.broker.router.route(&self.mountpoint, &message);
+        if n == 0 {
+            Metrics::inc(&self.broker.metrics.router_matches_none);
+        }
+        n
+    }
+
+    async fn on_subscribe(&mut self, s: Subscribe) -> Step {
+        Metrics::inc(&self.broker.metrics.mqtt_subscribe_received);
+        let id = s.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, options) in &s.filters {
+            let Ok(parsed) = topic::parse_filter(filter) else {
+                reasons.push(if self.protocol.is_v5() {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    0x80
+                });
+                continue;
+            };
+            if parsed.group.is_some() && options.no_local && self.protocol.is_v5() {
+                // [MQTT-3.8.3-4]: no local on a shared subscription is a protocol error.
+                return Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)));
+            }
+            let existed = self.broker.router.subscribe(
+                &self.mountpoint,
+                filter,
+                Subscription {
+                    client_id: self.client_id.clone(),
+                    mailbox: self.slot.mailbox.clone(),
+                    options: *options,
+                    id,
+                },
+            );
+            self.state.subscriptions.insert(
+                filter.clone(),
+                SubRecord {
+                    options: *options,
+                    id,
+                },
+            );
+            reasons.push(options.qos as u8);
+            let send_retained = parsed.group.is_none()
+                && match options.retain_handling {
+                    0 => true,
+                    1 => !existed,
+                    _ => false,
+                };
+            if send_retained {
+                for m in self
+                    .broker
+                    .router
+                    .retained_matching(&self.mountpoint, parsed.filter)
+                {
+                    retained.push(Delivery {
+                        qos: m.qos.min(options.qos),
+                        message: m,
+                        retain: true,
+                        subscription_ids: id.into_iter().collect(),
+                    });
+                }
+            }
+        }
+        let ack = Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            reasons,
+            properties: Properties::default(),
+        });
+        self.feed(&ack).await?;
+        for d in retained {
+            self.slot.mailbox.push(d);
+        }
+        Ok(None)
+    }
+
+    async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Step {
+        Metrics::inc(&self.broker.metrics.mqtt_unsubscribe_received);
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let existed = self.state.subscriptions.remove(filter).is_some();
+            self.broker
+                .router
+                .unsubscribe(&self.mountpoint, filter, &self.client_id);
+            reasons.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        let ack = Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: Properties::default(),
+        });
+        self.feed(&ack).await.map(|()| None)
+    }
+}

@@ -1,0 +1,111 @@
+//! A session's queue: the router pushes deliveries in, the session's connection (when there is
+//! one) takes them out. It outlives connections, so a persistent session keeps receiving while
+//! its client is offline.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::message::Delivery;
+use crate::metrics::Metrics;
+
+/// Bounded queue of deliveries for one session.
+#[derive(Debug)]
+pub struct Mailbox {
+    queue: Mutex<VecDeque<Delivery>>,
+    online: AtomicBool,
+    notify: Notify,
+    max_online: usize,
+    max_offline: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Mailbox {
+    /// An empty, offline mailbox.
+    pub fn new(max_online: usize, max_offline: usize, metrics: Arc<Metrics>) -> Mailbox {
+        Mailbox {
+            queue: Mutex::default(),
+            online: AtomicBool::new(false),
+            notify: Notify::new(),
+            max_online,
+            max_offline,
+            metrics,
+        }
+    }
+
+    /// Queues a delivery; `false` (and counted) if the queue is full.
+    pub fn push(&self, delivery: Delivery) -> bool {
+        let limit = if self.is_online() {
+            self.max_online
+        } else {
+            self.max_offline
+        };
+        {
+            let Ok(mut q) = self.queue.lock() else {
+                return false;
+            };
+            if q.len() >= limit {
+                Metrics::inc(&self.metrics.queue_message_drop);
+                return false;
+            }
+            q.push_back(delivery);
+        }
+        Metrics::inc(&self.metrics.queue_message_in);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Puts deliveries back at the front (in order), e.g. the unsent part of a batch.
+    pub fn push_front(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
+        if let Ok(mut q) = self.queue.lock() {
+            for d in deliveries.rev() {
+                q.push_front(d);
+            }
+        }
+    }
+
+    /// Takes up to `n` deliveries.
+    pub fn take(&self, n: usize, out: &mut Vec<Delivery>) {
+        if let Ok(mut q) = self.queue.lock() {
+            let k = n.min(q.len());
+            out.extend(q.drain(..k));
+        }
+    }
+
+    /// Number of queued deliveries.
+    pub fn len(&self) -> usize {
+        self.queue.lock().map_or(0, |q| q.len())
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks whether a connection is attached.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Release);
+        if online {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    /// Completes when something was pushed since the last call.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// Drops everything queued (session discarded).
+    pub fn clear(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.clear();
+        }
+    }
+}

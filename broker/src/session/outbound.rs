@@ -1,0 +1,149 @@
+//! What goes to the client: deliveries from the session's mailbox within the inflight window,
+//! redelivery of unacknowledged messages (DUP) when a session resumes, outbound topic aliases.
+
+use std::time::Instant;
+
+use super::connection::Conn;
+use super::{OutState, Outgoing};
+use crate::message::Delivery;
+use crate::metrics::Metrics;
+use crate::mqtt::{Packet, PubResp, Publish, QoS, encoded_len};
+
+impl Conn {
+    /// Sends queued deliveries while the inflight window has room.
+    pub(crate) async fn pump(&mut self) -> Result<(), ()> {
+        let mut batch = Vec::new();
+        loop {
+            let room = self.window.saturating_sub(self.state.outgoing.len());
+            if room == 0 {
+                return Ok(());
+            }
+            batch.clear();
+            self.slot.mailbox.take(room.min(64), &mut batch);
+            if batch.is_empty() {
+                return Ok(());
+            }
+            Metrics::inc_by(&self.broker.metrics.queue_message_out, batch.len() as u64);
+            for d in batch.drain(..) {
+                self.send_delivery(d).await?;
+            }
+        }
+    }
+
+    /// Assigns a packet id not in use.
+    fn next_packet_id(&mut self) -> u16 {
+        loop {
+            self.state.next_packet_id = self.state.next_packet_id.wrapping_add(1);
+            let id = self.state.next_packet_id;
+            if id != 0 && !self.state.outgoing.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Builds the PUBLISH for a delivery.
+    fn publish_for(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> Publish {
+        let m = &d.message;
+        let mut properties = if self.protocol.is_v5() {
+            let mut p = m.properties.clone();
+            p.message_expiry_interval = m.remaining_expiry(now);
+            p.subscription_identifiers = d.subscription_ids.clone();
+            p
+        } else {
+            Default::default()
+        };
+        let mut topic = m.topic.to_string();
+        if self.protocol.is_v5() && self.client_alias_max > 0 {
+            match self.out_aliases.get(&m.topic) {
+                Some(&alias) => {
+                    properties.topic_alias = Some(alias);
+                    topic.clear();
+                }
+                None if self.out_aliases.len() < usize::from(self.client_alias_max) => {
+                    let alias = self.out_aliases.len() as u16 + 1;
+                    self.out_aliases.insert(m.topic.clone(), alias);
+                    properties.topic_alias = Some(alias);
+                }
+                None => {}
+            }
+        }
+        Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic,
+            packet_id,
+            payload: m.payload.clone(),
+            properties,
+        }
+    }
+
+    /// Sends one delivery (dropping it if expired or larger than the client accepts).
+    async fn send_delivery(&mut self, d: Delivery) -> Result<(), ()> {
+        let now = Instant::now();
+        if d.message.is_expired(now) {
+            Metrics::inc(&self.broker.metrics.queue_message_expired);
+            return Ok(());
+        }
+        let packet_id = if d.qos == QoS::AtMostOnce {
+            0
+        } else {
+            self.next_packet_id()
+        };
+        let publish = Packet::Publish(self.publish_for(&d, packet_id, false, now));
+        if let Some(max) = self.client_max_packet
+            && encoded_len(&publish, self.protocol) > max
+        {
+            Metrics::inc(&self.broker.metrics.queue_message_drop);
+            return Ok(());
+        }
+        if d.qos != QoS::AtMostOnce {
+            let seq = self.state.next_seq;
+            self.state.next_seq += 1;
+            self.state.outgoing.insert(
+                packet_id,
+                Outgoing {
+                    delivery: d,
+                    state: OutState::Published,
+                    seq,
+                },
+            );
+        }
+        Metrics::inc(&self.broker.metrics.mqtt_publish_sent);
+        self.feed(&publish).await
+    }
+
+    /// On a resumed session: resends every unacknowledged message in order, PUBLISH with DUP
+    /// or PUBREL as the flow requires.
+    pub(crate) async fn resend_inflight(&mut self) {
+        let mut pending: Vec<(u64, u16)> = self
+            .state
+            .outgoing
+            .iter()
+            .map(|(id, o)| (o.seq, *id))
+            .collect();
+        pending.sort_unstable();
+        let now = Instant::now();
+        for (_, id) in pending {
+            let Some(o) = self.state.outgoing.get(&id).cloned() else {
+                continue;
+            };
+            let packet = match o.state {
+                OutState::Published => {
+                    // Aliases do not survive the connection: send the full topic.
+                    let saved = std::mem::take(&mut self.out_aliases);
+                    let max = std::mem::replace(&mut self.client_alias_max, 0);
+                    let p = self.publish_for(&o.delivery, id, true, now);
+                    self.out_aliases = saved;
+                    self.client_alias_max = max;
+                    Metrics::inc(&self.broker.metrics.mqtt_publish_sent);
+                    Packet::Publish(p)
+                }
+                OutState::Released => Packet::PubRel(PubResp::ok(id)),
+            };
+            if self.feed(&packet).await.is_err() {
+                return;
+            }
+        }
+    }
+}
