@@ -1,6 +1,8 @@
 //! Helpers of the end-to-end tests: locating the workspace's binaries and the Python toolchain,
 //! waiting on processes with timeouts.
 
+pub mod broker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::OnceLock;

@@ -40,6 +40,14 @@ impl MqttCodec {
         }
     }
 
+    /// A codec for the client side of a connection speaking `protocol` (tests, load tools).
+    pub fn for_client(protocol: Protocol, max_packet_size: usize) -> Self {
+        MqttCodec {
+            protocol: Some(protocol),
+            max_packet_size: max_packet_size.clamp(2, MAX_REMAINING_LENGTH + 5),
+        }
+    }
+
     /// The protocol of the connection, once its CONNECT was read.
     pub fn protocol(&self) -> Option<Protocol> {
         self.protocol

@@ -132,6 +132,12 @@ impl Registry {
             .map_or(0, |s| s.values().filter(|x| x.mailbox.is_online()).count())
     }
 
+    /// Whether the session of `client_id` exists and has a connection attached.
+    pub fn is_online(&self, mountpoint: &str, client_id: &str) -> bool {
+        let key: Key = (mountpoint.to_owned(), client_id.into());
+        self.get(&key).is_some_and(|s| s.mailbox.is_online())
+    }
+
     fn get(&self, key: &Key) -> Option<Arc<SessionSlot>> {
         self.sessions.lock().ok()?.get(key).cloned()
     }
