@@ -64,22 +64,27 @@ pub fn python_generated() -> &'static Path {
     .path()
 }
 
-/// A built example binary of the workspace (`cargo test --workspace` builds them).
-pub fn example(name: &str) -> PathBuf {
+/// `target/<profile>`, where cargo puts the workspace's binaries.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
-    let path = exe
-        .parent()
+    exe.parent()
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps")
-        .join("examples")
-        .join(name);
+        .to_path_buf()
+}
+
+fn built(path: PathBuf) -> PathBuf {
     assert!(
         path.exists(),
         "{} is not built: run the tests with `cargo test --workspace`",
         path.display()
     );
     path
+}
+
+/// A built example binary of the workspace (`cargo test --workspace` builds them).
+pub fn example(name: &str) -> PathBuf {
+    built(profile_dir().join("examples").join(name))
 }
 
 /// Frames for `events`, as the broker's relay writes them.

@@ -1,0 +1,120 @@
+//! The `vmq-broker` binary as an operator runs it: the shipped config, a bad config, a clean
+//! stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn broker_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vmq-broker"))
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// SIGTERM, as an init system stops the broker.
+fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+fn wait_with_timeout(mut child: Child) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("broker did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn shipped_config_runs_serves_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped file, with an ephemeral port so tests never collide with a running broker.
+    let shipped = std::fs::read_to_string(workspace().join("vernemq.conf")).unwrap();
+    assert!(shipped.contains("listener.tcp.default = 127.0.0.1:1883"));
+    let conf = dir.path().join("vernemq.conf");
+    std::fs::write(&conf, shipped.replace("127.0.0.1:1883", "127.0.0.1:0")).unwrap();
+
+    let mut child = Command::new(broker_bin())
+        .arg("--config")
+        .arg(&conf)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "broker exited early"
+        );
+        if let Some(rest) = line.strip_prefix("vmq-broker: MQTT listening on ") {
+            break rest.trim().to_owned();
+        }
+    };
+    let port = addr.rsplit(':').next().unwrap();
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-t",
+            "smoke",
+            "-m",
+            "hi",
+            "-q",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let start = std::time::Instant::now();
+    terminate(&child);
+    let out = wait_with_timeout(child);
+    assert!(out.status.success(), "clean exit on SIGTERM");
+    assert!(start.elapsed() < WAIT);
+}
+
+#[test]
+fn bad_config_is_refused_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bad.conf");
+    std::fs::write(
+        &conf,
+        "listener.tcp.default = 127.0.0.1:0\nmax_inflight_messages = lots\n",
+    )
+    .unwrap();
+    let out = Command::new(broker_bin())
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.conf:2: expected a number, got \"lots\""),
+        "{err}"
+    );
+
+    let out = Command::new(broker_bin())
+        .args(["--config", "/nonexistent/vernemq.conf"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/vernemq.conf"));
+}
