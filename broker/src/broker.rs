@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::metrics::Metrics;
+use crate::plugins::Plugins;
 use crate::router::Router;
 use crate::session::Registry;
 
@@ -23,17 +25,28 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the broker shuts down: connections say goodbye (v5: 0x8B) and close.
     pub shutdown: CancellationToken,
+    /// The plugins the config turned on.
+    pub plugins: Plugins,
 }
 
 impl Broker {
-    /// A broker with this configuration and nothing in it yet.
+    /// A broker with this configuration and nothing in it yet; starts the plugins (must run
+    /// inside a tokio runtime).
     pub fn new(config: Config) -> Arc<Broker> {
+        let metrics = Arc::default();
+        let plugins = Plugins::start(&config, &metrics);
         Arc::new(Broker {
             config,
             router: Router::default(),
             registry: Arc::default(),
-            metrics: Arc::default(),
+            metrics,
             shutdown: CancellationToken::new(),
+            plugins,
         })
+    }
+
+    /// The hook chains.
+    pub fn hooks(&self) -> &Hooks {
+        &self.plugins.hooks
     }
 }

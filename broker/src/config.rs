@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::plugins::events_sidecar::EventsSidecarConfig;
+
 /// A configuration error, with the line it comes from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -90,7 +92,14 @@ pub struct Config {
     pub persistent_data_dir: PathBuf,
     /// Log level for the console (`debug`, `info`, `warning`, `error`).
     pub log_console_level: String,
+    /// `plugins.<name> = on|off`.
+    pub plugins: BTreeMap<String, bool>,
+    /// `vmq_events_sidecar.*`.
+    pub events_sidecar: EventsSidecarConfig,
 }
+
+/// The plugins this broker ships.
+pub const KNOWN_PLUGINS: [&str; 1] = ["vmq_events_sidecar"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -110,6 +119,8 @@ impl Default for Config {
             retain_available: true,
             persistent_data_dir: PathBuf::from("./data"),
             log_console_level: "info".into(),
+            plugins: BTreeMap::new(),
+            events_sidecar: EventsSidecarConfig::default(),
         }
     }
 }
@@ -273,6 +284,20 @@ impl Config {
                             ));
                         }
                     },
+                    _ if key.starts_with("plugins.") => {
+                        let name = &key["plugins.".len()..];
+                        if !KNOWN_PLUGINS.contains(&name) {
+                            return Err(format!(
+                                "unknown plugin {name:?} (available: {})",
+                                KNOWN_PLUGINS.join(", ")
+                            ));
+                        }
+                        c.plugins.insert(name.to_owned(), parse_flag(value)?);
+                    }
+                    _ if key.starts_with("vmq_events_sidecar.") => {
+                        c.events_sidecar
+                            .set(&key["vmq_events_sidecar.".len()..], value)?;
+                    }
                     _ => {
                         let Some(rest) = key.strip_prefix("listener.tcp.") else {
                             return Err(format!("unknown key {key:?}"));
@@ -381,6 +406,10 @@ mod tests {
             "no listener"
         );
         assert!(parse_duration("5x").is_err());
+        let e = Config::parse("plugins.vmq_nothing = on", "f").unwrap_err();
+        assert!(e.to_string().contains("unknown plugin"), "{e}");
+        let e = Config::parse("vmq_events_sidecar.hooks = on_tuesday", "f").unwrap_err();
+        assert!(e.to_string().starts_with("f:1: unknown hook"), "{e}");
         assert_eq!(parse_duration("never").unwrap(), None);
     }
 }

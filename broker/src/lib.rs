@@ -5,10 +5,12 @@
 
 pub mod broker;
 pub mod config;
+pub mod hooks;
 pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod mqtt;
+pub mod plugins;
 pub mod router;
 pub mod session;
 pub mod topic;

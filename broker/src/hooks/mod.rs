@@ -1,0 +1,534 @@
+//! The hook API: the points where the broker asks plugins (auth hooks) and tells them
+//! (notification hooks), as VerneMQ's plugin hooks do. Plugins see only this module.
+//!
+//! - Auth hooks (`auth_on_register`, `auth_on_publish`, `auth_on_subscribe`) are chained by
+//!   plugin priority: the first plugin that answers `Ok` or `Error` decides; `Next` asks the
+//!   following one. They are async, so a plugin may ask a remote service.
+//! - Notification hooks are one synchronous call, [`Plugin::notify`], that must not block: a
+//!   plugin that does I/O queues the work (the events sidecar encodes and enqueues a frame).
+//!
+//! VerneMQ's `_m5` variants are the same hook points: [`ClientInfo::protocol`] says which MQTT
+//! version the client speaks, and v5 properties are present when it is 5.
+//!
+//! Nothing is built for a hook no plugin wants: [`Hooks::wants`] is checked first.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::mqtt::{Properties, Protocol, QoS};
+
+/// Every hook point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Hook {
+    /// May this client connect?
+    AuthOnRegister,
+    /// May this client publish this?
+    AuthOnPublish,
+    /// May this client subscribe to this?
+    AuthOnSubscribe,
+    /// A client connected.
+    OnRegister,
+    /// A client's CONNECT was refused.
+    OnRegisterFailed,
+    /// A publish was accepted and routed.
+    OnPublish,
+    /// A subscribe was handled.
+    OnSubscribe,
+    /// An unsubscribe was handled.
+    OnUnsubscribe,
+    /// A PUBLISH was sent to a subscriber.
+    OnDeliver,
+    /// A subscriber acknowledged a QoS 1/2 message.
+    OnDeliveryComplete,
+    /// A message was queued for an offline session.
+    OnOfflineMessage,
+    /// A session attached to its queue.
+    OnClientWakeup,
+    /// A persistent session's client went away.
+    OnClientOffline,
+    /// A clean session's client went away.
+    OnClientGone,
+    /// An offline session expired.
+    OnSessionExpired,
+    /// A message was dropped.
+    OnMessageDrop,
+}
+
+impl Hook {
+    /// Every hook.
+    pub const ALL: [Hook; 16] = [
+        Hook::AuthOnRegister,
+        Hook::AuthOnPublish,
+        Hook::AuthOnSubscribe,
+        Hook::OnRegister,
+        Hook::OnRegisterFailed,
+        Hook::OnPublish,
+        Hook::OnSubscribe,
+        Hook::OnUnsubscribe,
+        Hook::OnDeliver,
+        Hook::OnDeliveryComplete,
+        Hook::OnOfflineMessage,
+        Hook::OnClientWakeup,
+        Hook::OnClientOffline,
+        Hook::OnClientGone,
+        Hook::OnSessionExpired,
+        Hook::OnMessageDrop,
+    ];
+
+    /// The name VerneMQ uses (`on_publish`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::AuthOnRegister => "auth_on_register",
+            Hook::AuthOnPublish => "auth_on_publish",
+            Hook::AuthOnSubscribe => "auth_on_subscribe",
+            Hook::OnRegister => "on_register",
+            Hook::OnRegisterFailed => "on_register_failed",
+            Hook::OnPublish => "on_publish",
+            Hook::OnSubscribe => "on_subscribe",
+            Hook::OnUnsubscribe => "on_unsubscribe",
+            Hook::OnDeliver => "on_deliver",
+            Hook::OnDeliveryComplete => "on_delivery_complete",
+            Hook::OnOfflineMessage => "on_offline_message",
+            Hook::OnClientWakeup => "on_client_wakeup",
+            Hook::OnClientOffline => "on_client_offline",
+            Hook::OnClientGone => "on_client_gone",
+            Hook::OnSessionExpired => "on_session_expired",
+            Hook::OnMessageDrop => "on_message_drop",
+        }
+    }
+
+    /// Parses a hook name; the `_m5` suffix is accepted and means the same hook.
+    pub fn parse(name: &str) -> Option<Hook> {
+        let name = name.strip_suffix("_m5").unwrap_or(name);
+        Hook::ALL.into_iter().find(|h| h.name() == name)
+    }
+
+    /// This hook's bit in a [`HookSet`].
+    pub fn bit(self) -> u32 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of hooks, as a bit mask.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookSet(pub u32);
+
+impl HookSet {
+    /// Whether `hook` is in the set.
+    pub fn contains(self, hook: Hook) -> bool {
+        self.0 & hook.bit() != 0
+    }
+
+    /// The set with `hook` added.
+    pub fn with(self, hook: Hook) -> HookSet {
+        HookSet(self.0 | hook.bit())
+    }
+
+    /// The hooks in the set.
+    pub fn iter(self) -> impl Iterator<Item = Hook> {
+        Hook::ALL.into_iter().filter(move |h| self.contains(*h))
+    }
+}
+
+/// The ACL entry that authorized a publish or subscribe, reported in events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MatchedAcl {
+    /// The ACL's label.
+    pub name: String,
+    /// The pattern that matched.
+    pub pattern: String,
+}
+
+/// Who a hook is about: one MQTT connection of one client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Mountpoint of the client's listener.
+    pub mountpoint: String,
+    /// Client id.
+    pub client_id: Arc<str>,
+    /// User name from CONNECT.
+    pub username: Option<String>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// A UUIDv4 identifying this MQTT connection.
+    pub session_id: Arc<str>,
+    /// The client's MQTT version.
+    pub protocol: Protocol,
+}
+
+/// Why a CONNECT was refused (the events sidecar's `RegistrationFailureReason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterFailure {
+    /// No plugin accepted the client and anonymous access is off.
+    NoMatchingHookFound,
+    /// Wrong user name or password.
+    InvalidCredentials,
+    /// The client may not connect.
+    NotAuthorized,
+}
+
+/// Why a client's connection ended (the events sidecar's `Reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT.
+    NormalDisconnect,
+    /// Another connection took the session over.
+    SessionTakenOver,
+    /// The broker closed it (shutdown, administrative action).
+    AdministrativeAction,
+    /// Keep-alive expired.
+    KeepAliveTimeout,
+    /// The client broke the protocol.
+    ProtocolError,
+    /// The client exceeded the receive maximum.
+    ReceiveMaxExceeded,
+    /// The socket closed or failed without DISCONNECT.
+    TcpClosed,
+}
+
+/// A message an auth hook is asked about and a notification reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// v5 properties (empty for v3).
+    pub properties: Properties,
+}
+
+/// What an auth hook answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthResult<M> {
+    /// Allowed as is (with the ACL that matched, if known).
+    Ok(Option<MatchedAcl>),
+    /// Allowed with changes.
+    OkWith(M, Option<MatchedAcl>),
+    /// This plugin has no opinion: ask the next one.
+    Next,
+    /// Refused.
+    Error,
+}
+
+/// Changes an `auth_on_publish` may make.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishModifiers {
+    /// New topic.
+    pub topic: Option<String>,
+    /// New payload.
+    pub payload: Option<Bytes>,
+    /// New QoS.
+    pub qos: Option<QoS>,
+    /// New retain flag.
+    pub retain: Option<bool>,
+    /// New v5 properties.
+    pub properties: Option<Properties>,
+}
+
+/// Changes an `auth_on_subscribe` may make to one topic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscribeModifiers {
+    /// New filter.
+    pub topic: Option<String>,
+    /// New maximum QoS.
+    pub qos: Option<QoS>,
+}
+
+/// A CONNECT as `auth_on_register` sees it.
+#[derive(Clone, Debug)]
+pub struct RegisterRequest<'a> {
+    /// The client.
+    pub client: &'a ClientInfo,
+    /// Password.
+    pub password: Option<&'a Bytes>,
+    /// Clean session / clean start.
+    pub clean_start: bool,
+    /// v5 CONNECT properties.
+    pub properties: &'a Properties,
+}
+
+/// A notification: something happened.
+#[derive(Clone, Copy, Debug)]
+pub enum Notification<'a> {
+    /// A client connected.
+    Register {
+        /// The client.
+        client: &'a ClientInfo,
+        /// v5 CONNECT user properties.
+        user_properties: &'a [(String, String)],
+    },
+    /// A CONNECT was refused.
+    RegisterFailed {
+        /// The refused client (its session id is fresh and unused).
+        client: &'a ClientInfo,
+        /// Clean session flag of the CONNECT.
+        clean_session: bool,
+        /// Why.
+        reason: RegisterFailure,
+    },
+    /// A publish was accepted and routed.
+    Publish {
+        /// The publisher.
+        client: &'a ClientInfo,
+        /// The message as routed.
+        message: &'a MessageInfo,
+        /// The ACL that allowed it.
+        acl: Option<&'a MatchedAcl>,
+    },
+    /// A subscribe was handled: (filter, granted QoS or 128, ACL) per topic.
+    Subscribe {
+        /// The subscriber.
+        client: &'a ClientInfo,
+        /// The topics.
+        topics: &'a [(String, u8, Option<MatchedAcl>)],
+    },
+    /// An unsubscribe was handled.
+    Unsubscribe {
+        /// The client.
+        client: &'a ClientInfo,
+        /// The filters.
+        topics: &'a [String],
+    },
+    /// A PUBLISH was sent to a subscriber.
+    Deliver {
+        /// The subscriber.
+        client: &'a ClientInfo,
+        /// The message as sent.
+        message: &'a MessageInfo,
+        /// Whether it came from the offline queue.
+        persisted: bool,
+        /// The ACL that allowed the subscription.
+        acl: Option<&'a MatchedAcl>,
+    },
+    /// A subscriber acknowledged a QoS 1/2 message (PUBACK or PUBREC).
+    DeliveryComplete {
+        /// The subscriber.
+        client: &'a ClientInfo,
+        /// The message.
+        message: &'a MessageInfo,
+        /// Whether it came from the offline queue.
+        persisted: bool,
+        /// The ACL that allowed the subscription.
+        acl: Option<&'a MatchedAcl>,
+    },
+    /// A message was queued for an offline session.
+    OfflineMessage {
+        /// Mountpoint.
+        mountpoint: &'a str,
+        /// The offline client.
+        client_id: &'a str,
+        /// Its last connection's session id.
+        session_id: &'a str,
+        /// The message.
+        message: &'a MessageInfo,
+    },
+    /// A message was dropped.
+    MessageDrop {
+        /// Mountpoint.
+        mountpoint: &'a str,
+        /// The client it was for (or from, for no matching subscribers).
+        client_id: &'a str,
+        /// That client's session id.
+        session_id: &'a str,
+        /// The message.
+        message: &'a MessageInfo,
+        /// `queue_full`, `expired`, `no_matching_subscribers`, `too_large`.
+        reason: &'a str,
+        /// The ACL involved, if any.
+        acl: Option<&'a MatchedAcl>,
+    },
+    /// A session attached to its queue.
+    ClientWakeup {
+        /// The client.
+        client: &'a ClientInfo,
+    },
+    /// A persistent session's client went away.
+    ClientOffline {
+        /// The client.
+        client: &'a ClientInfo,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A clean session's client went away.
+    ClientGone {
+        /// The client.
+        client: &'a ClientInfo,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// An offline session expired.
+    SessionExpired {
+        /// Mountpoint.
+        mountpoint: &'a str,
+        /// Client id.
+        client_id: &'a str,
+        /// Its last connection's session id.
+        session_id: &'a str,
+    },
+}
+
+impl Notification<'_> {
+    /// The hook this notification is for.
+    pub fn hook(&self) -> Hook {
+        match self {
+            Notification::Register { .. } => Hook::OnRegister,
+            Notification::RegisterFailed { .. } => Hook::OnRegisterFailed,
+            Notification::Publish { .. } => Hook::OnPublish,
+            Notification::Subscribe { .. } => Hook::OnSubscribe,
+            Notification::Unsubscribe { .. } => Hook::OnUnsubscribe,
+            Notification::Deliver { .. } => Hook::OnDeliver,
+            Notification::DeliveryComplete { .. } => Hook::OnDeliveryComplete,
+            Notification::OfflineMessage { .. } => Hook::OnOfflineMessage,
+            Notification::MessageDrop { .. } => Hook::OnMessageDrop,
+            Notification::ClientWakeup { .. } => Hook::OnClientWakeup,
+            Notification::ClientOffline { .. } => Hook::OnClientOffline,
+            Notification::ClientGone { .. } => Hook::OnClientGone,
+            Notification::SessionExpired { .. } => Hook::OnSessionExpired,
+        }
+    }
+}
+
+/// A plugin: registered at start from config (`plugins.<name> = on`).
+pub trait Plugin: Send + Sync + 'static {
+    /// The plugin's name (`vmq_events_sidecar`).
+    fn name(&self) -> &str;
+
+    /// Lower runs first in auth chains.
+    fn priority(&self) -> i32 {
+        0
+    }
+
+    /// Whether the plugin wants `hook` now (may change at run time).
+    fn wants(&self, hook: Hook) -> bool;
+
+    /// May this client connect?
+    fn auth_on_register<'a>(
+        &'a self,
+        _req: &'a RegisterRequest<'a>,
+    ) -> BoxFuture<'a, AuthResult<()>> {
+        Box::pin(async { AuthResult::Next })
+    }
+
+    /// May this client publish this? May rewrite it.
+    fn auth_on_publish<'a>(
+        &'a self,
+        _client: &'a ClientInfo,
+        _message: &'a MessageInfo,
+    ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
+        Box::pin(async { AuthResult::Next })
+    }
+
+    /// May this client subscribe to `topic` with `qos`? May rewrite both.
+    fn auth_on_subscribe<'a>(
+        &'a self,
+        _client: &'a ClientInfo,
+        _topic: &'a str,
+        _qos: QoS,
+    ) -> BoxFuture<'a, AuthResult<SubscribeModifiers>> {
+        Box::pin(async { AuthResult::Next })
+    }
+
+    /// Something happened. Must not block: queue any I/O.
+    fn notify(&self, _event: &Notification<'_>) {}
+}
+
+/// The plugins of a broker, in priority order.
+#[derive(Default)]
+pub struct Hooks {
+    plugins: Vec<Arc<dyn Plugin>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.plugins.iter().map(|p| p.name()))
+            .finish()
+    }
+}
+
+impl Hooks {
+    /// Registers the plugins, sorted by priority (stable: config order among equals).
+    pub fn new(mut plugins: Vec<Arc<dyn Plugin>>) -> Hooks {
+        plugins.sort_by_key(|p| p.priority());
+        Hooks { plugins }
+    }
+
+    /// The registered plugins.
+    pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
+        &self.plugins
+    }
+
+    /// Whether any plugin wants `hook`: check before building a notification.
+    #[inline]
+    pub fn wants(&self, hook: Hook) -> bool {
+        !self.plugins.is_empty() && self.plugins.iter().any(|p| p.wants(hook))
+    }
+
+    /// Tells every plugin that wants it.
+    pub fn notify(&self, event: &Notification<'_>) {
+        let hook = event.hook();
+        for p in &self.plugins {
+            if p.wants(hook) {
+                p.notify(event);
+            }
+        }
+    }
+
+    /// Runs the `auth_on_register` chain. `None`: nobody decided.
+    pub async fn auth_on_register(&self, req: &RegisterRequest<'_>) -> Option<AuthResult<()>> {
+        for p in self
+            .plugins
+            .iter()
+            .filter(|p| p.wants(Hook::AuthOnRegister))
+        {
+            match p.auth_on_register(req).await {
+                AuthResult::Next => {}
+                decided => return Some(decided),
+            }
+        }
+        None
+    }
+
+    /// Runs the `auth_on_publish` chain. `None`: nobody decided.
+    pub async fn auth_on_publish(
+        &self,
+        client: &ClientInfo,
+        message: &MessageInfo,
+    ) -> Option<AuthResult<PublishModifiers>> {
+        for p in self.plugins.iter().filter(|p| p.wants(Hook::AuthOnPublish)) {
+            match p.auth_on_publish(client, message).await {
+                AuthResult::Next => {}
+                decided => return Some(decided),
+            }
+        }
+        None
+    }
+
+    /// Runs the `auth_on_subscribe` chain for one topic. `None`: nobody decided.
+    pub async fn auth_on_subscribe(
+        &self,
+        client: &ClientInfo,
+        topic: &str,
+        qos: QoS,
+    ) -> Option<AuthResult<SubscribeModifiers>> {
+        for p in self
+            .plugins
+            .iter()
+            .filter(|p| p.wants(Hook::AuthOnSubscribe))
+        {
+            match p.auth_on_subscribe(client, topic, qos).await {
+                AuthResult::Next => {}
+                decided => return Some(decided),
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,168 @@
+//! `vmq_events_sidecar.*` settings, as Gojek's plugin reads them.
+
+use crate::hooks::Hook;
+
+/// Hooks the events sidecar can relay (the 13 events of the wire contract).
+pub const RELAYABLE: [Hook; 13] = [
+    Hook::OnRegister,
+    Hook::OnRegisterFailed,
+    Hook::OnPublish,
+    Hook::OnSubscribe,
+    Hook::OnUnsubscribe,
+    Hook::OnDeliver,
+    Hook::OnDeliveryComplete,
+    Hook::OnOfflineMessage,
+    Hook::OnMessageDrop,
+    Hook::OnClientWakeup,
+    Hook::OnClientOffline,
+    Hook::OnClientGone,
+    Hook::OnSessionExpired,
+];
+
+/// Hooks whose events may be sampled by ACL name.
+pub const SAMPLEABLE: [Hook; 3] = [Hook::OnPublish, Hook::OnDeliver, Hook::OnDeliveryComplete];
+
+/// The events sidecar's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsSidecarConfig {
+    /// Where the sidecar listens.
+    pub hostname: String,
+    /// Its port.
+    pub port: u16,
+    /// Number of connections (and of per-connection backlogs).
+    pub pool_size: usize,
+    /// Events each connection's backlog holds while the sidecar is slow or away.
+    pub backlog_size: usize,
+    /// Hooks relayed from the start.
+    pub hooks: Vec<Hook>,
+    /// (hook, ACL name, percentage kept).
+    pub sampling: Vec<(Hook, String, u8)>,
+}
+
+impl Default for EventsSidecarConfig {
+    fn default() -> Self {
+        EventsSidecarConfig {
+            hostname: "127.0.0.1".into(),
+            port: 8890,
+            pool_size: 100,
+            backlog_size: 4096,
+            hooks: Vec::new(),
+            sampling: Vec::new(),
+        }
+    }
+}
+
+/// Parses `on_register,on_publish` or `[on_register, on_publish]`.
+pub fn parse_hooks(value: &str) -> Result<Vec<Hook>, String> {
+    let inner = value.trim();
+    let inner = inner
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(inner);
+    let mut hooks = Vec::new();
+    for name in inner.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let hook = Hook::parse(name)
+            .filter(|h| RELAYABLE.contains(h))
+            .ok_or_else(|| format!("unknown hook {name:?} (relayable: {})", names(&RELAYABLE)))?;
+        if !hooks.contains(&hook) {
+            hooks.push(hook);
+        }
+    }
+    Ok(hooks)
+}
+
+/// Comma-separated hook names.
+pub fn names(hooks: &[Hook]) -> String {
+    hooks
+        .iter()
+        .map(|h| h.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl EventsSidecarConfig {
+    /// Applies one `vmq_events_sidecar.<key>` setting.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let num = |v: &str| {
+            v.parse::<usize>()
+                .map_err(|_| format!("expected a number, got {v:?}"))
+        };
+        match key {
+            "hostname" => self.hostname = value.to_owned(),
+            "port" => {
+                self.port = value
+                    .parse()
+                    .map_err(|_| format!("expected a port, got {value:?}"))?
+            }
+            "pool_size" => {
+                self.pool_size = num(value)?;
+                if self.pool_size == 0 || self.pool_size > 1024 {
+                    return Err("pool_size must be between 1 and 1024".into());
+                }
+            }
+            "backlog_size" => {
+                self.backlog_size = num(value)?;
+                if self.backlog_size == 0 {
+                    return Err("backlog_size must be at least 1".into());
+                }
+            }
+            "hooks" => self.hooks = parse_hooks(value)?,
+            _ => {
+                // sample.<hook>.<acl_name>.percentage
+                let rule = key
+                    .strip_prefix("sample.")
+                    .and_then(|r| r.strip_suffix(".percentage"))
+                    .and_then(|r| r.split_once('.'))
+                    .ok_or_else(|| format!("unknown key \"vmq_events_sidecar.{key}\""))?;
+                let hook = Hook::parse(rule.0)
+                    .filter(|h| SAMPLEABLE.contains(h))
+                    .ok_or_else(|| {
+                        format!(
+                            "sampling applies to {}, not {:?}",
+                            names(&SAMPLEABLE),
+                            rule.0
+                        )
+                    })?;
+                let pct: u8 = value
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| format!("expected a percentage 0..100, got {value:?}"))?;
+                self.sampling
+                    .retain(|(h, acl, _)| !(*h == hook && acl == rule.1));
+                self.sampling.push((hook, rule.1.to_owned(), pct));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_in_both_spellings() {
+        let a = parse_hooks("on_register,on_publish").unwrap();
+        let b = parse_hooks("[on_register, on_publish]").unwrap();
+        assert_eq!(a, vec![Hook::OnRegister, Hook::OnPublish]);
+        assert_eq!(a, b);
+        assert_eq!(
+            parse_hooks("[on_publish_m5]").unwrap(),
+            vec![Hook::OnPublish]
+        );
+        assert!(parse_hooks("on_nothing").is_err());
+        assert!(parse_hooks("auth_on_publish").is_err());
+    }
+
+    #[test]
+    fn sampling_rules() {
+        let mut c = EventsSidecarConfig::default();
+        c.set("sample.on_publish.telemetry.percentage", "25")
+            .unwrap();
+        assert_eq!(c.sampling, vec![(Hook::OnPublish, "telemetry".into(), 25)]);
+        assert!(c.set("sample.on_register.x.percentage", "5").is_err());
+        assert!(c.set("sample.on_publish.x.percentage", "101").is_err());
+        assert!(c.set("colour", "blue").is_err());
+    }
+}
