@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::hooks::{MatchedAcl, MessageInfo};
 use crate::mqtt::{Properties, Publish, QoS};
 
 /// A message in flight through the broker.
@@ -77,4 +78,21 @@ pub struct Delivery {
     pub retain: bool,
     /// v5 subscription identifiers.
     pub subscription_ids: Vec<u32>,
+    /// Whether it was queued while the session was offline.
+    pub persisted: bool,
+    /// The ACL that authorized the subscription, for events.
+    pub acl: Option<Arc<MatchedAcl>>,
+}
+
+impl Delivery {
+    /// The message as hooks see it: topic, payload, and this delivery's QoS and retain flag.
+    pub fn info(&self) -> MessageInfo {
+        MessageInfo {
+            topic: self.message.topic.to_string(),
+            payload: self.message.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.message.properties.clone(),
+        }
+    }
 }

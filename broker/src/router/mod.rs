@@ -9,9 +9,10 @@ use std::sync::{Arc, RwLock};
 
 pub use trie::{Group, Subscription, Trie};
 
+use crate::hooks::MatchedAcl;
 use crate::message::{Delivery, Message};
 use crate::mqtt::QoS;
-use crate::session::Mailbox;
+use crate::session::{Mailbox, Pushed};
 use crate::topic;
 
 /// The retained messages of one mountpoint, by topic.
@@ -30,6 +31,17 @@ struct Pending {
     qos: QoS,
     retain: bool,
     ids: Vec<u32>,
+    acl: Option<Arc<MatchedAcl>>,
+}
+
+/// What routing did: deliveries queued and, when asked for, the ones that went to an offline
+/// session or were dropped (for the `on_offline_message` / `on_message_drop` hooks).
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Deliveries queued.
+    pub queued: usize,
+    /// Subscribers whose delivery was queued offline or dropped, with its QoS and retain flag.
+    pub notable: Vec<(Arc<Mailbox>, Pushed, QoS, bool)>,
 }
 
 impl Router {
@@ -71,15 +83,15 @@ impl Router {
     /// Queues `message` for every matching subscriber: one delivery per client (overlapping
     /// subscriptions merged: highest QoS, every subscription identifier), one member per share
     /// group. Returns how many deliveries were queued.
-    pub fn route(&self, mountpoint: &str, message: &Arc<Message>) -> usize {
+    pub fn route(&self, mountpoint: &str, message: &Arc<Message>, report: bool) -> Routed {
         let mut by_client: HashMap<Arc<str>, Pending> = HashMap::new();
         let mut shared: Vec<Pending> = Vec::new();
         {
             let Ok(tries) = self.tries.read() else {
-                return 0;
+                return Routed::default();
             };
             let Some(trie) = tries.get(mountpoint) else {
-                return 0;
+                return Routed::default();
             };
             let publisher = message.publisher.as_deref();
             trie.matches(
@@ -97,6 +109,7 @@ impl Router {
                             qos,
                             retain,
                             ids: Vec::new(),
+                            acl: sub.acl.clone(),
                         });
                     entry.qos = entry.qos.max(qos);
                     entry.retain |= retain;
@@ -109,24 +122,31 @@ impl Router {
                             qos: message.qos.min(sub.options.qos),
                             retain: sub.options.retain_as_published && message.retain,
                             ids: sub.id.into_iter().collect(),
+                            acl: sub.acl.clone(),
                         });
                     }
                 },
             );
         }
-        let mut queued = 0;
+        let mut routed = Routed::default();
         for p in by_client.into_values().chain(shared) {
             let delivery = Delivery {
                 message: message.clone(),
                 qos: p.qos,
                 retain: p.retain,
                 subscription_ids: p.ids,
+                persisted: false,
+                acl: p.acl,
             };
-            if p.mailbox.push(delivery) {
-                queued += 1;
+            let pushed = p.mailbox.push(delivery);
+            if pushed != Pushed::Dropped {
+                routed.queued += 1;
+            }
+            if report && pushed != Pushed::Online {
+                routed.notable.push((p.mailbox, pushed, p.qos, p.retain));
             }
         }
-        queued
+        routed
     }
 
     /// Stores (or, with an empty payload, clears) the retained message of its topic.

@@ -19,6 +19,8 @@ pub struct Subscription {
     pub options: SubOptions,
     /// v5 subscription identifier.
     pub id: Option<u32>,
+    /// The ACL that authorized it.
+    pub acl: Option<Arc<crate::hooks::MatchedAcl>>,
 }
 
 /// The members of one share group on one filter.

@@ -14,6 +14,9 @@ use tokio_util::codec::Framed;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
+use crate::hooks::{
+    AuthResult, ClientInfo, DisconnectReason, Hook, Notification, RegisterFailure, RegisterRequest,
+};
 use crate::metrics::Metrics;
 use crate::mqtt::codec::CodecError;
 use crate::mqtt::{
@@ -46,6 +49,8 @@ pub(crate) struct Conn {
     pub peer: SocketAddr,
     pub mountpoint: String,
     pub client_id: Arc<str>,
+    /// Who this connection is, as hooks see it.
+    pub info: Arc<ClientInfo>,
     pub slot: Arc<SessionSlot>,
     pub state: SessionState,
     /// Client's receive maximum: at most this many unacknowledged QoS 1/2 sent to it.
@@ -171,10 +176,39 @@ async fn accept(
         debug!(%peer, "client id too long");
         return None;
     }
-    // Authentication: the auth hooks come with the plugin system; until then a broker that
-    // does not allow anonymous access refuses everyone.
-    if !config.allow_anonymous {
-        let code = if connect.username.is_some() {
+    let info = Arc::new(ClientInfo {
+        mountpoint: mountpoint.clone(),
+        client_id: client_id.as_str().into(),
+        username: connect.username.clone(),
+        peer,
+        session_id: uuid::Uuid::new_v4().to_string().into(),
+        protocol: p,
+    });
+    // Authentication: the auth_on_register chain decides; if no plugin does, anonymous access
+    // (allow_anonymous) does.
+    let hooks = broker.hooks();
+    let decision = if hooks.wants(Hook::AuthOnRegister) {
+        let req = RegisterRequest {
+            client: &info,
+            password: connect.password.as_ref(),
+            clean_start: connect.clean_start,
+            properties: &connect.properties,
+        };
+        hooks.auth_on_register(&req).await
+    } else {
+        None
+    };
+    let failure = match decision {
+        Some(AuthResult::Ok(_) | AuthResult::OkWith(..)) => None,
+        Some(AuthResult::Error) if connect.username.is_some() => {
+            Some(RegisterFailure::InvalidCredentials)
+        }
+        Some(AuthResult::Error) => Some(RegisterFailure::NotAuthorized),
+        Some(AuthResult::Next) | None if config.allow_anonymous => None,
+        Some(AuthResult::Next) | None => Some(RegisterFailure::NoMatchingHookFound),
+    };
+    if let Some(failure) = failure {
+        let code = if failure == RegisterFailure::InvalidCredentials {
             refusal(
                 p,
                 reason::BAD_USERNAME_OR_PASSWORD,
@@ -183,8 +217,15 @@ async fn accept(
         } else {
             refusal(p, reason::NOT_AUTHORIZED, reason::v3::NOT_AUTHORIZED)
         };
+        if hooks.wants(Hook::OnRegisterFailed) {
+            hooks.notify(&Notification::RegisterFailed {
+                client: &info,
+                clean_session: connect.clean_start,
+                reason: failure,
+            });
+        }
         let _ = framed.send(&refuse(code)).await;
-        info!(%peer, client_id, "connection refused: not authorized");
+        info!(%peer, client_id, ?failure, "connection refused");
         return None;
     }
     if let Some(w) = &connect.will
@@ -210,7 +251,7 @@ async fn accept(
     } else {
         config.persistent_client_expiration
     };
-    let client_id: Arc<str> = client_id.into();
+    let client_id = info.client_id.clone();
     let attachment = broker
         .registry
         .attach(broker, &mountpoint, &client_id, connect.clean_start)
@@ -252,6 +293,7 @@ async fn accept(
         peer,
         mountpoint,
         client_id,
+        info,
         slot: attachment.slot,
         state: attachment.state,
         window,
@@ -267,10 +309,22 @@ async fn accept(
         keep_alive: (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500)),
     };
+    if let Ok(mut s) = conn.slot.mailbox.session_id.lock() {
+        *s = conn.info.session_id.clone();
+    }
     if conn.framed.send(&ack).await.is_err() {
         let will_msg = conn.will.take();
         conn.finish(Exit::Lost, will_msg).await;
         return None;
+    }
+    if hooks.wants(Hook::OnRegister) {
+        hooks.notify(&Notification::Register {
+            client: &conn.info,
+            user_properties: &connect.properties.user_properties,
+        });
+    }
+    if hooks.wants(Hook::OnClientWakeup) {
+        hooks.notify(&Notification::ClientWakeup { client: &conn.info });
     }
     debug!(peer = %conn.peer, client_id = %conn.client_id, protocol = ?p, session_present = attachment.session_present, "client connected");
     Some(conn)
@@ -358,6 +412,41 @@ impl Conn {
         let state = std::mem::take(&mut self.state);
         let send_will = !matches!(exit, Exit::Disconnected);
         let broker = self.broker.clone();
+        let persistent = self.session_expiry != Some(Duration::ZERO);
+        let hooks = broker.hooks();
+        let hook = if persistent {
+            Hook::OnClientOffline
+        } else {
+            Hook::OnClientGone
+        };
+        if hooks.wants(hook) {
+            let reason = match exit {
+                Exit::Disconnected | Exit::DisconnectedWithWill => {
+                    DisconnectReason::NormalDisconnect
+                }
+                Exit::Lost => DisconnectReason::TcpClosed,
+                Exit::Closed(reason::SESSION_TAKEN_OVER) => DisconnectReason::SessionTakenOver,
+                Exit::Closed(reason::KEEP_ALIVE_TIMEOUT) => DisconnectReason::KeepAliveTimeout,
+                Exit::Closed(reason::SERVER_SHUTTING_DOWN) => {
+                    DisconnectReason::AdministrativeAction
+                }
+                Exit::Closed(reason::RECEIVE_MAXIMUM_EXCEEDED) => {
+                    DisconnectReason::ReceiveMaxExceeded
+                }
+                Exit::Closed(_) => DisconnectReason::ProtocolError,
+            };
+            hooks.notify(&if persistent {
+                Notification::ClientOffline {
+                    client: &self.info,
+                    reason,
+                }
+            } else {
+                Notification::ClientGone {
+                    client: &self.info,
+                    reason,
+                }
+            });
+        }
         broker
             .registry
             .detach(&broker, &self.slot, state, self.session_expiry);

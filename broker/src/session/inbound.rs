@@ -8,7 +8,8 @@ use futures::SinkExt;
 use tracing::debug;
 
 use super::connection::{Conn, Exit};
-use super::{OutState, SubRecord};
+use super::{OutState, Pushed, SubRecord};
+use crate::hooks::{AuthResult, Hook, MatchedAcl, MessageInfo, Notification};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::mqtt::{
@@ -36,8 +37,9 @@ impl Conn {
                     .outgoing
                     .get(&r.packet_id)
                     .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
+                    && let Some(o) = self.state.outgoing.remove(&r.packet_id)
                 {
-                    self.state.outgoing.remove(&r.packet_id);
+                    self.delivery_complete(&o.delivery);
                 }
                 Ok(None)
             }
@@ -50,6 +52,8 @@ impl Conn {
                             return Ok(None);
                         }
                         o.state = OutState::Released;
+                        let delivery = o.delivery.clone();
+                        self.delivery_complete(&delivery);
                         true
                     }
                     _ => false,
@@ -144,6 +148,33 @@ impl Conn {
         if p.retain && !self.broker.config.retain_available {
             return Ok(Some(Exit::Closed(reason::RETAIN_NOT_SUPPORTED)));
         }
+        let mut acl = None;
+        if self.broker.hooks().wants(Hook::AuthOnPublish) {
+            let info = publish_info(&p);
+            match self.broker.hooks().auth_on_publish(&self.info, &info).await {
+                Some(AuthResult::Ok(a)) => acl = a,
+                Some(AuthResult::OkWith(m, a)) => {
+                    acl = a;
+                    if let Some(t) = m.topic {
+                        p.topic = t;
+                    }
+                    if let Some(b) = m.payload {
+                        p.payload = b;
+                    }
+                    if let Some(q) = m.qos {
+                        p.qos = q;
+                    }
+                    if let Some(r) = m.retain {
+                        p.retain = r;
+                    }
+                    if let Some(props) = m.properties {
+                        p.properties = props;
+                    }
+                }
+                Some(AuthResult::Error) => return self.refuse_publish(&p).await,
+                Some(AuthResult::Next) | None => {}
+            }
+        }
         if p.qos == QoS::ExactlyOnce {
             if self.state.incoming_qos2.contains(&p.packet_id) {
                 // A retransmission of a message already routed: acknowledge only.
@@ -157,7 +188,7 @@ impl Conn {
                 return Ok(Some(Exit::Closed(reason::RECEIVE_MAXIMUM_EXCEEDED)));
             }
         }
-        let routed = self.route(&p);
+        let routed = self.route(&p, acl.as_ref());
         let mut ack = PubResp::ok(p.packet_id);
         if routed == 0 && self.protocol.is_v5() {
             ack.reason = reason::NO_MATCHING_SUBSCRIBERS;
@@ -172,8 +203,25 @@ impl Conn {
         }
     }
 
-    /// Routes a publish (and stores it if retained); returns the number of deliveries.
-    fn route(&self, p: &Publish) -> usize {
+    /// Answers a publish no plugin allowed: v5 acknowledges with 0x87, v3 has no way to say
+    /// no and closes the connection (as VerneMQ does).
+    async fn refuse_publish(&mut self, p: &Publish) -> Step {
+        debug!(client_id = %self.client_id, topic = %p.topic, "publish not authorized");
+        if !self.protocol.is_v5() {
+            return Ok(Some(Exit::Closed(reason::NOT_AUTHORIZED)));
+        }
+        let mut ack = PubResp::ok(p.packet_id);
+        ack.reason = reason::NOT_AUTHORIZED;
+        match p.qos {
+            QoS::AtMostOnce => Ok(None),
+            QoS::AtLeastOnce => self.feed(&Packet::PubAck(ack)).await.map(|()| None),
+            QoS::ExactlyOnce => self.feed(&Packet::PubRec(ack)).await.map(|()| None),
+        }
+    }
+
+    /// Routes a publish (and stores it if retained), fires the publish, offline-message and
+    /// drop hooks; returns the number of deliveries.
+    fn route(&self, p: &Publish, acl: Option<&MatchedAcl>) -> usize {
         let message = Arc::new(Message::from_publish(
             p,
             p.topic.as_str().into(),
@@ -182,11 +230,70 @@ impl Conn {
         if p.retain {
             self.broker.router.retain(&self.mountpoint, message.clone());
         }
-        let n = self.broker.router.route(&self.mountpoint, &message);
-        if n == 0 {
+        let hooks = self.broker.hooks();
+        let report = hooks.wants(Hook::OnOfflineMessage) || hooks.wants(Hook::OnMessageDrop);
+        let routed = self.broker.router.route(&self.mountpoint, &message, report);
+        if routed.queued == 0 {
             Metrics::inc(&self.broker.metrics.router_matches_none);
         }
-        n
+        let (want_publish, want_drop) = (
+            hooks.wants(Hook::OnPublish),
+            hooks.wants(Hook::OnMessageDrop),
+        );
+        if want_publish || report {
+            let mut info = publish_info(p);
+            if want_publish {
+                hooks.notify(&Notification::Publish {
+                    client: &self.info,
+                    message: &info,
+                    acl,
+                });
+            }
+            for (mailbox, pushed, qos, retain) in &routed.notable {
+                (info.qos, info.retain) = (*qos, *retain);
+                let session_id = mailbox.session_id();
+                hooks.notify(&match pushed {
+                    Pushed::Offline => Notification::OfflineMessage {
+                        mountpoint: &self.mountpoint,
+                        client_id: &mailbox.client_id,
+                        session_id: &session_id,
+                        message: &info,
+                    },
+                    _ => Notification::MessageDrop {
+                        mountpoint: &self.mountpoint,
+                        client_id: &mailbox.client_id,
+                        session_id: &session_id,
+                        message: &info,
+                        reason: "queue_full",
+                        acl: None,
+                    },
+                });
+            }
+            if routed.queued == 0 && routed.notable.is_empty() && want_drop {
+                (info.qos, info.retain) = (p.qos, p.retain);
+                hooks.notify(&Notification::MessageDrop {
+                    mountpoint: &self.mountpoint,
+                    client_id: &self.client_id,
+                    session_id: &self.info.session_id,
+                    message: &info,
+                    reason: "no_matching_subscribers",
+                    acl,
+                });
+            }
+        }
+        routed.queued
+    }
+
+    /// Fires `on_delivery_complete` for an acknowledged delivery.
+    fn delivery_complete(&self, d: &Delivery) {
+        if self.broker.hooks().wants(Hook::OnDeliveryComplete) {
+            self.broker.hooks().notify(&Notification::DeliveryComplete {
+                client: &self.info,
+                message: &d.info(),
+                persisted: d.persisted,
+                acl: d.acl.as_deref(),
+            });
+        }
     }
 
     async fn on_subscribe(&mut self, s: Subscribe) -> Step {
@@ -194,15 +301,60 @@ impl Conn {
         let id = s.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        let want_auth = self.broker.hooks().wants(Hook::AuthOnSubscribe);
+        let want_notify = self.broker.hooks().wants(Hook::OnSubscribe);
+        let mut report: Vec<(String, u8, Option<MatchedAcl>)> = Vec::new();
+        let refused = if self.protocol.is_v5() {
+            reason::NOT_AUTHORIZED
+        } else {
+            0x80
+        };
         for (filter, options) in &s.filters {
-            let Ok(parsed) = topic::parse_filter(filter) else {
+            let (mut filter, mut options) = (filter.clone(), *options);
+            let Ok(_) = topic::parse_filter(&filter) else {
                 reasons.push(if self.protocol.is_v5() {
                     reason::TOPIC_FILTER_INVALID
                 } else {
                     0x80
                 });
+                if want_notify {
+                    report.push((filter, 0x80, None));
+                }
                 continue;
             };
+            let mut acl = None;
+            if want_auth {
+                match self
+                    .broker
+                    .hooks()
+                    .auth_on_subscribe(&self.info, &filter, options.qos)
+                    .await
+                {
+                    Some(AuthResult::Ok(a)) => acl = a,
+                    Some(AuthResult::OkWith(m, a)) => {
+                        acl = a;
+                        if let Some(t) = m.topic.filter(|t| topic::parse_filter(t).is_ok()) {
+                            filter = t;
+                        }
+                        if let Some(q) = m.qos {
+                            options.qos = q;
+                        }
+                    }
+                    Some(AuthResult::Error) => {
+                        reasons.push(refused);
+                        if want_notify {
+                            report.push((filter, 0x80, None));
+                        }
+                        continue;
+                    }
+                    Some(AuthResult::Next) | None => {}
+                }
+            }
+            let Ok(parsed) = topic::parse_filter(&filter) else {
+                continue;
+            };
+            let (filter, options) = (&filter, &options);
+            let acl = acl.map(Arc::new);
             if parsed.group.is_some() && options.no_local && self.protocol.is_v5() {
                 // [MQTT-3.8.3-4]: no local on a shared subscription is a protocol error.
                 return Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)));
@@ -215,13 +367,18 @@ impl Conn {
                     mailbox: self.slot.mailbox.clone(),
                     options: *options,
                     id,
+                    acl: acl.clone(),
                 },
             );
+            if want_notify {
+                report.push((filter.clone(), options.qos as u8, acl.as_deref().cloned()));
+            }
             self.state.subscriptions.insert(
                 filter.clone(),
                 SubRecord {
                     options: *options,
                     id,
+                    acl: acl.clone(),
                 },
             );
             reasons.push(options.qos as u8);
@@ -242,6 +399,8 @@ impl Conn {
                         message: m,
                         retain: true,
                         subscription_ids: id.into_iter().collect(),
+                        persisted: false,
+                        acl: acl.clone(),
                     });
                 }
             }
@@ -252,6 +411,12 @@ impl Conn {
             properties: Properties::default(),
         });
         self.feed(&ack).await?;
+        if want_notify {
+            self.broker.hooks().notify(&Notification::Subscribe {
+                client: &self.info,
+                topics: &report,
+            });
+        }
         for d in retained {
             self.slot.mailbox.push(d);
         }
@@ -272,11 +437,28 @@ impl Conn {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
+        if self.broker.hooks().wants(Hook::OnUnsubscribe) {
+            self.broker.hooks().notify(&Notification::Unsubscribe {
+                client: &self.info,
+                topics: &u.filters,
+            });
+        }
         let ack = Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             reasons,
             properties: Properties::default(),
         });
         self.feed(&ack).await.map(|()| None)
+    }
+}
+
+/// A PUBLISH as hooks see it.
+fn publish_info(p: &Publish) -> MessageInfo {
+    MessageInfo {
+        topic: p.topic.clone(),
+        payload: p.payload.clone(),
+        qos: p.qos,
+        retain: p.retain,
+        properties: p.properties.clone(),
     }
 }

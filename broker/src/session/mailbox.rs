@@ -8,12 +8,27 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+/// What became of a pushed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued for the connected client.
+    Online,
+    /// Queued for the offline session.
+    Offline,
+    /// Dropped: the queue was full.
+    Dropped,
+}
+
 use crate::message::Delivery;
 use crate::metrics::Metrics;
 
 /// Bounded queue of deliveries for one session.
 #[derive(Debug)]
 pub struct Mailbox {
+    /// The session's client id.
+    pub client_id: Arc<str>,
+    /// The session id of the session's latest connection.
+    pub session_id: Mutex<Arc<str>>,
     queue: Mutex<VecDeque<Delivery>>,
     online: AtomicBool,
     notify: Notify,
@@ -24,8 +39,15 @@ pub struct Mailbox {
 
 impl Mailbox {
     /// An empty, offline mailbox.
-    pub fn new(max_online: usize, max_offline: usize, metrics: Arc<Metrics>) -> Mailbox {
+    pub fn new(
+        client_id: Arc<str>,
+        max_online: usize,
+        max_offline: usize,
+        metrics: Arc<Metrics>,
+    ) -> Mailbox {
         Mailbox {
+            client_id,
+            session_id: Mutex::new("".into()),
             queue: Mutex::default(),
             online: AtomicBool::new(false),
             notify: Notify::new(),
@@ -35,26 +57,39 @@ impl Mailbox {
         }
     }
 
-    /// Queues a delivery; `false` (and counted) if the queue is full.
-    pub fn push(&self, delivery: Delivery) -> bool {
-        let limit = if self.is_online() {
+    /// Queues a delivery (dropped, and counted, if the queue is full).
+    pub fn push(&self, mut delivery: Delivery) -> Pushed {
+        let online = self.is_online();
+        let limit = if online {
             self.max_online
         } else {
             self.max_offline
         };
+        delivery.persisted = !online;
         {
             let Ok(mut q) = self.queue.lock() else {
-                return false;
+                return Pushed::Dropped;
             };
             if q.len() >= limit {
                 Metrics::inc(&self.metrics.queue_message_drop);
-                return false;
+                return Pushed::Dropped;
             }
             q.push_back(delivery);
         }
         Metrics::inc(&self.metrics.queue_message_in);
         self.notify.notify_one();
-        true
+        if online {
+            Pushed::Online
+        } else {
+            Pushed::Offline
+        }
+    }
+
+    /// The session id of the latest connection.
+    pub fn session_id(&self) -> Arc<str> {
+        self.session_id
+            .lock()
+            .map_or_else(|_| "".into(), |s| s.clone())
     }
 
     /// Puts deliveries back at the front (in order), e.g. the unsent part of a batch.

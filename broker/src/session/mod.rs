@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-pub use mailbox::Mailbox;
+pub use mailbox::{Mailbox, Pushed};
 
 use crate::broker::Broker;
 use crate::message::Delivery;
@@ -23,12 +23,14 @@ use crate::metrics::Metrics;
 use crate::mqtt::SubOptions;
 
 /// A subscription as the session remembers it (to restore or remove it).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SubRecord {
     /// Granted options.
     pub options: SubOptions,
     /// v5 subscription identifier.
     pub id: Option<u32>,
+    /// The ACL that authorized it.
+    pub acl: Option<Arc<crate::hooks::MatchedAcl>>,
 }
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -193,6 +195,7 @@ impl Registry {
                         mountpoint: mountpoint.to_owned(),
                         client_id: client_id.clone(),
                         mailbox: Arc::new(Mailbox::new(
+                            client_id.clone(),
                             broker.config.max_online_messages,
                             broker.config.max_offline_messages,
                             broker.metrics.clone(),
@@ -248,6 +251,15 @@ impl Registry {
                     if registry.remove_if_current(&broker, &slot, Some(generation)) {
                         Metrics::inc(&broker.metrics.sessions_expired);
                         tracing::debug!(client_id = %slot.client_id, "session expired");
+                        if broker.hooks().wants(crate::hooks::Hook::OnSessionExpired) {
+                            broker
+                                .hooks()
+                                .notify(&crate::hooks::Notification::SessionExpired {
+                                    mountpoint: &slot.mountpoint,
+                                    client_id: &slot.client_id,
+                                    session_id: &slot.mailbox.session_id(),
+                                });
+                        }
                     }
                 });
             }

@@ -33,7 +33,7 @@ pub fn publish_will(broker: &Broker, mountpoint: &str, client_id: &Arc<str>, wil
     if will.retain && broker.config.retain_available {
         broker.router.retain(mountpoint, message.clone());
     }
-    broker.router.route(mountpoint, &message);
+    broker.router.route(mountpoint, &message, false);
     Metrics::inc(&broker.metrics.wills_published);
 }
 
