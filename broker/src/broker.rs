@@ -33,8 +33,14 @@ impl Broker {
     /// A broker with this configuration and nothing in it yet; starts the plugins (must run
     /// inside a tokio runtime).
     pub fn new(config: Config) -> Arc<Broker> {
+        Self::with_plugins(config, Vec::new())
+    }
+
+    /// Like [`Broker::new`], with plugins of the embedding program registered beside the ones
+    /// the config turns on (they see only the hook API, like the built-in ones).
+    pub fn with_plugins(config: Config, extra: Vec<Arc<dyn crate::hooks::Plugin>>) -> Arc<Broker> {
         let metrics = Arc::default();
-        let plugins = Plugins::start(&config, &metrics);
+        let plugins = Plugins::start(&config, &metrics, extra);
         Arc::new(Broker {
             config,
             router: Router::default(),

@@ -36,11 +36,19 @@ impl Server {
     /// Binds every listener of `config` and starts accepting. Fails (binding nothing) if any
     /// listener cannot bind.
     pub async fn start(config: Config) -> std::io::Result<Server> {
+        Self::start_with_plugins(config, Vec::new()).await
+    }
+
+    /// Like [`Server::start`], with extra plugins (an embedding program's own auth, say).
+    pub async fn start_with_plugins(
+        config: Config,
+        plugins: Vec<Arc<dyn hooks::Plugin>>,
+    ) -> std::io::Result<Server> {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             listeners.push(listener::Listener::bind(l.clone()).await?);
         }
-        let broker = Broker::new(config);
+        let broker = Broker::with_plugins(config, plugins);
         let tasks = TaskTracker::new();
         let mut addrs = Vec::new();
         for l in listeners {

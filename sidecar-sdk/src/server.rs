@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, FramedParts};
@@ -29,6 +31,9 @@ use crate::stats::Stats;
 
 /// Where the broker's relay connects by default (`vmq_events_sidecar.hostname` and `.port`).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8890";
+
+/// How long a graceful shutdown waits for each broker connection to finish sending.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The connection an event arrived on. The broker sends all events of one client on one
 /// connection, so per-connection order is per-client order.
@@ -158,6 +163,7 @@ pub struct Server {
     listener: TcpListener,
     stats: Arc<Stats>,
     max_frame_length: usize,
+    grace: Duration,
 }
 
 impl Server {
@@ -172,7 +178,14 @@ impl Server {
             listener,
             stats: Arc::default(),
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
+            grace: DEFAULT_SHUTDOWN_GRACE,
         }
+    }
+
+    /// How long a graceful shutdown waits for the broker to finish sending on each connection.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Server {
+        self.grace = grace;
+        self
     }
 
     /// Refuses frames longer than `max` bytes (the connection that sends one is closed).
@@ -197,8 +210,12 @@ impl Server {
             .await
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets every connection handle
-    /// the frames it has already read, and returns when all connection tasks are done.
+    /// Serves until `shutdown` completes, then stops accepting and closes the sending side of
+    /// every connection: the broker's relay sees it, stops writing to that connection (keeping
+    /// further events in its backlog for the next sidecar) and closes its side, and this server
+    /// handles every frame up to that end. Nothing sent is lost. A peer that does not close
+    /// within the grace period (default [`DEFAULT_SHUTDOWN_GRACE`]) is cut off after the frames
+    /// already received are handled. Returns when all connection tasks are done.
     pub async fn serve_with_shutdown<H: Handler>(
         self,
         handler: H,
@@ -208,6 +225,7 @@ impl Server {
             listener,
             stats,
             max_frame_length,
+            grace,
         } = self;
         let handler = Arc::new(handler);
         let cancel = CancellationToken::new();
@@ -234,7 +252,7 @@ impl Server {
                         handler.clone(),
                         codec,
                         stats.clone(),
-                        cancel.clone(),
+                        (cancel.clone(), grace),
                     ));
                 }
                 // Out of file descriptors and the like: wait a little instead of spinning.
@@ -313,17 +331,30 @@ async fn connection<H: Handler>(
     handler: Arc<H>,
     codec: EventCodec,
     stats: Arc<Stats>,
-    cancel: CancellationToken,
+    (cancel, grace): (CancellationToken, Duration),
 ) {
     Stats::add(&stats.connections_accepted, 1);
     Stats::add(&stats.connections_active, 1);
     debug!(peer = %peer.addr, id = peer.id, "connection opened");
-    let mut frames = read_events(stream, codec);
+    let (read, mut write) = stream.into_split();
+    let mut frames = read_events(read, codec);
+    let mut deadline: Option<tokio::time::Instant> = None;
     let outcome = loop {
-        let item = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break drain(frames.into_parts(), &*handler, &peer).await,
-            item = frames.next() => item,
+        let item = match deadline {
+            None => tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    // Half-close: the relay notices, stops writing here and closes its side.
+                    let _ = write.shutdown().await;
+                    deadline = Some(tokio::time::Instant::now() + grace);
+                    continue;
+                }
+                item = frames.next() => item,
+            },
+            Some(at) => match tokio::time::timeout_at(at, frames.next()).await {
+                Ok(item) => item,
+                Err(_) => break drain(frames.into_parts(), &*handler, &peer).await,
+            },
         };
         match item {
             None => break Ok(()),
@@ -345,9 +376,9 @@ async fn connection<H: Handler>(
     }
 }
 
-/// At shutdown: handles the complete frames already read from the socket, then stops.
+/// After the grace period: handles the complete frames already read, then stops.
 async fn drain<H: Handler>(
-    mut parts: FramedParts<TcpStream, LenientEventCodec>,
+    mut parts: FramedParts<OwnedReadHalf, LenientEventCodec>,
     handler: &H,
     peer: &Peer,
 ) -> Result<(), CodecError> {

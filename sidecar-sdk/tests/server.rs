@@ -83,7 +83,8 @@ async fn misbehaving_connections_are_closed_while_another_keeps_delivering() {
     let server = Server::bind("127.0.0.1:0")
         .await
         .unwrap()
-        .with_max_frame_length(64 * 1024);
+        .with_max_frame_length(64 * 1024)
+        .with_shutdown_grace(Duration::from_millis(200));
     let addr = server.local_addr().unwrap();
     let stats = server.stats();
     let (tx, mut rx) = mpsc::unbounded_channel();

@@ -19,8 +19,8 @@ pub struct Plugins {
 
 impl Plugins {
     /// Starts every plugin the config turns on. Must run inside a tokio runtime.
-    pub fn start(config: &Config, _metrics: &Arc<Metrics>) -> Plugins {
-        let mut list: Vec<Arc<dyn Plugin>> = Vec::new();
+    pub fn start(config: &Config, _metrics: &Arc<Metrics>, extra: Vec<Arc<dyn Plugin>>) -> Plugins {
+        let mut list: Vec<Arc<dyn Plugin>> = extra;
         let mut events_sidecar = None;
         if config
             .plugins

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::connection::Conn;
 use super::{OutState, Outgoing};
+use crate::hooks::{Hook, Notification};
 use crate::message::Delivery;
 use crate::metrics::Metrics;
 use crate::mqtt::{Packet, PubResp, Publish, QoS, encoded_len};
@@ -83,6 +84,7 @@ impl Conn {
         let now = Instant::now();
         if d.message.is_expired(now) {
             Metrics::inc(&self.broker.metrics.queue_message_expired);
+            self.dropped(&d, "expired");
             return Ok(());
         }
         let packet_id = if d.qos == QoS::AtMostOnce {
@@ -95,7 +97,17 @@ impl Conn {
             && encoded_len(&publish, self.protocol) > max
         {
             Metrics::inc(&self.broker.metrics.queue_message_drop);
+            self.dropped(&d, "too_large");
             return Ok(());
+        }
+        let hooks = self.broker.hooks();
+        if hooks.wants(Hook::OnDeliver) {
+            hooks.notify(&Notification::Deliver {
+                client: &self.info,
+                message: &d.info(),
+                persisted: d.persisted,
+                acl: d.acl.as_deref(),
+            });
         }
         if d.qos != QoS::AtMostOnce {
             let seq = self.state.next_seq;
@@ -111,6 +123,21 @@ impl Conn {
         }
         Metrics::inc(&self.broker.metrics.mqtt_publish_sent);
         self.feed(&publish).await
+    }
+
+    /// Fires `on_message_drop` for a delivery that will not be sent.
+    fn dropped(&self, d: &Delivery, reason: &str) {
+        let hooks = self.broker.hooks();
+        if hooks.wants(Hook::OnMessageDrop) {
+            hooks.notify(&Notification::MessageDrop {
+                mountpoint: &self.mountpoint,
+                client_id: &self.client_id,
+                session_id: &self.info.session_id,
+                message: &d.info(),
+                reason,
+                acl: d.acl.as_deref(),
+            });
+        }
     }
 
     /// On a resumed session: resends every unacknowledged message in order, PUBLISH with DUP

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,6 +96,8 @@ struct Lane {
     queue: Mutex<VecDeque<(usize, Bytes)>>,
     notify: Notify,
     capacity: usize,
+    /// Frames taken from the queue and being written.
+    in_flight: AtomicUsize,
 }
 
 /// The relay's lanes and writers.
@@ -133,6 +136,7 @@ impl Relay {
                     queue: Mutex::new(VecDeque::new()),
                     notify: Notify::new(),
                     capacity: backlog_size,
+                    in_flight: AtomicUsize::new(0),
                 })
             })
             .collect();
@@ -172,11 +176,16 @@ impl Relay {
         lane.notify.notify_one();
     }
 
-    /// Events waiting in all backlogs.
+    /// Events waiting in all backlogs or being written: with the sent and dropped counters,
+    /// every event is accounted for.
     pub fn backlog(&self) -> usize {
         self.lanes
             .iter()
-            .map(|l| l.queue.lock().map_or(0, |q| q.len()))
+            .map(|l| {
+                l.queue
+                    .lock()
+                    .map_or(0, |q| q.len() + l.in_flight.load(Relaxed))
+            })
             .sum()
     }
 }
@@ -236,6 +245,7 @@ async fn writer(
                         batch.push(item);
                     }
                 }
+                lane.in_flight.store(batch.len(), Relaxed);
             }
             if batch.is_empty() {
                 // Idle: wait for work, or notice the sidecar going away.
@@ -256,10 +266,12 @@ async fn writer(
                     for item in batch.drain(..).rev() {
                         q.push_front(item);
                     }
+                    lane.in_flight.store(0, Relaxed);
                 }
                 break;
             }
-            match conn.stream.write_all(&buf).await {
+            let written = conn.stream.write_all(&buf).await;
+            match &written {
                 Ok(()) => {
                     metrics.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
                     for (hook, _) in &batch {
@@ -271,8 +283,11 @@ async fn writer(
                     for (hook, _) in &batch {
                         metrics.dropped(*hook, DropReason::SocketDied);
                     }
-                    break;
                 }
+            }
+            lane.in_flight.store(0, Relaxed);
+            if written.is_err() {
+                break;
             }
         }
         // Tell the sidecar we are done so it can read to the end, then let the pool drop it.
