@@ -90,6 +90,87 @@ fn shipped_config_runs_serves_and_stops_cleanly_on_sigterm() {
     assert!(start.elapsed() < WAIT);
 }
 
+/// The README's quick start: the broker on the shipped config with the relay on, a sidecar on
+/// the relay's port, and mosquitto_pub making events appear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_config_relays_events_to_a_sidecar() {
+    use futures::StreamExt;
+    let sidecar = vmq_sidecar_sdk::Server::bind("127.0.0.1:0").await.unwrap();
+    let sidecar_port = sidecar.local_addr().unwrap().port();
+    let mut events = sidecar.into_stream(64);
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(workspace().join("vernemq.conf")).unwrap();
+    assert!(shipped.contains("plugins.vmq_events_sidecar = on"));
+    let conf = dir.path().join("vernemq.conf");
+    std::fs::write(
+        &conf,
+        shipped.replace("127.0.0.1:1883", "127.0.0.1:0").replace(
+            "vmq_events_sidecar.port = 8890",
+            &format!("vmq_events_sidecar.port = {sidecar_port}"),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(broker_bin())
+        .arg("--config")
+        .arg(&conf)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "broker exited early"
+        );
+        if let Some(rest) = line.strip_prefix("vmq-broker: MQTT listening on ") {
+            break rest.trim().to_owned();
+        }
+    };
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-i",
+                "quickstart",
+                "-t",
+                "hello/world",
+                "-m",
+                "hi",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let mut hooks = Vec::new();
+    while !hooks.contains(&"on_client_gone") {
+        let e = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("events arrive")
+            .unwrap();
+        assert_eq!(e.client_id(), Some("quickstart"));
+        hooks.push(e.hook());
+    }
+    assert_eq!(
+        hooks,
+        [
+            "on_register",
+            "on_client_wakeup",
+            "on_publish",
+            "on_message_drop",
+            "on_client_gone"
+        ]
+    );
+    terminate(&child);
+    assert!(wait_with_timeout(child).status.success());
+}
+
 #[test]
 fn bad_config_is_refused_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
