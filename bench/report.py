@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's results (JSON lines) into a markdown table of ratios against mosquitto
+and an SVG chart; on a full run, writes both into BENCHMARKS.md between its bench markers."""
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+results_path, out_dir, smoke = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+rows = [json.loads(line) for line in open(results_path) if line.strip()]
+by = {(r["label"], r["broker"]): r for r in rows}
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+mem = sh("free -g | awk '/Mem/ {print $2}'")
+mosq = sh("mosquitto -h 2>/dev/null | head -1") or "mosquitto"
+machine = f"{sh('nproc')} cores, {cpu}, {mem} GiB, Linux {platform.release()}, {sh('rustc --version')}, {mosq}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+lines = [
+    f"Machine: {machine}.",
+    "",
+    "| scenario | mosquitto recv/s | ours recv/s | ours / mosquitto | mosquitto p99 µs | ours p99 µs | loss mosquitto / ours |",
+    "|---|---|---|---|---|---|---|",
+]
+labels = []
+for r in rows:
+    if r["label"] not in labels and r["broker"] == "mosquitto" and "received_per_s" in r:
+        labels.append(r["label"])
+for label in labels:
+    m, o = by[(label, "mosquitto")], by.get((label, "ours"))
+    if not o:
+        continue
+    lines.append(
+        f"| {label} | {float(m['received_per_s']):,.0f} | {float(o['received_per_s']):,.0f} | "
+        f"**{ratio(float(o['received_per_s']), float(m['received_per_s']))}** | {m['p99_us']} | {o['p99_us']} | "
+        f"{float(m['loss']) * 100:.1f}% / {float(o['loss']) * 100:.1f}% |"
+    )
+lines += ["", "Relay cost (ours with all 13 hooks relayed to the example analytics sidecar, and with the sidecar down, against ours with the relay off):", "",
+          "| scenario | relay off recv/s | all hooks recv/s | ratio | sidecar down recv/s | ratio |", "|---|---|---|---|---|---|"]
+for label in labels:
+    off, on, down = by.get((label, "ours")), by.get((label, "ours-relay-all-hooks")), by.get((label, "ours-relay-sidecar-down"))
+    if off and on and down:
+        o, a, d = (float(x["received_per_s"]) for x in (off, on, down))
+        lines.append(f"| {label} | {o:,.0f} | {a:,.0f} | **{ratio(a, o)}** | {d:,.0f} | **{ratio(d, o)}** |")
+idle = {r["broker"]: r for r in rows if r["label"].startswith("idle")}
+if "mosquitto" in idle and "ours" in idle:
+    m, o = int(idle["mosquitto"]["bytes_per_connection"]), int(idle["ours"]["bytes_per_connection"])
+    lines += ["", f"Idle connections ({idle['ours']['connections']}): mosquitto {m:,} bytes each, ours {o:,} bytes each (ours / mosquitto **{ratio(o, m)}**), from the brokers' RSS."]
+ingest = [r for r in rows if r["label"] == "sdk-ingest"]
+if ingest:
+    i = ingest[0]
+    lines += ["", f"SDK server ingest over loopback: **{float(i['events_per_s']):,.0f} events/s** ({i['mib_per_s']} MiB/s) from {i['connections']} producer connections of 64 B OnPublish frames."]
+table = "\n".join(lines)
+
+# A bar chart: received/s per scenario, mosquitto and ours side by side.
+bars = [(l, float(by[(l, "mosquitto")]["received_per_s"]), float(by[(l, "ours")]["received_per_s"])) for l in labels if (l, "ours") in by]
+top = max([max(m, o) for _, m, o in bars] + [1])
+w, row_h = 760, 34
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{row_h * len(bars) + 50}" font-family="sans-serif" font-size="12">',
+       '<text x="10" y="18" font-weight="bold">messages received per second (longer is better)</text>',
+       '<rect x="430" y="6" width="12" height="12" fill="#8a8a8a"/><text x="446" y="17">mosquitto</text>',
+       '<rect x="530" y="6" width="12" height="12" fill="#2b6cb0"/><text x="546" y="17">vmq-broker</text>']
+for i, (label, m, o) in enumerate(bars):
+    y = 34 + i * row_h
+    svg.append(f'<text x="10" y="{y + 14}">{label}</text>')
+    for j, (v, colour) in enumerate(((m, "#8a8a8a"), (o, "#2b6cb0"))):
+        bw = max(1, int(v / top * (w - 330)))
+        svg.append(f'<rect x="170" y="{y + j * 13}" width="{bw}" height="12" fill="{colour}"/>')
+        svg.append(f'<text x="{174 + bw}" y="{y + j * 13 + 10}">{v:,.0f}</text>')
+svg.append("</svg>")
+(out_dir / "throughput.svg").write_text("\n".join(svg))
+(out_dir / "report.md").write_text(table + "\n")
+print(table)
+
+if not smoke:
+    Path("bench/throughput.svg").write_text("\n".join(svg))
+    bm = Path("BENCHMARKS.md")
+    text = bm.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    block = f"{start}\n{table}\n\n![throughput](bench/throughput.svg)\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n" + block + "\n"
+    bm.write_text(text)

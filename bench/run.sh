@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: mosquitto and vmq-broker on loopback, the same scenarios against each
+# in alternation, then a table of ratios (ours / mosquitto) in BENCHMARKS.md.
+#
+#   bench/run.sh            full run (release build, 10 s per scenario), rewrites BENCHMARKS.md
+#   bench/run.sh --smoke    CI: debug build, 1 s per scenario, results in target/bench-smoke/
+#
+# Needs mosquitto (apt-get install mosquitto); installs it when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMOKE=0
+[ "${1:-}" = "--smoke" ] && SMOKE=1
+if [ "$SMOKE" = 1 ]; then
+  PROFILE=debug; DURATION=${DURATION:-1}; OUT=target/bench-smoke; IDLE=${IDLE:-200}
+  cargo build --jobs 2 --bin vmq-broker --bin vmq-bench --example analytics_sidecar
+else
+  PROFILE=release; DURATION=${DURATION:-10}; OUT=target/bench; IDLE=${IDLE:-10000}
+  cargo build --release --jobs 2 --bin vmq-broker --bin vmq-bench --example analytics_sidecar
+fi
+BIN=target/$PROFILE
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+
+if ! command -v mosquitto >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto
+fi
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+MOSQ_PORT=$(free_port); OURS_PORT=$(free_port); RELAY_PORT=$(free_port); DOWN_PORT=$(free_port)
+SIDECAR_PORT=$(free_port); ABSENT_PORT=$(free_port)
+
+cat > "$OUT/mosquitto.conf" <<CONF
+listener $MOSQ_PORT 127.0.0.1
+allow_anonymous true
+max_queued_messages 1000
+max_inflight_messages 20
+CONF
+mosquitto -c "$OUT/mosquitto.conf" > "$OUT/mosquitto.log" 2>&1 & PIDS+=($!); MOSQ_PID=$!
+
+ours_conf() { # port, extra lines
+  printf 'listener.tcp.default = 127.0.0.1:%s\nallow_anonymous = on\nlog.console.level = warning\n%s\n' "$1" "$2"
+}
+HOOKS='[on_register, on_register_failed, on_publish, on_subscribe, on_unsubscribe, on_deliver, on_delivery_complete, on_offline_message, on_message_drop, on_client_wakeup, on_client_offline, on_client_gone, on_session_expired]'
+ours_conf "$OURS_PORT" "" > "$OUT/ours.conf"
+ours_conf "$RELAY_PORT" "plugins.vmq_events_sidecar = on
+vmq_events_sidecar.port = $SIDECAR_PORT
+vmq_events_sidecar.hooks = $HOOKS" > "$OUT/relay.conf"
+ours_conf "$DOWN_PORT" "plugins.vmq_events_sidecar = on
+vmq_events_sidecar.port = $ABSENT_PORT
+vmq_events_sidecar.hooks = $HOOKS" > "$OUT/relay-down.conf"
+
+$BIN/examples/analytics_sidecar --listen 127.0.0.1:"$SIDECAR_PORT" --interval 3600 > "$OUT/sidecar.log" 2>&1 & PIDS+=($!)
+$BIN/vmq-broker --config "$OUT/ours.conf" 2> "$OUT/ours.log" & PIDS+=($!); OURS_PID=$!
+$BIN/vmq-broker --config "$OUT/relay.conf" 2> "$OUT/relay.log" & PIDS+=($!)
+$BIN/vmq-broker --config "$OUT/relay-down.conf" 2> "$OUT/relay-down.log" & PIDS+=($!)
+for p in $MOSQ_PORT $OURS_PORT $RELAY_PORT $DOWN_PORT $SIDECAR_PORT; do wait_port "$p"; done
+
+bench() { # label broker port args...
+  local label=$1 broker=$2 port=$3; shift 3
+  local line
+  line=$($BIN/vmq-bench --json pubsub --port "$port" --duration "$DURATION" "$@")
+  echo "{\"label\":\"$label\",\"broker\":\"$broker\",${line#\{}" >> "$RESULTS"
+  echo "$label $broker: $line"
+}
+
+SCENARIOS=(
+  "qos0-fan-in-8x1|--scenario fan-in --clients 8 --qos 0 --payload 64"
+  "qos1-fan-in-8x1|--scenario fan-in --clients 8 --qos 1 --payload 64"
+  "qos0-fan-out-1x100|--scenario fan-out --clients 100 --qos 0 --payload 64"
+  "qos1-fan-out-1x100|--scenario fan-out --clients 100 --qos 1 --payload 64"
+  "qos0-pairwise-50|--scenario pairwise --clients 50 --qos 0 --payload 64"
+  "qos1-pairwise-50|--scenario pairwise --clients 50 --qos 1 --payload 64"
+  "latency-10k-qos0|--scenario latency --clients 1 --rate 10000 --qos 0 --payload 64"
+)
+for s in "${SCENARIOS[@]}"; do
+  label=${s%%|*}; args=${s#*|}
+  # shellcheck disable=SC2086
+  bench "$label" mosquitto "$MOSQ_PORT" $args
+  # shellcheck disable=SC2086
+  bench "$label" ours "$OURS_PORT" $args
+done
+for s in "${SCENARIOS[@]:0:2}" "${SCENARIOS[@]:4:1}"; do
+  label=${s%%|*}; args=${s#*|}
+  # shellcheck disable=SC2086
+  bench "$label" ours-relay-all-hooks "$RELAY_PORT" $args
+  # shellcheck disable=SC2086
+  bench "$label" ours-relay-sidecar-down "$DOWN_PORT" $args
+done
+
+idle() { # broker pid port
+  local line
+  line=$($BIN/vmq-bench --json idle --port "$3" --broker-pid "$2" --connections "$IDLE")
+  echo "{\"label\":\"idle-$IDLE\",\"broker\":\"$1\",${line#\{}" >> "$RESULTS"
+  echo "idle $1: $line"
+}
+idle mosquitto "$MOSQ_PID" "$MOSQ_PORT"
+idle ours "$OURS_PID" "$OURS_PORT"
+
+line=$($BIN/vmq-bench --json sdk-ingest --connections 4 --duration "$DURATION")
+echo "{\"label\":\"sdk-ingest\",\"broker\":\"sdk\",${line#\{}" >> "$RESULTS"
+echo "sdk ingest: $line"
+
+python3 bench/report.py "$RESULTS" "$OUT" "$SMOKE"

@@ -1,0 +1,578 @@
+//! `vmq-bench`: a load generator for MQTT brokers (ours, mosquitto, any 3.1.1 broker), and for
+//! the sidecar SDK's ingest rate.
+//!
+//! ```text
+//! vmq-bench pubsub --port 1883 --scenario fan-in --publishers 8 --qos 0 --payload 64 --duration 10
+//! vmq-bench pubsub --scenario latency --rate 10000 --duration 10
+//! vmq-bench idle --port 1883 --connections 10000 --broker-pid 1234
+//! vmq-bench sdk-ingest --connections 4 --duration 5
+//! ```
+//! Every message carries its send time and sequence number in its first 16 bytes: subscribers
+//! compute latency and loss from them. `--json` prints one JSON object for scripts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::codec::Framed;
+use vmq_broker::mqtt::{
+    Connect, MqttCodec, Packet, Properties, Protocol, PubResp, Publish, QoS, SubOptions, Subscribe,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "Load generator for MQTT brokers and the events sidecar SDK")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Publishers and subscribers through a broker.
+    Pubsub(PubSub),
+    /// Many idle connections, to measure the broker's memory per connection.
+    Idle(Idle),
+    /// Events per second an SDK sidecar server ingests from synthetic producers.
+    SdkIngest(Ingest),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// N publishers -> 1 subscriber on `#`.
+    FanIn,
+    /// 1 publisher -> N subscribers.
+    FanOut,
+    /// N publishers, each to its own subscriber.
+    Pairwise,
+    /// 1 publisher -> 1 subscriber at a fixed rate.
+    Latency,
+}
+
+#[derive(clap::Args, Debug)]
+struct PubSub {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    #[arg(long, value_enum, default_value = "fan-in")]
+    scenario: Scenario,
+    /// Publishers (fan-in, pairwise) or subscribers (fan-out).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    #[arg(long, default_value_t = 0)]
+    qos: u8,
+    /// Payload size in bytes (at least 16).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Messages per second per publisher; 0: as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// QoS 1/2 messages a publisher keeps unacknowledged.
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct Idle {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// PID of the broker, whose RSS is read before and after.
+    #[arg(long)]
+    broker_pid: u32,
+    /// Loopback source addresses to spread connections over (127.0.0.2, 127.0.0.3, ...).
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
+}
+
+#[derive(clap::Args, Debug)]
+struct Ingest {
+    /// Producer connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Payload of the synthetic OnPublish events.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+type Conn = Framed<TcpStream, MqttCodec>;
+
+async fn connect(addr: SocketAddr, id: String, source: Option<IpAddr>) -> anyhow::Result<Conn> {
+    let stream = match source {
+        Some(ip) => {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await?
+        }
+        None => TcpStream::connect(addr).await?,
+    };
+    stream.set_nodelay(true)?;
+    let mut conn = Framed::new(stream, MqttCodec::for_client(Protocol::V311, 1 << 24));
+    conn.send(&Packet::Connect(Box::new(Connect {
+        protocol: Protocol::V311,
+        clean_start: true,
+        keep_alive: 600,
+        client_id: id,
+        username: None,
+        password: None,
+        will: None,
+        properties: Properties::default(),
+    })))
+    .await?;
+    match conn.next().await {
+        Some(Ok(Packet::ConnAck(a))) if a.code == 0 => Ok(conn),
+        other => bail!("CONNECT refused: {other:?}"),
+    }
+}
+
+async fn subscribe(conn: &mut Conn, filter: &str, qos: QoS) -> anyhow::Result<()> {
+    conn.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(
+            filter.into(),
+            SubOptions {
+                qos,
+                ..Default::default()
+            },
+        )],
+        properties: Properties::default(),
+    }))
+    .await?;
+    loop {
+        match conn.next().await {
+            Some(Ok(Packet::SubAck(_))) => return Ok(()),
+            Some(Ok(_)) => {}
+            other => bail!("no SUBACK: {other:?}"),
+        }
+    }
+}
+
+/// Shared counters of a run.
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// Publishes until `stop`, returns nothing; counts into `tally`.
+async fn publisher(
+    mut conn: Conn,
+    topic: String,
+    qos: QoS,
+    payload: usize,
+    rate: u64,
+    inflight_max: usize,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut seq = 0u64;
+    let mut inflight = 0usize;
+    let mut next_id = 0u16;
+    let pad = vec![0x5au8; payload.saturating_sub(16)];
+    let interval = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
+    let mut tick = interval.map(|i| {
+        let mut t = tokio::time::interval(i);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    while !stop.load(Relaxed) {
+        if let Some(t) = tick.as_mut() {
+            t.tick().await;
+        }
+        // Wait for acknowledgements while the window is full.
+        while qos != QoS::AtMostOnce && inflight >= inflight_max {
+            conn.flush().await?;
+            let item = tokio::select! {
+                item = conn.next() => item,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if stop.load(Relaxed) { return Ok(()) } else { continue }
+                }
+            };
+            match item {
+                Some(Ok(Packet::PubAck(_) | Packet::PubComp(_))) => inflight -= 1,
+                Some(Ok(Packet::PubRec(r))) => {
+                    conn.feed(&Packet::PubRel(PubResp::ok(r.packet_id))).await?
+                }
+                Some(Ok(_)) => {}
+                other => bail!("publisher connection ended: {other:?}"),
+            }
+        }
+        let mut body = BytesMut::with_capacity(payload.max(16));
+        body.put_u64(now_ns());
+        body.put_u64(seq);
+        body.put_slice(&pad);
+        seq += 1;
+        let packet_id = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            next_id = next_id.wrapping_add(1).max(1);
+            inflight += 1;
+            next_id
+        };
+        conn.feed(&Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.clone(),
+            packet_id,
+            payload: body.freeze(),
+            properties: Properties::default(),
+        }))
+        .await?;
+        tally.sent.fetch_add(1, Relaxed);
+        // At full speed, flush every few messages so batches form; at a fixed rate, at once.
+        if interval.is_some() || seq % 32 == 0 {
+            conn.flush().await?;
+        }
+        // Drain acknowledgements that are already there without waiting.
+        if qos != QoS::AtMostOnce {
+            while let Some(Some(item)) = futures::FutureExt::now_or_never(conn.next()) {
+                match item? {
+                    Packet::PubAck(_) | Packet::PubComp(_) => inflight -= 1,
+                    Packet::PubRec(r) => {
+                        conn.feed(&Packet::PubRel(PubResp::ok(r.packet_id))).await?
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    conn.flush().await?;
+    Ok(())
+}
+
+/// Receives until `stop`; records latencies (µs) of messages received in the window.
+async fn subscriber(
+    mut conn: Conn,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<u32>> {
+    let mut latencies = Vec::new();
+    while !stop.load(Relaxed) {
+        let item = tokio::select! {
+            item = conn.next() => item,
+            () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+        };
+        let mut item = item;
+        let mut acks = false;
+        // Handle this packet and every one already buffered, then flush the acknowledgements.
+        loop {
+            match item {
+                Some(Ok(Packet::Publish(p))) => {
+                    if p.qos == QoS::AtLeastOnce {
+                        conn.feed(&Packet::PubAck(PubResp::ok(p.packet_id))).await?;
+                        acks = true;
+                    } else if p.qos == QoS::ExactlyOnce {
+                        conn.feed(&Packet::PubRec(PubResp::ok(p.packet_id))).await?;
+                        acks = true;
+                    }
+                    if measuring.load(Relaxed) && p.payload.len() >= 8 {
+                        tally.received.fetch_add(1, Relaxed);
+                        let sent =
+                            u64::from_be_bytes(p.payload[..8].try_into().unwrap_or_default());
+                        let us = now_ns().saturating_sub(sent) / 1000;
+                        latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    }
+                }
+                Some(Ok(Packet::PubRel(r))) => {
+                    conn.feed(&Packet::PubComp(PubResp::ok(r.packet_id)))
+                        .await?;
+                    acks = true;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("subscriber: {e}"),
+                None => return Ok(latencies),
+            }
+            match futures::FutureExt::now_or_never(conn.next()) {
+                Some(next) => item = next,
+                None => break,
+            }
+        }
+        if acks {
+            conn.flush().await?;
+        }
+    }
+    Ok(latencies)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(a.host, a.port);
+    let qos = QoS::from_u8(a.qos).context("qos must be 0, 1 or 2")?;
+    if a.payload < 16 {
+        bail!("--payload must be at least 16 bytes (timestamp and sequence)");
+    }
+    let run = now_ns();
+    let (publishers, subscribers, copies): (Vec<String>, Vec<String>, u64) = match a.scenario {
+        Scenario::FanIn => (
+            (0..a.clients).map(|i| format!("bench/{run}/{i}")).collect(),
+            vec![format!("bench/{run}/#")],
+            1,
+        ),
+        Scenario::FanOut => (
+            vec![format!("bench/{run}/x")],
+            (0..a.clients).map(|_| format!("bench/{run}/x")).collect(),
+            a.clients as u64,
+        ),
+        Scenario::Pairwise => {
+            let t: Vec<String> = (0..a.clients).map(|i| format!("bench/{run}/{i}")).collect();
+            (t.clone(), t, 1)
+        }
+        Scenario::Latency => (
+            vec![format!("bench/{run}/l")],
+            vec![format!("bench/{run}/l")],
+            1,
+        ),
+    };
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut subs = Vec::new();
+    for (i, filter) in subscribers.iter().enumerate() {
+        let mut c = connect(addr, format!("bench-sub-{run}-{i}"), None).await?;
+        subscribe(&mut c, filter, qos).await?;
+        subs.push(tokio::spawn(subscriber(
+            c,
+            tally.clone(),
+            stop.clone(),
+            measuring.clone(),
+        )));
+    }
+    let mut pubs = Vec::new();
+    for (i, topic) in publishers.iter().enumerate() {
+        let c = connect(addr, format!("bench-pub-{run}-{i}"), None).await?;
+        let rate = if a.scenario == Scenario::Latency && a.rate == 0 {
+            10_000
+        } else {
+            a.rate
+        };
+        pubs.push(tokio::spawn(publisher(
+            c,
+            topic.clone(),
+            qos,
+            a.payload,
+            rate,
+            a.inflight,
+            tally.clone(),
+            stop.clone(),
+        )));
+    }
+    // Warm up, then measure.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent_before = tally.sent.load(Relaxed);
+    measuring.store(true, Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
+    measuring.store(false, Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent = tally.sent.load(Relaxed) - sent_before;
+    let received = tally.received.load(Relaxed);
+    stop.store(true, Relaxed);
+    for p in pubs {
+        p.await??;
+    }
+    let mut latencies = Vec::new();
+    for s in subs {
+        latencies.extend(s.await??);
+    }
+    latencies.sort_unstable();
+    let expected = sent * copies;
+    let loss = if expected > 0 {
+        expected.saturating_sub(received) as f64 / expected as f64
+    } else {
+        0.0
+    };
+    let (p50, p90, p99, max) = (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.9),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0),
+    );
+    let sent_rate = sent as f64 / elapsed;
+    let recv_rate = received as f64 / elapsed;
+    if json {
+        println!(
+            "{}",
+            serde_like_json(&[
+                ("scenario", format!("\"{:?}\"", a.scenario)),
+                ("qos", a.qos.to_string()),
+                ("clients", a.clients.to_string()),
+                ("payload", a.payload.to_string()),
+                ("sent_per_s", format!("{sent_rate:.0}")),
+                ("received_per_s", format!("{recv_rate:.0}")),
+                ("loss", format!("{loss:.6}")),
+                ("p50_us", p50.to_string()),
+                ("p90_us", p90.to_string()),
+                ("p99_us", p99.to_string()),
+                ("max_us", max.to_string()),
+            ])
+        );
+    } else {
+        println!(
+            "{:?} qos {} x{}: sent {sent_rate:.0}/s, received {recv_rate:.0}/s, loss {:.3}%, latency p50 {p50} us, p90 {p90} us, p99 {p99} us, max {max} us",
+            a.scenario,
+            a.qos,
+            a.clients,
+            loss * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// A flat JSON object from already-encoded values.
+fn serde_like_json(fields: &[(&str, String)]) -> String {
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+    format!("{{{}}}", body.join(","))
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("no process {pid}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+async fn idle(a: Idle, json: bool) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(a.host, a.port);
+    let before = rss_kib(a.broker_pid)?;
+    let mut conns = Vec::with_capacity(a.connections);
+    let run = now_ns();
+    for i in 0..a.connections {
+        let source = IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            0,
+            2 + (i % usize::from(a.sources.max(1))) as u8,
+        ));
+        conns.push(connect(addr, format!("idle-{run}-{i}"), Some(source)).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(a.broker_pid)?;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / a.connections as f64;
+    if json {
+        println!(
+            "{}",
+            serde_like_json(&[
+                ("connections", a.connections.to_string()),
+                ("rss_before_kib", before.to_string()),
+                ("rss_after_kib", after.to_string()),
+                ("bytes_per_connection", format!("{per:.0}")),
+            ])
+        );
+    } else {
+        println!(
+            "{} idle connections: RSS {before} KiB -> {after} KiB, {per:.0} bytes per connection",
+            a.connections
+        );
+    }
+    drop(conns);
+    Ok(())
+}
+
+async fn sdk_ingest(a: Ingest, json: bool) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Encoder;
+    let server = vmq_sidecar_sdk::Server::bind("127.0.0.1:0").await?;
+    let addr = server.local_addr()?;
+    let stats = server.stats();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counted = Arc::new(AtomicU64::new(0));
+    let c = counted.clone();
+    tokio::spawn(server.serve(move |_e: vmq_sidecar_sdk::Event| {
+        c.fetch_add(1, Relaxed);
+        async {}
+    }));
+    // A buffer of frames, written again and again.
+    let mut block = BytesMut::new();
+    let mut codec = vmq_sidecar_sdk::EventCodec::new();
+    for _ in 0..1000 {
+        codec.encode(vmq_sidecar_sdk::testing::publish(a.payload), &mut block)?;
+    }
+    let block: Bytes = block.freeze();
+    let mut producers = Vec::new();
+    for _ in 0..a.connections {
+        let (block, stop) = (block.clone(), stop.clone());
+        producers.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await?;
+            while !stop.load(Relaxed) {
+                s.write_all(&block).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = counted.load(Relaxed);
+    let bytes_before = stats.snapshot().bytes;
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
+    let events = counted.load(Relaxed) - before;
+    let bytes = stats.snapshot().bytes - bytes_before;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Relaxed);
+    for p in producers {
+        let _ = p.await;
+    }
+    let rate = events as f64 / elapsed;
+    let mbps = bytes as f64 / elapsed / (1024.0 * 1024.0);
+    if json {
+        println!(
+            "{}",
+            serde_like_json(&[
+                ("connections", a.connections.to_string()),
+                ("payload", a.payload.to_string()),
+                ("events_per_s", format!("{rate:.0}")),
+                ("mib_per_s", format!("{mbps:.1}")),
+            ])
+        );
+    } else {
+        println!(
+            "SDK ingest over {} connections: {rate:.0} events/s, {mbps:.1} MiB/s",
+            a.connections
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Cmd::Pubsub(a) => pubsub(a, args.json).await,
+        Cmd::Idle(a) => idle(a, args.json).await,
+        Cmd::SdkIngest(a) => sdk_ingest(a, args.json).await,
+    }
+}
