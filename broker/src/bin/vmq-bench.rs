@@ -177,17 +177,31 @@ struct Tally {
     received: AtomicU64,
 }
 
-/// Publishes until `stop`, returns nothing; counts into `tally`.
-async fn publisher(
-    mut conn: Conn,
+/// What one publisher sends.
+struct PubSpec {
     topic: String,
     qos: QoS,
     payload: usize,
+    /// Messages per second; 0: as fast as possible.
     rate: u64,
+    /// Unacknowledged QoS 1/2 messages allowed.
     inflight_max: usize,
+}
+
+/// Publishes until `stop`; counts into `tally`.
+async fn publisher(
+    mut conn: Conn,
+    spec: PubSpec,
     tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    let PubSpec {
+        topic,
+        qos,
+        payload,
+        rate,
+        inflight_max,
+    } = spec;
     let mut seq = 0u64;
     let mut inflight = 0usize;
     let mut next_id = 0u16;
@@ -244,7 +258,7 @@ async fn publisher(
         .await?;
         tally.sent.fetch_add(1, Relaxed);
         // At full speed, flush every few messages so batches form; at a fixed rate, at once.
-        if interval.is_some() || seq % 32 == 0 {
+        if interval.is_some() || seq.is_multiple_of(32) {
             conn.flush().await?;
         }
         // Drain acknowledgements that are already there without waiting.
