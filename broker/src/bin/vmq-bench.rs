@@ -391,13 +391,16 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
         } else {
             a.rate
         };
+        let spec = PubSpec {
+            topic: topic.clone(),
+            qos,
+            payload: a.payload,
+            rate,
+            inflight_max: a.inflight,
+        };
         pubs.push(tokio::spawn(publisher(
             c,
-            topic.clone(),
-            qos,
-            a.payload,
-            rate,
-            a.inflight,
+            spec,
             tally.clone(),
             stop.clone(),
         )));
