@@ -348,7 +348,15 @@ impl Conn {
     async fn serve(&mut self) -> (Exit, Option<Will>) {
         let mut kick = self.kick.take();
         self.resend_inflight().await;
-        let mut deadline = self.keep_alive.map(|k| Instant::now() + k);
+        // Long-lived futures, created once: no timer or waiter registration per packet.
+        let shutdown = self.broker.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut last_seen = Instant::now();
+        let keep_alive = self.keep_alive;
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let timer = sleep_until(keep_alive.map_or(far, |k| last_seen + k));
+        tokio::pin!(timer);
         let exit = loop {
             if self.pump().await.is_err() {
                 break Exit::Lost;
@@ -361,37 +369,64 @@ impl Conn {
                 code = async { kick.as_mut().expect("kick present").await }, if kick.is_some() => {
                     break Exit::Closed(code.unwrap_or(reason::SESSION_TAKEN_OVER));
                 }
-                () = self.broker.shutdown.cancelled() => break Exit::Closed(reason::SERVER_SHUTTING_DOWN),
-                () = async { sleep_until(deadline.expect("deadline set")).await }, if deadline.is_some() => {
-                    debug!(client_id = %self.client_id, "keep-alive expired");
-                    break Exit::Closed(reason::KEEP_ALIVE_TIMEOUT);
+                () = &mut cancelled => break Exit::Closed(reason::SERVER_SHUTTING_DOWN),
+                () = &mut timer, if keep_alive.is_some() => {
+                    // The timer is only moved when it fires: packets just note the time.
+                    let due = last_seen + keep_alive.unwrap_or_default();
+                    if due <= Instant::now() {
+                        debug!(client_id = %self.client_id, "keep-alive expired");
+                        break Exit::Closed(reason::KEEP_ALIVE_TIMEOUT);
+                    }
+                    timer.as_mut().reset(due);
                 }
                 () = self.slot.mailbox.notified(), if room => {}
                 item = self.framed.next() => {
-                    if let Some(k) = self.keep_alive {
-                        deadline = Some(Instant::now() + k);
-                    }
-                    match item {
-                        None => break Exit::Lost,
-                        Some(Err(CodecError::Io(e))) => {
-                            debug!(client_id = %self.client_id, error = %e, "socket error");
-                            break Exit::Lost;
+                    last_seen = Instant::now();
+                    // This packet and those already buffered (a bounded number), before the
+                    // answers are flushed in one write.
+                    let mut item = item;
+                    let mut budget = 64;
+                    let outcome = loop {
+                        if let Some(exit) = self.process(item).await {
+                            break Some(exit);
                         }
-                        Some(Err(CodecError::Decode(e))) => {
-                            Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
-                            warn!(client_id = %self.client_id, peer = %self.peer, error = %e, "bad packet; closing");
-                            break Exit::Closed(e.reason_code());
+                        budget -= 1;
+                        if budget == 0 {
+                            break None;
                         }
-                        Some(Ok(packet)) => match self.handle(packet).await {
-                            Ok(None) => {}
-                            Ok(Some(exit)) => break exit,
-                            Err(()) => break Exit::Lost,
-                        },
+                        match futures::FutureExt::now_or_never(self.framed.next()) {
+                            Some(next) => item = next,
+                            None => break None,
+                        }
+                    };
+                    if let Some(exit) = outcome {
+                        break exit;
                     }
                 }
             }
         };
         (exit, self.will.take())
+    }
+
+    /// Handles one item from the socket; `Some` ends the connection.
+    async fn process(&mut self, item: Option<Result<Packet, CodecError>>) -> Option<Exit> {
+        match item {
+            None => Some(Exit::Lost),
+            Some(Err(CodecError::Io(e))) => {
+                debug!(client_id = %self.client_id, error = %e, "socket error");
+                Some(Exit::Lost)
+            }
+            Some(Err(CodecError::Decode(e))) => {
+                Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
+                warn!(client_id = %self.client_id, peer = %self.peer, error = %e, "bad packet; closing");
+                Some(Exit::Closed(e.reason_code()))
+            }
+            Some(Ok(packet)) => match self.handle(packet).await {
+                Ok(None) => None,
+                Ok(Some(exit)) => Some(exit),
+                Err(()) => Some(Exit::Lost),
+            },
+        }
     }
 
     /// Sends a v5 DISCONNECT if the server is the one closing, then detaches the session and
