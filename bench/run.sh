@@ -12,10 +12,13 @@ cd "$(dirname "$0")/.."
 SMOKE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
 if [ "$SMOKE" = 1 ]; then
+  # Unoptimized binaries, few clients, paced publishers: it checks that everything runs.
   PROFILE=debug; DURATION=${DURATION:-1}; OUT=target/bench-smoke; IDLE=${IDLE:-200}
+  FANOUT=10; PAIRS=5; PACE="--rate 500"; LATENCY_RATE=1000
   cargo build --jobs 2 --bin vmq-broker --bin vmq-bench --example analytics_sidecar
 else
   PROFILE=release; DURATION=${DURATION:-10}; OUT=target/bench; IDLE=${IDLE:-10000}
+  FANOUT=100; PAIRS=50; PACE=""
   cargo build --release --jobs 2 --bin vmq-broker --bin vmq-bench --example analytics_sidecar
 fi
 BIN=target/$PROFILE
@@ -74,13 +77,13 @@ bench() { # label broker port args...
 }
 
 SCENARIOS=(
-  "qos0-fan-in-8x1|--scenario fan-in --clients 8 --qos 0 --payload 64"
-  "qos1-fan-in-8x1|--scenario fan-in --clients 8 --qos 1 --payload 64"
-  "qos0-fan-out-1x100|--scenario fan-out --clients 100 --qos 0 --payload 64"
-  "qos1-fan-out-1x100|--scenario fan-out --clients 100 --qos 1 --payload 64"
-  "qos0-pairwise-50|--scenario pairwise --clients 50 --qos 0 --payload 64"
-  "qos1-pairwise-50|--scenario pairwise --clients 50 --qos 1 --payload 64"
-  "latency-10k-qos0|--scenario latency --clients 1 --rate 10000 --qos 0 --payload 64"
+  "qos0-fan-in-8x1|--scenario fan-in --clients 8 --qos 0 --payload 64 $PACE"
+  "qos1-fan-in-8x1|--scenario fan-in --clients 8 --qos 1 --payload 64 $PACE"
+  "qos0-fan-out-1x$FANOUT|--scenario fan-out --clients $FANOUT --qos 0 --payload 64 $PACE"
+  "qos1-fan-out-1x$FANOUT|--scenario fan-out --clients $FANOUT --qos 1 --payload 64 $PACE"
+  "qos0-pairwise-$PAIRS|--scenario pairwise --clients $PAIRS --qos 0 --payload 64 $PACE"
+  "qos1-pairwise-$PAIRS|--scenario pairwise --clients $PAIRS --qos 1 --payload 64 $PACE"
+  "latency-10k-qos0|--scenario latency --clients 1 --rate ${LATENCY_RATE:-10000} --qos 0 --payload 64"
 )
 for s in "${SCENARIOS[@]}"; do
   label=${s%%|*}; args=${s#*|}
