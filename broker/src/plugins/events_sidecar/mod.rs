@@ -187,6 +187,12 @@ impl Plugin for EventsSidecar {
             self.metrics.dropped(index, DropReason::SampledOut);
             return;
         }
+        let key = encode::order_key(event);
+        if self.relay.is_full(key) {
+            // Counted without the cost of encoding: this is what keeps an absent sidecar cheap.
+            self.metrics.dropped(index, DropReason::BacklogFull);
+            return;
+        }
         let mut frame = BytesMut::new();
         if EventCodec::new()
             .encode(&encode::to_event(event), &mut frame)
@@ -195,7 +201,6 @@ impl Plugin for EventsSidecar {
             self.metrics.dropped(index, DropReason::EncodeError);
             return;
         }
-        self.relay
-            .enqueue(encode::order_key(event), index, frame.freeze());
+        self.relay.enqueue(key, index, frame.freeze());
     }
 }

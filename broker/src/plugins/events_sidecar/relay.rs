@@ -156,12 +156,23 @@ impl Relay {
         }
     }
 
+    fn lane(&self, key: (&str, &str)) -> &Lane {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        &self.lanes[(h.finish() % self.lanes.len() as u64) as usize]
+    }
+
+    /// Whether the backlog of `key`'s connection is full: then the event need not even be
+    /// encoded (the sidecar is away or slow, and this is the hot path).
+    pub fn is_full(&self, key: (&str, &str)) -> bool {
+        let lane = self.lane(key);
+        lane.queue.lock().is_ok_and(|q| q.len() >= lane.capacity)
+    }
+
     /// Queues a frame for the connection of `key`; never blocks, counts a drop if the backlog
     /// is full.
     pub fn enqueue(&self, key: (&str, &str), hook_index: usize, frame: Bytes) {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let lane = &self.lanes[(h.finish() % self.lanes.len() as u64) as usize];
+        let lane = self.lane(key);
         {
             let Ok(mut q) = lane.queue.lock() else {
                 return;
