@@ -84,7 +84,10 @@ impl Router {
     /// subscriptions merged: highest QoS, every subscription identifier), one member per share
     /// group. Returns how many deliveries were queued.
     pub fn route(&self, mountpoint: &str, message: &Arc<Message>, report: bool) -> Routed {
-        let mut by_client: HashMap<Arc<str>, Pending> = HashMap::new();
+        // One entry per subscribing session (its mailbox is its identity). A publish usually
+        // matches a handful: a linear scan, with an index once there are many.
+        let mut by_client: Vec<Pending> = Vec::new();
+        let mut index: Option<HashMap<*const Mailbox, usize, foldhash::fast::RandomState>> = None;
         let mut shared: Vec<Pending> = Vec::new();
         {
             let Ok(tries) = self.tries.read() else {
@@ -102,15 +105,39 @@ impl Router {
                     }
                     let qos = message.qos.min(sub.options.qos);
                     let retain = sub.options.retain_as_published && message.retain;
-                    let entry = by_client
-                        .entry(sub.client_id.clone())
-                        .or_insert_with(|| Pending {
-                            mailbox: sub.mailbox.clone(),
-                            qos,
-                            retain,
-                            ids: Vec::new(),
-                            acl: sub.acl.clone(),
-                        });
+                    let key = Arc::as_ptr(&sub.mailbox);
+                    let found = match &index {
+                        Some(ix) => ix.get(&key).copied(),
+                        None => by_client
+                            .iter()
+                            .position(|p| Arc::as_ptr(&p.mailbox) == key),
+                    };
+                    let at = match found {
+                        Some(at) => at,
+                        None => {
+                            by_client.push(Pending {
+                                mailbox: sub.mailbox.clone(),
+                                qos,
+                                retain,
+                                ids: Vec::new(),
+                                acl: sub.acl.clone(),
+                            });
+                            let at = by_client.len() - 1;
+                            if let Some(ix) = &mut index {
+                                ix.insert(key, at);
+                            } else if by_client.len() > 16 {
+                                index = Some(
+                                    by_client
+                                        .iter()
+                                        .enumerate()
+                                        .map(|(i, p)| (Arc::as_ptr(&p.mailbox), i))
+                                        .collect(),
+                                );
+                            }
+                            at
+                        }
+                    };
+                    let entry = &mut by_client[at];
                     entry.qos = entry.qos.max(qos);
                     entry.retain |= retain;
                     entry.ids.extend(sub.id);
@@ -129,7 +156,7 @@ impl Router {
             );
         }
         let mut routed = Routed::default();
-        for p in by_client.into_values().chain(shared) {
+        for p in by_client.into_iter().chain(shared) {
             let delivery = Delivery {
                 message: message.clone(),
                 qos: p.qos,
