@@ -14,11 +14,11 @@ SMOKE=0
 if [ "$SMOKE" = 1 ]; then
   # Unoptimized binaries, few clients, paced publishers: it checks that everything runs.
   PROFILE=debug; DURATION=${DURATION:-1}; OUT=target/bench-smoke; IDLE=${IDLE:-200}
-  FANOUT=10; PAIRS=5; PACE="--rate 500"; LATENCY_RATE=1000
+  FANOUT=10; PAIRS=5; PACE="--rate 500"; LATENCY_RATE=1000; FIXED_RATE=500
   cargo build --jobs 2 --bin vmq-broker --bin vmq-bench --example analytics_sidecar
 else
   PROFILE=release; DURATION=${DURATION:-10}; OUT=target/bench; IDLE=${IDLE:-10000}
-  FANOUT=100; PAIRS=50; PACE=""
+  FANOUT=100; PAIRS=50; PACE=""; FIXED_RATE=20000
   cargo build --release --jobs 2 --bin vmq-broker --bin vmq-bench --example analytics_sidecar
 fi
 BIN=target/$PROFILE
@@ -79,6 +79,7 @@ bench() { # label broker port args...
 SCENARIOS=(
   "qos0-fan-in-8x1|--scenario fan-in --clients 8 --qos 0 --payload 64 $PACE"
   "qos1-fan-in-8x1|--scenario fan-in --clients 8 --qos 1 --payload 64 $PACE"
+  "qos0-fan-in-8x1-paced|--scenario fan-in --clients 8 --qos 0 --payload 64 --rate $FIXED_RATE"
   "qos0-fan-out-1x$FANOUT|--scenario fan-out --clients $FANOUT --qos 0 --payload 64 $PACE"
   "qos1-fan-out-1x$FANOUT|--scenario fan-out --clients $FANOUT --qos 1 --payload 64 $PACE"
   "qos0-pairwise-$PAIRS|--scenario pairwise --clients $PAIRS --qos 0 --payload 64 $PACE"
@@ -92,7 +93,7 @@ for s in "${SCENARIOS[@]}"; do
   # shellcheck disable=SC2086
   bench "$label" ours "$OURS_PORT" $args
 done
-for s in "${SCENARIOS[@]:0:2}" "${SCENARIOS[@]:4:1}"; do
+for s in "${SCENARIOS[@]:0:3}" "${SCENARIOS[@]:5:1}"; do
   label=${s%%|*}; args=${s#*|}
   # shellcheck disable=SC2086
   bench "$label" ours-relay-all-hooks "$RELAY_PORT" $args
