@@ -16,6 +16,40 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Runs the broker binary on `conf`; returns it and the MQTT port it printed. A thread keeps
+/// reading its stderr, so the broker's logs never block on (or lose) their pipe.
+fn start_broker(conf: &Path) -> (Child, String) {
+    let mut child = Command::new(broker_bin())
+        .arg("--config")
+        .arg(conf)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("vmq-broker: MQTT listening on ") {
+                let port = rest
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send(port);
+            }
+        }
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(port) => (child, port),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the broker did not report its MQTT port");
+        }
+    }
+}
+
 /// SIGTERM, as an init system stops the broker.
 fn terminate(child: &Child) {
     let _ = Command::new("kill")
@@ -44,24 +78,8 @@ fn shipped_config_runs_serves_and_stops_cleanly_on_sigterm() {
     let conf = dir.path().join("vernemq.conf");
     std::fs::write(&conf, shipped.replace("127.0.0.1:1883", "127.0.0.1:0")).unwrap();
 
-    let mut child = Command::new(broker_bin())
-        .arg("--config")
-        .arg(&conf)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "broker exited early"
-        );
-        if let Some(rest) = line.strip_prefix("vmq-broker: MQTT listening on ") {
-            break rest.trim().to_owned();
-        }
-    };
-    let port = addr.rsplit(':').next().unwrap();
+    let (child, port) = start_broker(&conf);
+    let port = port.as_str();
     let out = Command::new("mosquitto_pub")
         .args([
             "-h",
@@ -110,24 +128,8 @@ async fn shipped_config_relays_events_to_a_sidecar() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(broker_bin())
-        .arg("--config")
-        .arg(&conf)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "broker exited early"
-        );
-        if let Some(rest) = line.strip_prefix("vmq-broker: MQTT listening on ") {
-            break rest.trim().to_owned();
-        }
-    };
-    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let (child, port) = start_broker(&conf);
+    let port = port.as_str().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("mosquitto_pub")
             .args([
