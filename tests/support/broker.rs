@@ -3,6 +3,7 @@
 //! what well-behaved clients never send.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -10,7 +11,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
+use vmq_broker::hooks::Plugin;
 use vmq_broker::mqtt::{Connect, MqttCodec, Packet, Properties, Protocol};
+use vmq_broker::plugins::events_sidecar::EventsSidecar;
 use vmq_broker::{Config, Server};
 
 use crate::WAIT;
@@ -22,6 +25,31 @@ pub async fn start_broker(extra: &str) -> (Server, SocketAddr) {
     let server = Server::start(config).await.expect("broker starts");
     let addr = server.local_addrs()[0];
     (server, addr)
+}
+
+/// Starts a broker relaying to a sidecar on `sidecar_port` (`extra` adds config lines), with
+/// `plugins` registered beside the relay; returns it, its MQTT address and the relay plugin.
+pub async fn relay_broker(
+    sidecar_port: u16,
+    extra: &str,
+    plugins: Vec<Arc<dyn Plugin>>,
+) -> (Server, SocketAddr, Arc<EventsSidecar>) {
+    let text = format!(
+        "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = on\nplugins.vmq_events_sidecar = on\n\
+         vmq_events_sidecar.port = {sidecar_port}\n{extra}"
+    );
+    let config = Config::parse(&text, "relay.conf").expect("relay config");
+    let server = Server::start_with_plugins(config, plugins)
+        .await
+        .expect("broker starts");
+    let addr = server.local_addrs()[0];
+    let relay = server
+        .broker()
+        .plugins
+        .events_sidecar
+        .clone()
+        .expect("relay on");
+    (server, addr, relay)
 }
 
 /// A rumqttc (MQTT 3.1.1) client whose incoming packets arrive on a channel.
