@@ -51,7 +51,7 @@ CONF
 mosquitto -c "$OUT/mosquitto.conf" > "$OUT/mosquitto.log" 2>&1 & PIDS+=($!); MOSQ_PID=$!
 
 ours_conf() { # port, extra lines
-  printf 'listener.tcp.default = 127.0.0.1:%s\nallow_anonymous = on\nlog.console.level = warning\n%s\n' "$1" "$2"
+  printf 'listener.tcp.default = 127.0.0.1:%s\nallow_anonymous = on\nlog.console.level = warning\npersistent_data_dir = %s\n%s\n' "$1" "$OUT/data-$1" "$2"
 }
 HOOKS='[on_register, on_register_failed, on_publish, on_subscribe, on_unsubscribe, on_deliver, on_delivery_complete, on_offline_message, on_message_drop, on_client_wakeup, on_client_offline, on_client_gone, on_session_expired]'
 ours_conf "$OURS_PORT" "" > "$OUT/ours.conf"

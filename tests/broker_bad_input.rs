@@ -189,7 +189,7 @@ async fn empty_client_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_clients_are_refused_when_not_allowed() {
-    let text = "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = off\n";
+    let text = "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = off\nmessage_store = off\n";
     let server = vmq_broker::Server::start(vmq_broker::Config::parse(text, "t").unwrap())
         .await
         .unwrap();

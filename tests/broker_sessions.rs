@@ -334,7 +334,7 @@ async fn v5_session_expiry_interval_ends_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mountpoints_isolate_listeners() {
     let text = "listener.tcp.default = 127.0.0.1:0\nlistener.tcp.iot = 127.0.0.1:0\n\
-                listener.tcp.iot.mountpoint = iot\nallow_anonymous = on\n";
+                listener.tcp.iot.mountpoint = iot\nallow_anonymous = on\nmessage_store = off\n";
     let server = vmq_broker::Server::start(vmq_broker::Config::parse(text, "t").unwrap())
         .await
         .unwrap();

@@ -7,10 +7,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::hooks::Hooks;
+use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::router::Router;
 use crate::session::Registry;
+use crate::store::{Op, Store, Ticket};
 
 /// Everything connections share.
 #[derive(Debug)]
@@ -27,6 +29,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// The plugins the config turned on.
     pub plugins: Plugins,
+    /// Where persistent sessions and retained messages are written (`message_store = on`).
+    pub store: Option<Arc<Store>>,
 }
 
 impl Broker {
@@ -39,7 +43,17 @@ impl Broker {
     /// Like [`Broker::new`], with plugins of the embedding program registered beside the ones
     /// the config turns on (they see only the hook API, like the built-in ones).
     pub fn with_plugins(config: Config, extra: Vec<Arc<dyn crate::hooks::Plugin>>) -> Arc<Broker> {
-        let metrics = Arc::default();
+        Self::assemble(config, extra, Arc::default(), None)
+    }
+
+    /// A broker with its counters and store made by the caller (the server opens the store
+    /// first, so that its counters are the broker's).
+    pub fn assemble(
+        config: Config,
+        extra: Vec<Arc<dyn crate::hooks::Plugin>>,
+        metrics: Arc<Metrics>,
+        store: Option<Arc<Store>>,
+    ) -> Arc<Broker> {
         let plugins = Plugins::start(&config, &metrics, extra);
         Arc::new(Broker {
             config,
@@ -48,7 +62,22 @@ impl Broker {
             metrics,
             shutdown: CancellationToken::new(),
             plugins,
+            store,
         })
+    }
+
+    /// Stores (or, with an empty payload, clears) the retained message of its topic, in the
+    /// router and in the store; the ticket says when the store has it.
+    pub fn retain(&self, mountpoint: &str, message: Arc<Message>) -> Option<Ticket> {
+        let store = self.store.as_ref().map(|store| {
+            store.submit(Op::PutRetained {
+                mountpoint: mountpoint.into(),
+                topic: message.topic.clone(),
+                message: (!message.payload.is_empty()).then(|| message.clone()),
+            })
+        });
+        self.router.retain(mountpoint, message);
+        store
     }
 
     /// The hook chains.

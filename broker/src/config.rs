@@ -90,12 +90,31 @@ pub struct Config {
     pub retain_available: bool,
     /// Where persistent state lives.
     pub persistent_data_dir: PathBuf,
+    /// Whether persistent sessions, their queues and retained messages are kept in the store
+    /// under `persistent_data_dir` (`message_store = on`) or in memory only.
+    pub message_store: bool,
+    /// When QoS 1/2 publishes are acknowledged relative to the store's commit.
+    pub message_store_durability: Durability,
+    /// The longest keep-alive a v5 client may use, in seconds (65535: no cap). A v5 client
+    /// asking for more (or for none) is told this value in CONNACK's server keep alive.
+    pub max_keepalive: u16,
     /// Log level for the console (`debug`, `info`, `warning`, `error`).
     pub log_console_level: String,
     /// `plugins.<name> = on|off`.
     pub plugins: BTreeMap<String, bool>,
     /// `vmq_events_sidecar.*`.
     pub events_sidecar: EventsSidecarConfig,
+}
+
+/// When a QoS 1/2 publish whose message had to be stored is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// PUBACK/PUBREC only once the message is on disk (group commits): nothing acknowledged
+    /// is lost, even to a crash.
+    Durable,
+    /// PUBACK/PUBREC at once; the store commits shortly after. A crash can lose the last
+    /// moments' messages; a clean shutdown loses nothing.
+    Relaxed,
 }
 
 /// The plugins this broker ships.
@@ -118,6 +137,9 @@ impl Default for Config {
             shared_subscription_policy: SharedPolicy::PreferLocal,
             retain_available: true,
             persistent_data_dir: PathBuf::from("./data"),
+            message_store: true,
+            message_store_durability: Durability::Durable,
+            max_keepalive: u16::MAX,
             log_console_level: "info".into(),
             plugins: BTreeMap::new(),
             events_sidecar: EventsSidecarConfig::default(),
@@ -274,6 +296,23 @@ impl Config {
                     }
                     "retain_available" => c.retain_available = parse_flag(value)?,
                     "persistent_data_dir" => c.persistent_data_dir = PathBuf::from(value),
+                    "message_store" => c.message_store = parse_flag(value)?,
+                    "message_store.durability" => {
+                        c.message_store_durability = match value {
+                            "durable" => Durability::Durable,
+                            "relaxed" => Durability::Relaxed,
+                            _ => {
+                                return Err(format!("expected durable or relaxed, got {value:?}"));
+                            }
+                        }
+                    }
+                    "max_keepalive" => {
+                        let n: u16 = parse_num(value)?;
+                        if n == 0 {
+                            return Err("max_keepalive must be at least 1 second".into());
+                        }
+                        c.max_keepalive = n;
+                    }
                     "log.console.level" => match value {
                         "debug" | "info" | "warning" | "error" => {
                             c.log_console_level = value.to_owned()

@@ -13,6 +13,7 @@ pub mod mqtt;
 pub mod plugins;
 pub mod router;
 pub mod session;
+pub mod store;
 pub mod topic;
 
 use std::net::SocketAddr;
@@ -44,11 +45,47 @@ impl Server {
         config: Config,
         plugins: Vec<Arc<dyn hooks::Plugin>>,
     ) -> std::io::Result<Server> {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let store = if config.message_store {
+            let dir = &config.persistent_data_dir;
+            let durability = config.message_store_durability;
+            Some(store::Store::open_dir(dir, durability, metrics.clone()).map_err(io_error)?)
+        } else {
+            None
+        };
+        Self::start_inner(config, plugins, metrics, store).await
+    }
+
+    /// Like [`Server::start_with_plugins`], with the store kept in `backend` whatever the
+    /// config says (tests keep a [`store::memory::MemoryBackend`] across restarts).
+    pub async fn start_with_backend(
+        config: Config,
+        plugins: Vec<Arc<dyn hooks::Plugin>>,
+        backend: impl store::Backend,
+    ) -> std::io::Result<Server> {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let durability = config.message_store_durability;
+        let store = store::Store::start(backend, durability, metrics.clone()).map_err(io_error)?;
+        Self::start_inner(config, plugins, metrics, Some(store)).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        plugins: Vec<Arc<dyn hooks::Plugin>>,
+        metrics: Arc<metrics::Metrics>,
+        store: Option<(store::Store, store::Recovered)>,
+    ) -> std::io::Result<Server> {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             listeners.push(listener::Listener::bind(l.clone()).await?);
         }
-        let broker = Broker::with_plugins(config, plugins);
+        let (store, recovered) = match store {
+            Some((s, r)) => (Some(Arc::new(s)), r),
+            None => (None, store::Recovered::default()),
+        };
+        let broker = Broker::assemble(config, plugins, metrics, store);
+        // Everything stored is back before the first client is accepted.
+        session::persist::restore(&broker, recovered);
         let tasks = TaskTracker::new();
         let mut addrs = Vec::new();
         for l in listeners {
@@ -78,5 +115,13 @@ impl Server {
         self.broker.shutdown.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+        if let Some(store) = self.broker.store.clone() {
+            // Commits what is pending and closes the file.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
     }
+}
+
+fn io_error(e: store::StoreError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
 }

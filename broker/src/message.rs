@@ -82,6 +82,8 @@ pub struct Delivery {
     pub persisted: bool,
     /// The ACL that authorized the subscription, for events.
     pub acl: Option<Arc<MatchedAcl>>,
+    /// Its position in the session's stored queue, when it was written to the store.
+    pub stored: Option<u64>,
 }
 
 impl Delivery {

@@ -55,6 +55,26 @@ counters! {
     sessions_expired,
     /// Will messages published.
     wills_published,
+    /// Message store: transactions committed (each one a group of writes and one fsync).
+    store_commits,
+    /// Message store: records written or deleted.
+    store_writes,
+    /// Message store: QoS 1/2 messages written for persistent sessions.
+    store_messages_stored,
+    /// Message store: failed commits (the store stops acknowledging after one).
+    store_write_errors,
+    /// Message store: total commit time, microseconds (with `store_commits`, the mean).
+    store_write_latency_us_sum,
+    /// Message store: the slowest commit, microseconds.
+    store_write_latency_us_max,
+    /// Message store: file size in bytes (a gauge).
+    store_size_bytes,
+    /// Message store: sessions read back at start.
+    store_sessions_recovered,
+    /// Message store: queued messages read back at start.
+    store_messages_recovered,
+    /// Message store: retained messages read back at start.
+    store_retained_recovered,
 }
 
 impl Metrics {

@@ -1,73 +1,10 @@
 //! The `vmq-broker` binary as an operator runs it: the shipped config, a bad config, a clean
 //! stop on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-fn broker_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vmq-broker"))
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs the broker binary on `conf`; returns it and the MQTT port it printed. A thread keeps
-/// reading its stderr, so the broker's logs never block on (or lose) their pipe.
-fn start_broker(conf: &Path) -> (Child, String) {
-    let mut child = Command::new(broker_bin())
-        .arg("--config")
-        .arg(conf)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("vmq-broker: MQTT listening on ") {
-                let port = rest
-                    .trim()
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(port);
-            }
-        }
-    });
-    match rx.recv_timeout(WAIT) {
-        Ok(port) => (child, port),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the broker did not report its MQTT port");
-        }
-    }
-}
-
-/// SIGTERM, as an init system stops the broker.
-fn terminate(child: &Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-}
-
-fn wait_with_timeout(mut child: Child) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > WAIT {
-            let _ = child.kill();
-            panic!("broker did not exit within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
+use std::process::Command;
+use support::{WAIT, broker_bin, start_broker, terminate, wait_with_timeout, workspace};
 
 #[test]
 fn shipped_config_runs_serves_and_stops_cleanly_on_sigterm() {
@@ -76,7 +13,17 @@ fn shipped_config_runs_serves_and_stops_cleanly_on_sigterm() {
     let shipped = std::fs::read_to_string(workspace().join("vernemq.conf")).unwrap();
     assert!(shipped.contains("listener.tcp.default = 127.0.0.1:1883"));
     let conf = dir.path().join("vernemq.conf");
-    std::fs::write(&conf, shipped.replace("127.0.0.1:1883", "127.0.0.1:0")).unwrap();
+    let data = format!(
+        "persistent_data_dir = {}",
+        dir.path().join("data").display()
+    );
+    std::fs::write(
+        &conf,
+        shipped
+            .replace("127.0.0.1:1883", "127.0.0.1:0")
+            .replace("persistent_data_dir = ./data", &data),
+    )
+    .unwrap();
 
     let (child, port) = start_broker(&conf);
     let port = port.as_str();
@@ -122,10 +69,19 @@ async fn shipped_config_relays_events_to_a_sidecar() {
     let conf = dir.path().join("vernemq.conf");
     std::fs::write(
         &conf,
-        shipped.replace("127.0.0.1:1883", "127.0.0.1:0").replace(
-            "vmq_events_sidecar.port = 8890",
-            &format!("vmq_events_sidecar.port = {sidecar_port}"),
-        ),
+        shipped
+            .replace("127.0.0.1:1883", "127.0.0.1:0")
+            .replace(
+                "vmq_events_sidecar.port = 8890",
+                &format!("vmq_events_sidecar.port = {sidecar_port}"),
+            )
+            .replace(
+                "persistent_data_dir = ./data",
+                &format!(
+                    "persistent_data_dir = {}",
+                    dir.path().join("data").display()
+                ),
+            ),
     )
     .unwrap();
     let (child, port) = start_broker(&conf);

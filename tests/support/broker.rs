@@ -20,7 +20,9 @@ use crate::WAIT;
 
 /// Starts a broker whose config is the default file's essentials plus `extra` lines.
 pub async fn start_broker(extra: &str) -> (Server, SocketAddr) {
-    let text = format!("listener.tcp.default = 127.0.0.1:0\nallow_anonymous = on\n{extra}");
+    let text = format!(
+        "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = on\nmessage_store = off\n{extra}"
+    );
     let config = Config::parse(&text, "test.conf").expect("test config");
     let server = Server::start(config).await.expect("broker starts");
     let addr = server.local_addrs()[0];
@@ -35,7 +37,8 @@ pub async fn relay_broker(
     plugins: Vec<Arc<dyn Plugin>>,
 ) -> (Server, SocketAddr, Arc<EventsSidecar>) {
     let text = format!(
-        "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = on\nplugins.vmq_events_sidecar = on\n\
+        "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = on\nmessage_store = off\n\
+         plugins.vmq_events_sidecar = on\n\
          vmq_events_sidecar.port = {sidecar_port}\n{extra}"
     );
     let config = Config::parse(&text, "relay.conf").expect("relay config");

@@ -13,6 +13,7 @@ use crate::hooks::MatchedAcl;
 use crate::message::{Delivery, Message};
 use crate::mqtt::QoS;
 use crate::session::{Mailbox, Pushed};
+use crate::store::Ticket;
 use crate::topic;
 
 /// The retained messages of one mountpoint, by topic.
@@ -42,6 +43,8 @@ pub struct Routed {
     pub queued: usize,
     /// Subscribers whose delivery was queued offline or dropped, with its QoS and retain flag.
     pub notable: Vec<(Arc<Mailbox>, Pushed, QoS, bool)>,
+    /// When every delivery written to the store is durable (none written: `None`).
+    pub ticket: Option<Ticket>,
 }
 
 impl Router {
@@ -164,8 +167,10 @@ impl Router {
                 subscription_ids: p.ids,
                 persisted: false,
                 acl: p.acl,
+                stored: None,
             };
-            let pushed = p.mailbox.push(delivery);
+            let (pushed, ticket) = p.mailbox.push(delivery);
+            routed.ticket = routed.ticket.max(ticket);
             if pushed != Pushed::Dropped {
                 routed.queued += 1;
             }

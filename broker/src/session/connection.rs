@@ -78,6 +78,10 @@ pub(crate) struct Conn {
     pub will: Option<Will>,
     /// 1.5 x the keep-alive, if any.
     pub keep_alive: Option<Duration>,
+    /// Acknowledgements waiting for the store to commit (durable mode).
+    pub held: Vec<Packet>,
+    /// The ticket the held acknowledgements wait for.
+    pub hold_for: crate::store::Ticket,
 }
 
 /// Runs one client connection to its end.
@@ -270,7 +274,15 @@ async fn accept(
         .await;
 
     let mut properties = Properties::default();
+    let mut keep_alive = connect.keep_alive;
     if p.is_v5() {
+        // A v5 client is told to use a shorter keep-alive than it asked for (or one at all)
+        // when max_keepalive caps it; a v3 client cannot be told and keeps its own.
+        let max = config.max_keepalive;
+        if max < u16::MAX && (keep_alive == 0 || keep_alive > max) {
+            keep_alive = max;
+            properties.server_keep_alive = Some(max);
+        }
         properties.assigned_client_identifier = assigned;
         properties.receive_maximum = Some(config.receive_max_broker);
         properties.topic_alias_maximum = Some(config.topic_alias_max);
@@ -318,9 +330,14 @@ async fn accept(
         kick: Some(attachment.kick),
         done: Some(attachment.done),
         will: connect.will,
-        keep_alive: (connect.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500)),
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        held: Vec::new(),
+        hold_for: 0,
     };
+    conn.slot
+        .mailbox
+        .set_persistent(session_expiry != Some(Duration::ZERO));
+    conn.persist_session(false);
     if let Ok(mut s) = conn.slot.mailbox.session_id.lock() {
         *s = conn.info.session_id.clone();
     }
@@ -370,6 +387,9 @@ impl Conn {
         let timer = sleep_until(keep_alive.map_or(far, |k| last_seen + k));
         tokio::pin!(timer);
         let exit = loop {
+            if let Err(exit) = self.release_held().await {
+                break exit;
+            }
             if self.pump().await.is_err() {
                 break Exit::Lost;
             }
@@ -445,6 +465,9 @@ impl Conn {
     /// Sends a v5 DISCONNECT if the server is the one closing, then detaches the session and
     /// deals with the will.
     async fn finish(&mut self, exit: Exit, will_msg: Option<Will>) {
+        // Acknowledgements still held go out once durable (a client that sent DISCONNECT
+        // right after its publishes may still be reading).
+        let _ = self.release_held().await;
         if let Exit::Closed(code) = exit
             && self.protocol.is_v5()
         {
@@ -457,6 +480,9 @@ impl Conn {
                 .await;
         }
         let _ = self.framed.close().await;
+        if self.session_expiry != Some(Duration::ZERO) {
+            self.persist_session(true);
+        }
         let state = std::mem::take(&mut self.state);
         let send_will = !matches!(exit, Exit::Disconnected);
         let broker = self.broker.clone();

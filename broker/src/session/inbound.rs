@@ -16,6 +16,7 @@ use crate::mqtt::{
     Packet, Properties, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, reason,
 };
 use crate::router::Subscription;
+use crate::store::Ticket;
 use crate::topic;
 
 /// `Ok(None)`: carry on; `Ok(Some(exit))`: end the connection; `Err(())`: the socket failed.
@@ -39,6 +40,7 @@ impl Conn {
                     .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
                     && let Some(o) = self.state.outgoing.remove(&r.packet_id)
                 {
+                    self.unstore(&o.delivery);
                     self.delivery_complete(&o.delivery);
                 }
                 Ok(None)
@@ -48,11 +50,14 @@ impl Conn {
                     Some(o) if o.delivery.qos == QoS::ExactlyOnce => {
                         if r.reason >= 0x80 {
                             // The client refused the message: the flow ends here.
-                            self.state.outgoing.remove(&r.packet_id);
+                            if let Some(o) = self.state.outgoing.remove(&r.packet_id) {
+                                self.unstore(&o.delivery);
+                            }
                             return Ok(None);
                         }
                         o.state = OutState::Released;
                         let delivery = o.delivery.clone();
+                        self.store_inflight(&delivery, r.packet_id, true);
                         self.delivery_complete(&delivery);
                         true
                     }
@@ -70,8 +75,9 @@ impl Conn {
                     .outgoing
                     .get(&r.packet_id)
                     .is_some_and(|o| o.state == OutState::Released)
+                    && let Some(o) = self.state.outgoing.remove(&r.packet_id)
                 {
-                    self.state.outgoing.remove(&r.packet_id);
+                    self.unstore(&o.delivery);
                 }
                 Ok(None)
             }
@@ -188,17 +194,17 @@ impl Conn {
                 return Ok(Some(Exit::Closed(reason::RECEIVE_MAXIMUM_EXCEEDED)));
             }
         }
-        let routed = self.route(&p, acl.as_ref());
+        let (routed, ticket) = self.route(&p, acl.as_ref());
         let mut ack = PubResp::ok(p.packet_id);
         if routed == 0 && self.protocol.is_v5() {
             ack.reason = reason::NO_MATCHING_SUBSCRIBERS;
         }
         match p.qos {
             QoS::AtMostOnce => Ok(None),
-            QoS::AtLeastOnce => self.feed(&Packet::PubAck(ack)).await.map(|()| None),
+            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), ticket).await,
             QoS::ExactlyOnce => {
                 self.state.incoming_qos2.insert(p.packet_id);
-                self.feed(&Packet::PubRec(ack)).await.map(|()| None)
+                self.acknowledge(Packet::PubRec(ack), ticket).await
             }
         }
     }
@@ -220,19 +226,21 @@ impl Conn {
     }
 
     /// Routes a publish (and stores it if retained), fires the publish, offline-message and
-    /// drop hooks; returns the number of deliveries.
-    fn route(&self, p: &Publish, acl: Option<&MatchedAcl>) -> usize {
+    /// drop hooks; returns the number of deliveries and the store ticket they depend on.
+    fn route(&self, p: &Publish, acl: Option<&MatchedAcl>) -> (usize, Option<Ticket>) {
         let message = Arc::new(Message::from_publish(
             p,
             p.topic.as_str().into(),
             Some(self.client_id.clone()),
         ));
+        let mut ticket = None;
         if p.retain {
-            self.broker.router.retain(&self.mountpoint, message.clone());
+            ticket = self.broker.retain(&self.mountpoint, message.clone());
         }
         let hooks = self.broker.hooks();
         let report = hooks.wants(Hook::OnOfflineMessage) || hooks.wants(Hook::OnMessageDrop);
         let routed = self.broker.router.route(&self.mountpoint, &message, report);
+        let ticket = ticket.max(routed.ticket);
         if routed.queued == 0 {
             Metrics::inc(&self.broker.metrics.router_matches_none);
         }
@@ -281,7 +289,7 @@ impl Conn {
                 });
             }
         }
-        routed.queued
+        (routed.queued, ticket)
     }
 
     /// Fires `on_delivery_complete` for an acknowledged delivery.
@@ -401,10 +409,12 @@ impl Conn {
                         subscription_ids: id.into_iter().collect(),
                         persisted: false,
                         acl: acl.clone(),
+                        stored: None,
                     });
                 }
             }
         }
+        self.persist_session(false);
         let ack = Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             reasons,
@@ -443,6 +453,7 @@ impl Conn {
                 topics: &u.filters,
             });
         }
+        self.persist_session(false);
         let ack = Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             reasons,

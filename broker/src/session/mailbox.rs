@@ -3,7 +3,7 @@
 //! its client is offline.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -21,6 +21,8 @@ pub enum Pushed {
 
 use crate::message::Delivery;
 use crate::metrics::Metrics;
+use crate::mqtt::QoS;
+use crate::store::{Op, SessionKey, Store, Ticket};
 
 /// Bounded queue of deliveries for one session.
 #[derive(Debug)]
@@ -35,17 +37,34 @@ pub struct Mailbox {
     max_online: usize,
     max_offline: usize,
     metrics: Arc<Metrics>,
+    /// The session's mountpoint.
+    pub mountpoint: Arc<str>,
+    /// Where QoS 1/2 deliveries of a persistent session are written.
+    store: Option<Arc<Store>>,
+    /// Whether the session outlives its connection (then its QoS 1/2 deliveries are stored).
+    persistent: AtomicBool,
+    /// Whether the session was ever written to the store (then discarding it deletes it there).
+    in_store: AtomicBool,
+    /// Next stored-queue position.
+    next_seq: AtomicU64,
 }
 
 impl Mailbox {
     /// An empty, offline mailbox.
     pub fn new(
+        mountpoint: Arc<str>,
         client_id: Arc<str>,
-        max_online: usize,
-        max_offline: usize,
+        limits: (usize, usize),
         metrics: Arc<Metrics>,
+        store: Option<Arc<Store>>,
     ) -> Mailbox {
+        let (max_online, max_offline) = limits;
         Mailbox {
+            mountpoint,
+            store,
+            persistent: AtomicBool::new(false),
+            in_store: AtomicBool::new(false),
+            next_seq: AtomicU64::new(1),
             client_id,
             session_id: Mutex::new("".into()),
             queue: Mutex::default(),
@@ -57,8 +76,50 @@ impl Mailbox {
         }
     }
 
-    /// Queues a delivery (dropped, and counted, if the queue is full).
-    pub fn push(&self, mut delivery: Delivery) -> Pushed {
+    /// The session's identity in the store.
+    pub fn store_key(&self) -> SessionKey {
+        SessionKey {
+            mountpoint: self.mountpoint.clone(),
+            client_id: self.client_id.clone(),
+        }
+    }
+
+    /// The store, if this session's deliveries are written to it.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store
+            .as_ref()
+            .filter(|_| self.persistent.load(Ordering::Acquire))
+    }
+
+    /// Marks whether the session outlives its connection.
+    pub fn set_persistent(&self, persistent: bool) {
+        self.persistent.store(persistent, Ordering::Release);
+        if persistent && self.store.is_some() {
+            self.in_store.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the session may have records in the store.
+    pub fn in_store(&self) -> bool {
+        self.in_store.load(Ordering::Acquire)
+    }
+
+    /// Continues the stored queue's numbering after a restart.
+    pub fn set_next_seq(&self, seq: u64) {
+        self.next_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// Puts deliveries read back from the store at the end of the queue (no limit: they were
+    /// accepted once, they are not dropped now).
+    pub fn restore(&self, deliveries: impl IntoIterator<Item = Delivery>) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.extend(deliveries);
+        }
+    }
+
+    /// Queues a delivery (dropped, and counted, if the queue is full). A QoS 1/2 delivery to a
+    /// persistent session is also written to the store; the ticket says when it is durable.
+    pub fn push(&self, mut delivery: Delivery) -> (Pushed, Option<Ticket>) {
         let online = self.is_online();
         let limit = if online {
             self.max_online
@@ -66,23 +127,39 @@ impl Mailbox {
             self.max_offline
         };
         delivery.persisted = !online;
+        let mut ticket = None;
         {
             let Ok(mut q) = self.queue.lock() else {
-                return Pushed::Dropped;
+                return (Pushed::Dropped, None);
             };
             if q.len() >= limit {
                 Metrics::inc(&self.metrics.queue_message_drop);
-                return Pushed::Dropped;
+                return (Pushed::Dropped, None);
+            }
+            if delivery.qos != QoS::AtMostOnce
+                && let Some(store) = self.store()
+            {
+                // Under the queue lock: store order is queue order.
+                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                delivery.stored = Some(seq);
+                ticket = Some(store.submit(Op::PutQueued {
+                    key: self.store_key(),
+                    seq,
+                    delivery: delivery.clone(),
+                    packet_id: None,
+                    released: false,
+                }));
             }
             q.push_back(delivery);
         }
         Metrics::inc(&self.metrics.queue_message_in);
         self.notify.notify_one();
-        if online {
+        let pushed = if online {
             Pushed::Online
         } else {
             Pushed::Offline
-        }
+        };
+        (pushed, ticket)
     }
 
     /// The session id of the latest connection.

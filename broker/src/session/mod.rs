@@ -6,6 +6,7 @@ pub mod connection;
 mod inbound;
 mod mailbox;
 mod outbound;
+pub mod persist;
 mod will;
 
 use std::collections::{HashMap, HashSet};
@@ -195,10 +196,14 @@ impl Registry {
                         mountpoint: mountpoint.to_owned(),
                         client_id: client_id.clone(),
                         mailbox: Arc::new(Mailbox::new(
+                            mountpoint.into(),
                             client_id.clone(),
-                            broker.config.max_online_messages,
-                            broker.config.max_offline_messages,
+                            (
+                                broker.config.max_online_messages,
+                                broker.config.max_offline_messages,
+                            ),
                             broker.metrics.clone(),
+                            broker.store.clone(),
                         )),
                         state: Mutex::default(),
                         attached: Mutex::new(None),
@@ -243,27 +248,42 @@ impl Registry {
             Some(d) if d.is_zero() => {
                 self.remove_if_current(broker, slot, None);
             }
-            Some(d) => {
-                let generation = slot.generation.load(Ordering::Acquire);
-                let (registry, broker, slot) = (self.clone(), broker.clone(), slot.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    if registry.remove_if_current(&broker, &slot, Some(generation)) {
-                        Metrics::inc(&broker.metrics.sessions_expired);
-                        tracing::debug!(client_id = %slot.client_id, "session expired");
-                        if broker.hooks().wants(crate::hooks::Hook::OnSessionExpired) {
-                            broker
-                                .hooks()
-                                .notify(&crate::hooks::Notification::SessionExpired {
-                                    mountpoint: &slot.mountpoint,
-                                    client_id: &slot.client_id,
-                                    session_id: &slot.mailbox.session_id(),
-                                });
-                        }
-                    }
-                });
-            }
+            Some(d) => self.expire_after(broker, slot, d),
             None => {}
+        }
+    }
+
+    /// Removes the (detached) session after `d` unless a connection attached in between.
+    pub fn expire_after(
+        self: &Arc<Self>,
+        broker: &Arc<Broker>,
+        slot: &Arc<SessionSlot>,
+        d: Duration,
+    ) {
+        let generation = slot.generation.load(Ordering::Acquire);
+        let (registry, broker, slot) = (self.clone(), broker.clone(), slot.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            if registry.remove_if_current(&broker, &slot, Some(generation)) {
+                Metrics::inc(&broker.metrics.sessions_expired);
+                tracing::debug!(client_id = %slot.client_id, "session expired");
+                if broker.hooks().wants(crate::hooks::Hook::OnSessionExpired) {
+                    broker
+                        .hooks()
+                        .notify(&crate::hooks::Notification::SessionExpired {
+                            mountpoint: &slot.mountpoint,
+                            client_id: &slot.client_id,
+                            session_id: &slot.mailbox.session_id(),
+                        });
+                }
+            }
+        });
+    }
+
+    /// Registers a session read back from the store (at start, before listeners accept).
+    pub fn insert_restored(&self, slot: Arc<SessionSlot>) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.insert((slot.mountpoint.clone(), slot.client_id.clone()), slot);
         }
     }
 
@@ -293,8 +313,13 @@ impl Registry {
     }
 }
 
-/// Drops a session's subscriptions and queue.
+/// Drops a session's subscriptions and queue, in memory and in the store.
 fn discard(broker: &Broker, slot: &SessionSlot) {
+    if slot.mailbox.in_store()
+        && let Some(store) = &broker.store
+    {
+        store.submit(crate::store::Op::DeleteSession(slot.mailbox.store_key()));
+    }
     let subs: Vec<String> = slot
         .state
         .lock()

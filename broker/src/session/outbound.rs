@@ -84,6 +84,7 @@ impl Conn {
         let now = Instant::now();
         if d.message.is_expired(now) {
             Metrics::inc(&self.broker.metrics.queue_message_expired);
+            self.unstore(&d);
             self.dropped(&d, "expired");
             return Ok(());
         }
@@ -97,6 +98,7 @@ impl Conn {
             && encoded_len(&publish, self.protocol) > max
         {
             Metrics::inc(&self.broker.metrics.queue_message_drop);
+            self.unstore(&d);
             self.dropped(&d, "too_large");
             return Ok(());
         }
@@ -108,6 +110,9 @@ impl Conn {
                 persisted: d.persisted,
                 acl: d.acl.as_deref(),
             });
+        }
+        if d.qos == QoS::ExactlyOnce {
+            self.store_inflight(&d, packet_id, false);
         }
         if d.qos != QoS::AtMostOnce {
             let seq = self.state.next_seq;

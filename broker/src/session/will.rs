@@ -31,7 +31,7 @@ pub fn publish_will(broker: &Broker, mountpoint: &str, client_id: &Arc<str>, wil
     message.properties.will_delay_interval = None;
     let message = Arc::new(message);
     if will.retain && broker.config.retain_available {
-        broker.router.retain(mountpoint, message.clone());
+        broker.retain(mountpoint, message.clone());
     }
     broker.router.route(mountpoint, &message, false);
     Metrics::inc(&broker.metrics.wills_published);

@@ -1,0 +1,94 @@
+//! Helpers for tests that run the `vmq-broker` binary as an operator does.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn broker_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vmq-broker"))
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the broker binary on `conf`; returns it and the MQTT port it printed. A thread keeps
+/// reading its stderr, so the broker's logs never block on (or lose) their pipe.
+pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
+    let mut child = Command::new(broker_bin())
+        .arg("--config")
+        .arg(conf)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("vmq-broker: MQTT listening on ") {
+                let port = rest
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send(port);
+            }
+        }
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(port) => (BrokerProcess(Some(child)), port),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the broker did not report its MQTT port");
+        }
+    }
+}
+
+/// A running broker process; killed if a failing test lets go of it, so no broker outlives
+/// its test (and holds the test harness's pipes open).
+pub struct BrokerProcess(Option<Child>);
+
+impl BrokerProcess {
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// SIGTERM, as an init system stops the broker.
+pub fn terminate(broker: &BrokerProcess) {
+    if let Some(child) = &broker.0 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+}
+
+/// Waits for the broker to exit and returns its output.
+pub fn wait_with_timeout(mut broker: BrokerProcess) -> Output {
+    let mut child = broker.0.take().expect("running");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("broker did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
