@@ -55,6 +55,15 @@ for label in labels:
     if off and on and down:
         o, a, d = (float(x["received_per_s"]) for x in (off, on, down))
         lines.append(f"| {label} | {o:,.0f} | {a:,.0f} | **{ratio(a, o)}** | {d:,.0f} | **{ratio(d, o)}** |")
+store_labels = [l for l in labels if (l, "ours-store-off") in by and (l, "ours") in by]
+if store_labels:
+    lines += ["", "Message store (persistent subscribers: each QoS 1 message written to the store and deleted at PUBACK), against ours with the store off:", "",
+              "| scenario | store off recv/s | durable recv/s | ratio | durable p99 µs | relaxed recv/s | ratio | relaxed p99 µs |", "|---|---|---|---|---|---|---|---|"]
+    for label in store_labels:
+        off, dur, rel = by[(label, "ours-store-off")], by[(label, "ours")], by.get((label, "ours-store-relaxed"))
+        o, d = float(off["received_per_s"]), float(dur["received_per_s"])
+        r = float(rel["received_per_s"]) if rel else 0.0
+        lines.append(f"| {label} | {o:,.0f} | {d:,.0f} | **{ratio(d, o)}** | {dur['p99_us']} | {r:,.0f} | **{ratio(r, o)}** | {rel['p99_us'] if rel else 'n/a'} |")
 idle = {r["broker"]: r for r in rows if r["label"].startswith("idle")}
 if "mosquitto" in idle and "ours" in idle:
     m, o = int(idle["mosquitto"]["bytes_per_connection"]), int(idle["ours"]["bytes_per_connection"])

@@ -40,6 +40,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 MOSQ_PORT=$(free_port); OURS_PORT=$(free_port); RELAY_PORT=$(free_port); DOWN_PORT=$(free_port)
+RELAXED_PORT=$(free_port); MEMORY_PORT=$(free_port)
 SIDECAR_PORT=$(free_port); ABSENT_PORT=$(free_port)
 
 cat > "$OUT/mosquitto.conf" <<CONF
@@ -62,11 +63,18 @@ ours_conf "$DOWN_PORT" "plugins.vmq_events_sidecar = on
 vmq_events_sidecar.port = $ABSENT_PORT
 vmq_events_sidecar.hooks = $HOOKS" > "$OUT/relay-down.conf"
 
+# The message store (on, durable, in the default config) only works for persistent sessions:
+# the same broker with relaxed acknowledgements and with the store off, for the store scenarios.
+ours_conf "$RELAXED_PORT" "message_store.durability = relaxed" > "$OUT/store-relaxed.conf"
+ours_conf "$MEMORY_PORT" "message_store = off" > "$OUT/store-off.conf"
+
 $BIN/examples/analytics_sidecar --listen 127.0.0.1:"$SIDECAR_PORT" --interval 3600 > "$OUT/sidecar.log" 2>&1 & PIDS+=($!)
 $BIN/vmq-broker --config "$OUT/ours.conf" 2> "$OUT/ours.log" & PIDS+=($!); OURS_PID=$!
 $BIN/vmq-broker --config "$OUT/relay.conf" 2> "$OUT/relay.log" & PIDS+=($!)
 $BIN/vmq-broker --config "$OUT/relay-down.conf" 2> "$OUT/relay-down.log" & PIDS+=($!)
-for p in $MOSQ_PORT $OURS_PORT $RELAY_PORT $DOWN_PORT $SIDECAR_PORT; do wait_port "$p"; done
+$BIN/vmq-broker --config "$OUT/store-relaxed.conf" 2> "$OUT/store-relaxed.log" & PIDS+=($!)
+$BIN/vmq-broker --config "$OUT/store-off.conf" 2> "$OUT/store-off.log" & PIDS+=($!)
+for p in $MOSQ_PORT $OURS_PORT $RELAY_PORT $DOWN_PORT $RELAXED_PORT $MEMORY_PORT $SIDECAR_PORT; do wait_port "$p"; done
 
 bench() { # label broker port args...
   local label=$1 broker=$2 port=$3; shift 3
@@ -99,6 +107,24 @@ for s in "${SCENARIOS[@]:0:3}" "${SCENARIOS[@]:5:1}"; do
   bench "$label" ours-relay-all-hooks "$RELAY_PORT" $args
   # shellcheck disable=SC2086
   bench "$label" ours-relay-sidecar-down "$DOWN_PORT" $args
+done
+
+# Persistent subscribers: every QoS 1 message is written to the store and removed at PUBACK.
+# mosquitto keeps them in memory (its persistence is off by default).
+STORE_SCENARIOS=(
+  "qos1-pairwise-$PAIRS-persistent|--scenario pairwise --clients $PAIRS --qos 1 --payload 64 --persistent $PACE"
+  "qos1-fan-in-8x1-persistent|--scenario fan-in --clients 8 --qos 1 --payload 64 --persistent $PACE"
+)
+for s in "${STORE_SCENARIOS[@]}"; do
+  label=${s%%|*}; args=${s#*|}
+  # shellcheck disable=SC2086
+  bench "$label" mosquitto "$MOSQ_PORT" $args
+  # shellcheck disable=SC2086
+  bench "$label" ours "$OURS_PORT" $args
+  # shellcheck disable=SC2086
+  bench "$label" ours-store-relaxed "$RELAXED_PORT" $args
+  # shellcheck disable=SC2086
+  bench "$label" ours-store-off "$MEMORY_PORT" $args
 done
 
 idle() { # broker pid port

@@ -7,72 +7,12 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use vmq_broker::metrics::Metrics;
 use vmq_broker::mqtt::{
-    Connect, Disconnect, Packet, Properties, Protocol, PubResp, Publish, QoS, SubOptions,
-    Subscribe, reason,
+    Disconnect, Packet, Properties, Protocol, PubResp, QoS, SubOptions, reason,
 };
 use vmq_tests::WAIT;
-use vmq_tests::broker::{Raw, start_broker};
-
-fn connect(protocol: Protocol, id: &str, clean: bool, properties: Properties) -> Packet {
-    Packet::Connect(Box::new(Connect {
-        protocol,
-        clean_start: clean,
-        keep_alive: 0,
-        client_id: id.into(),
-        username: None,
-        password: None,
-        will: None,
-        properties,
-    }))
-}
-
-fn subscribe(filter: &str, options: SubOptions) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![(filter.into(), options)],
-        properties: Properties::default(),
-    })
-}
-
-fn publish(topic: &str, qos: QoS, id: u16, retain: bool, payload: &str) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain,
-        topic: topic.into(),
-        packet_id: id,
-        payload: Bytes::from(payload.to_owned()),
-        properties: Properties::default(),
-    })
-}
-
-async fn session(
-    addr: std::net::SocketAddr,
-    p: Protocol,
-    id: &str,
-    clean: bool,
-    props: Properties,
-) -> (Raw, bool) {
-    let mut raw = Raw::open(addr, p).await;
-    raw.send(connect(p, id, clean, props)).await;
-    match raw.recv().await {
-        Some(Packet::ConnAck(a)) if a.code == 0 => (raw, a.session_present),
-        other => panic!("connect {id}: {other:?}"),
-    }
-}
-
-async fn expect_publish(raw: &mut Raw) -> Publish {
-    match raw.recv().await {
-        Some(Packet::Publish(p)) => p,
-        other => panic!("expected PUBLISH, got {other:?}"),
-    }
-}
-
-/// Proves nothing else is pending: a PINGREQ is answered before any other packet.
-async fn nothing_pending(raw: &mut Raw) {
-    raw.send(Packet::PingReq).await;
-    assert_eq!(raw.recv().await, Some(Packet::PingResp));
-}
+use vmq_tests::broker::{
+    expect_publish, nothing_pending, publish, session, start_broker, subscribe,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos_is_downgraded_to_the_granted_maximum() {

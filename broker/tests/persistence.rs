@@ -175,3 +175,44 @@ fn two_brokers_on_one_data_directory_is_a_clear_error() {
     terminate(&first);
     assert!(wait_with_timeout(first).status.success());
 }
+
+#[test]
+fn a_truncated_store_is_a_clear_error_naming_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(dir.path(), 1);
+    let (broker, port) = start_broker(&conf);
+    // A persistent session with some queued messages, so the file has content.
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-p", &port, "-i", "keep", "-c", "-q", "1", "-t", "t/#", "-W", "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(sub.status.code().is_some());
+    let lines: String = (0..200)
+        .map(|i| format!("message {i} {}\n", "x".repeat(400)))
+        .collect();
+    let mut publisher = Command::new("mosquitto_pub")
+        .args(["-p", &port, "-q", "1", "-t", "t/1", "-l"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    publisher
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(publisher.wait().unwrap().success());
+    terminate(&broker);
+    assert!(wait_with_timeout(broker).status.success());
+
+    let file = dir.path().join("data/store.redb");
+    let len = std::fs::metadata(&file).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_len(len / 2).unwrap();
+    let err = refused_start(&conf);
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains("move it away"), "{err}");
+}

@@ -6,13 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 use vmq_broker::hooks::Plugin;
-use vmq_broker::mqtt::{Connect, MqttCodec, Packet, Properties, Protocol};
+use vmq_broker::mqtt::{
+    Connect, MqttCodec, Packet, Properties, Protocol, Publish, QoS, SubOptions, Subscribe,
+};
 use vmq_broker::plugins::events_sidecar::EventsSidecar;
 use vmq_broker::{Config, Server};
 
@@ -201,4 +204,70 @@ impl Raw {
         }
         last
     }
+}
+
+/// A CONNECT packet.
+pub fn connect(protocol: Protocol, id: &str, clean: bool, properties: Properties) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol,
+        clean_start: clean,
+        keep_alive: 0,
+        client_id: id.into(),
+        username: None,
+        password: None,
+        will: None,
+        properties,
+    }))
+}
+
+/// A SUBSCRIBE of one filter (packet id 1).
+pub fn subscribe(filter: &str, options: SubOptions) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(filter.into(), options)],
+        properties: Properties::default(),
+    })
+}
+
+/// A PUBLISH.
+pub fn publish(topic: &str, qos: QoS, id: u16, retain: bool, payload: &str) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: topic.into(),
+        packet_id: id,
+        payload: Bytes::from(payload.to_owned()),
+        properties: Properties::default(),
+    })
+}
+
+/// Connects a raw client; returns it with CONNACK's session present flag.
+pub async fn session(
+    addr: std::net::SocketAddr,
+    p: Protocol,
+    id: &str,
+    clean: bool,
+    props: Properties,
+) -> (Raw, bool) {
+    let mut raw = Raw::open(addr, p).await;
+    raw.send(connect(p, id, clean, props)).await;
+    match raw.recv().await {
+        Some(Packet::ConnAck(a)) if a.code == 0 => (raw, a.session_present),
+        other => panic!("connect {id}: {other:?}"),
+    }
+}
+
+/// The next packet, which must be a PUBLISH.
+pub async fn expect_publish(raw: &mut Raw) -> Publish {
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+/// Proves nothing else is pending: a PINGREQ is answered before any other packet.
+pub async fn nothing_pending(raw: &mut Raw) {
+    raw.send(Packet::PingReq).await;
+    assert_eq!(raw.recv().await, Some(Packet::PingResp));
 }

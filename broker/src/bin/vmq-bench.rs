@@ -82,6 +82,10 @@ struct PubSub {
     /// QoS 1/2 messages a publisher keeps unacknowledged.
     #[arg(long, default_value_t = 64)]
     inflight: usize,
+    /// Subscribers keep persistent sessions (clean_session=false), so a broker with a message
+    /// store writes their QoS 1/2 messages; the sessions are discarded after the run.
+    #[arg(long)]
+    persistent: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -121,6 +125,15 @@ fn now_ns() -> u64 {
 type Conn = Framed<TcpStream, MqttCodec>;
 
 async fn connect(addr: SocketAddr, id: String, source: Option<IpAddr>) -> anyhow::Result<Conn> {
+    connect_with(addr, id, source, true).await
+}
+
+async fn connect_with(
+    addr: SocketAddr,
+    id: String,
+    source: Option<IpAddr>,
+    clean: bool,
+) -> anyhow::Result<Conn> {
     let stream = match source {
         Some(ip) => {
             let socket = TcpSocket::new_v4()?;
@@ -133,7 +146,7 @@ async fn connect(addr: SocketAddr, id: String, source: Option<IpAddr>) -> anyhow
     let mut conn = Framed::new(stream, MqttCodec::for_client(Protocol::V311, 1 << 24));
     conn.send(&Packet::Connect(Box::new(Connect {
         protocol: Protocol::V311,
-        clean_start: true,
+        clean_start: clean,
         keep_alive: 600,
         client_id: id,
         username: None,
@@ -375,7 +388,8 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
     let measuring = Arc::new(AtomicBool::new(false));
     let mut subs = Vec::new();
     for (i, filter) in subscribers.iter().enumerate() {
-        let mut c = connect(addr, format!("bench-sub-{run}-{i}"), None).await?;
+        let id = format!("bench-sub-{run}-{i}");
+        let mut c = connect_with(addr, id, None, !a.persistent).await?;
         subscribe(&mut c, filter, qos).await?;
         subs.push(tokio::spawn(subscriber(
             c,
@@ -430,6 +444,13 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
         match tokio::time::timeout(give_up, s).await {
             Ok(r) => latencies.extend(r??),
             Err(_) => eprintln!("vmq-bench: a subscriber did not stop in time"),
+        }
+    }
+    if a.persistent {
+        // A clean connection discards each persistent session (and what is queued for it).
+        for i in 0..subscribers.len() {
+            let c = connect(addr, format!("bench-sub-{run}-{i}"), None).await?;
+            drop(c);
         }
     }
     latencies.sort_unstable();

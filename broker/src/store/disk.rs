@@ -57,7 +57,15 @@ impl RedbBackend {
                 tracing::warn!("the message store was not closed cleanly; repairing it");
             })
             .create(&path)
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| match e {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(message)) => {
+                    StoreError::Damaged {
+                        path: path.clone(),
+                        message,
+                    }
+                }
+                other => open_err(other.to_string()),
+            })?;
         // Create the tables so reads never meet a missing one.
         let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
         for t in [SESSIONS, QUEUED, RETAINED] {

@@ -48,6 +48,17 @@ pub enum StoreError {
         /// Why, as the database says it.
         message: String,
     },
+    /// The store file is damaged (truncated, overwritten): the broker does not start on it.
+    #[error(
+        "the message store {path} is damaged ({message}); move it away to start with an empty \
+         store, or put back a backup"
+    )]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What the database found.
+        message: String,
+    },
     /// The database failed while reading or writing.
     #[error("message store: {0}")]
     Backend(String),
