@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::router::Router;
 use crate::session::Registry;
+use crate::settings::Settings;
 use crate::store::{Op, Store, Ticket};
 
 /// Everything connections share.
@@ -31,6 +32,18 @@ pub struct Broker {
     pub plugins: Plugins,
     /// Where persistent sessions and retained messages are written (`message_store = on`).
     pub store: Option<Arc<Store>>,
+    /// What an operator may change at run time.
+    pub settings: Settings,
+    /// When the broker started, for uptime.
+    pub started: std::time::Instant,
+    /// Every listener (MQTT and HTTP), as operators see them.
+    pub listeners: std::sync::Mutex<Vec<Arc<crate::listener::ListenerHandle>>>,
+    /// The management API's keys (in the data directory).
+    pub api_keys: crate::http::ApiKeys,
+    /// Publish rates, sampled each second for the status page.
+    pub rates: crate::http::Rates,
+    /// Live traces of clients (`vmq-admin trace client`).
+    pub tracer: crate::trace::Tracer,
 }
 
 impl Broker {
@@ -56,6 +69,12 @@ impl Broker {
     ) -> Arc<Broker> {
         let plugins = Plugins::start(&config, &metrics, extra);
         Arc::new(Broker {
+            settings: Settings::from_config(&config),
+            listeners: std::sync::Mutex::default(),
+            api_keys: crate::http::ApiKeys::new(&config.persistent_data_dir),
+            rates: crate::http::Rates::default(),
+            tracer: crate::trace::Tracer::default(),
+            started: std::time::Instant::now(),
             config,
             router: Router::default(),
             registry: Arc::default(),

@@ -66,6 +66,8 @@ pub struct Config {
     pub nodename: String,
     /// MQTT TCP listeners.
     pub listeners: Vec<TcpListenerConfig>,
+    /// HTTP listeners (`listener.http.<name> = ip:port`).
+    pub http_listeners: Vec<HttpListenerConfig>,
     /// Whether clients without credentials may connect.
     pub allow_anonymous: bool,
     /// Unacknowledged QoS 1/2 messages per client (0 = unlimited, capped at 65535).
@@ -106,6 +108,15 @@ pub struct Config {
     pub events_sidecar: EventsSidecarConfig,
 }
 
+/// One HTTP listener (metrics, health, status page, management API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpListenerConfig {
+    /// The name after `listener.http.`.
+    pub name: String,
+    /// Address to bind.
+    pub addr: SocketAddr,
+}
+
 /// When a QoS 1/2 publish whose message had to be stored is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -125,6 +136,7 @@ impl Default for Config {
         Config {
             nodename: "VerneMQ@127.0.0.1".into(),
             listeners: Vec::new(),
+            http_listeners: Vec::new(),
             allow_anonymous: false,
             max_inflight_messages: 20,
             max_online_messages: 1000,
@@ -336,6 +348,22 @@ impl Config {
                     _ if key.starts_with("vmq_events_sidecar.") => {
                         c.events_sidecar
                             .set(&key["vmq_events_sidecar.".len()..], value)?;
+                    }
+                    _ if key.starts_with("listener.http.") => {
+                        let name = &key["listener.http.".len()..];
+                        if name.is_empty() || name.contains('.') {
+                            return Err(format!(
+                                "expected listener.http.<name> = ip:port, got {key:?}"
+                            ));
+                        }
+                        let addr = value
+                            .parse()
+                            .map_err(|_| format!("expected ip:port, got {value:?}"))?;
+                        c.http_listeners.retain(|l| l.name != name);
+                        c.http_listeners.push(HttpListenerConfig {
+                            name: name.to_owned(),
+                            addr,
+                        });
                     }
                     _ => {
                         let Some(rest) = key.strip_prefix("listener.tcp.") else {

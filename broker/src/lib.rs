@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod config;
 pub mod hooks;
+pub mod http;
 pub mod listener;
 pub mod message;
 pub mod metrics;
@@ -13,8 +14,10 @@ pub mod mqtt;
 pub mod plugins;
 pub mod router;
 pub mod session;
+pub mod settings;
 pub mod store;
 pub mod topic;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ pub use config::Config;
 pub struct Server {
     broker: Arc<Broker>,
     addrs: Vec<SocketAddr>,
+    http_addrs: Vec<SocketAddr>,
     tasks: TaskTracker,
 }
 
@@ -79,6 +83,10 @@ impl Server {
         for l in &config.listeners {
             listeners.push(listener::Listener::bind(l.clone()).await?);
         }
+        let mut http_listeners = Vec::new();
+        for l in &config.http_listeners {
+            http_listeners.push(http::HttpListener::bind(l.clone()).await?);
+        }
         let (store, recovered) = match store {
             Some((s, r)) => (Some(Arc::new(s)), r),
             None => (None, store::Recovered::default()),
@@ -88,13 +96,27 @@ impl Server {
         session::persist::restore(&broker, recovered);
         let tasks = TaskTracker::new();
         let mut addrs = Vec::new();
+        let mut handles = Vec::new();
         for l in listeners {
             addrs.push(l.local_addr()?);
-            tasks.spawn(l.run(broker.clone(), tasks.clone()));
+            let handle = l.handle()?;
+            handles.push(handle.clone());
+            tasks.spawn(l.run(broker.clone(), tasks.clone(), handle));
         }
+        let mut http_addrs = Vec::new();
+        for l in http_listeners {
+            http_addrs.push(l.local_addr()?);
+            handles.push(l.handle()?);
+            tasks.spawn(l.run(broker.clone()));
+        }
+        if let Ok(mut all) = broker.listeners.lock() {
+            *all = handles;
+        }
+        tasks.spawn(http::Rates::run(broker.clone()));
         Ok(Server {
             broker,
             addrs,
+            http_addrs,
             tasks,
         })
     }
@@ -102,6 +124,11 @@ impl Server {
     /// The bound addresses, in config order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound HTTP addresses, in config order.
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http_addrs
     }
 
     /// The shared broker context (metrics, router, sessions).

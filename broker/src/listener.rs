@@ -1,17 +1,66 @@
 //! MQTT listeners: bind each configured address, accept, and run one connection task per
-//! client. A listener that cannot bind stops the broker from starting.
+//! client. A listener that cannot bind stops the broker from starting. Each listener has a
+//! [`ListenerHandle`] through which operators see it and stop or start it at run time
+//! (`vmq-admin listener stop|start`): a stopped listener closes its socket, so new clients
+//! are refused while connected ones stay.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::broker::Broker;
 use crate::config::TcpListenerConfig;
 use crate::session::connection;
+
+/// What operators see of a listener, and how they stop and start it.
+#[derive(Debug)]
+pub struct ListenerHandle {
+    /// `mqtt` or `http`.
+    pub kind: &'static str,
+    /// The name after `listener.<type>.`.
+    pub name: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Mountpoint (MQTT).
+    pub mountpoint: String,
+    wanted: watch::Sender<bool>,
+    accepting: AtomicBool,
+}
+
+impl ListenerHandle {
+    /// A handle for a listener bound to `addr`, accepting.
+    pub fn new(kind: &'static str, name: &str, addr: SocketAddr, mountpoint: &str) -> Self {
+        ListenerHandle {
+            kind,
+            name: name.to_owned(),
+            addr,
+            mountpoint: mountpoint.to_owned(),
+            wanted: watch::Sender::new(true),
+            accepting: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether it is accepting connections.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    /// Asks it to stop accepting (connected clients stay).
+    pub fn stop(&self) {
+        self.wanted.send_replace(false);
+    }
+
+    /// Asks it to accept again (it binds its address anew).
+    pub fn start(&self) {
+        self.wanted.send_replace(true);
+    }
+}
 
 /// A bound MQTT listener.
 #[derive(Debug)]
@@ -40,29 +89,68 @@ impl Listener {
         self.socket.local_addr()
     }
 
+    /// Its handle (to be registered with the broker before [`Listener::run`]).
+    pub fn handle(&self) -> std::io::Result<Arc<ListenerHandle>> {
+        Ok(Arc::new(ListenerHandle::new(
+            "mqtt",
+            &self.config.name,
+            self.local_addr()?,
+            &self.config.mountpoint,
+        )))
+    }
+
     /// Accepts clients until the broker shuts down; connection tasks are tracked by `tasks`.
-    pub async fn run(self, broker: Arc<Broker>, tasks: TaskTracker) {
-        let addr = self.local_addr().ok();
-        info!(name = %self.config.name, ?addr, mountpoint = %self.config.mountpoint, "MQTT listener accepting");
+    pub async fn run(self, broker: Arc<Broker>, tasks: TaskTracker, handle: Arc<ListenerHandle>) {
+        let mut wanted = handle.wanted.subscribe();
+        let name = self.config.name.clone();
+        let mountpoint = self.config.mountpoint.clone();
+        let mut socket = Some(self.socket);
+        info!(%name, addr = %handle.addr, %mountpoint, "MQTT listener accepting");
         loop {
+            let Some(listener) = &socket else {
+                // Stopped: wait to be started (or for the end), then bind again.
+                tokio::select! {
+                    () = broker.shutdown.cancelled() => break,
+                    changed = wanted.wait_for(|w| *w) => if changed.is_err() { break },
+                }
+                match TcpListener::bind(handle.addr).await {
+                    Ok(l) => {
+                        info!(%name, addr = %handle.addr, "MQTT listener started");
+                        socket = Some(l);
+                        handle.accepting.store(true, Ordering::Release);
+                    }
+                    Err(e) => {
+                        error!(%name, addr = %handle.addr, error = %e, "MQTT listener cannot bind again");
+                        handle.wanted.send_replace(false);
+                    }
+                }
+                continue;
+            };
             let accepted = tokio::select! {
                 () = broker.shutdown.cancelled() => break,
-                a = self.socket.accept() => a,
+                _ = wanted.wait_for(|w| !*w) => {
+                    socket = None;
+                    handle.accepting.store(false, Ordering::Release);
+                    warn!(%name, addr = %handle.addr, "MQTT listener stopped");
+                    continue;
+                }
+                a = listener.accept() => a,
             };
             match accepted {
                 Ok((stream, peer)) => {
                     tasks.spawn(connection::run(
                         stream,
                         peer,
-                        self.config.mountpoint.clone(),
+                        mountpoint.clone(),
                         broker.clone(),
                     ));
                 }
                 Err(e) => {
-                    error!(name = %self.config.name, error = %e, "accept failed");
+                    error!(%name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
+        handle.accepting.store(false, Ordering::Release);
     }
 }

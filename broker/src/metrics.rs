@@ -4,11 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $name:ident ),* $(,)?) => {
         /// Live counters of the broker.
         #[derive(Debug, Default)]
         pub struct Metrics {
-            $( $(#[$doc])* pub $name: AtomicU64, )*
+            $( $(#[doc = $doc])* pub $name: AtomicU64, )*
         }
 
         impl Metrics {
@@ -16,9 +16,17 @@ macro_rules! counters {
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$( (stringify!($name), self.$name.load(Relaxed)), )*]
             }
+
+            /// Every counter's name and description (its doc comment), for `# HELP` lines.
+            pub fn descriptions() -> Vec<(&'static str, &'static str)> {
+                vec![$( (stringify!($name), concat!($($doc),*).trim_ascii()), )*]
+            }
         }
     };
 }
+
+/// The entries of [`Metrics`] that are gauges (a level, not a count of events).
+pub const GAUGES: [&str; 2] = ["store_size_bytes", "store_write_latency_us_max"];
 
 counters! {
     /// TCP connections accepted.

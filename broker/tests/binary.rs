@@ -21,6 +21,7 @@ fn shipped_config_runs_serves_and_stops_cleanly_on_sigterm() {
         &conf,
         shipped
             .replace("127.0.0.1:1883", "127.0.0.1:0")
+            .replace("127.0.0.1:8888", "127.0.0.1:0")
             .replace("persistent_data_dir = ./data", &data),
     )
     .unwrap();
@@ -71,6 +72,7 @@ async fn shipped_config_relays_events_to_a_sidecar() {
         &conf,
         shipped
             .replace("127.0.0.1:1883", "127.0.0.1:0")
+            .replace("127.0.0.1:8888", "127.0.0.1:0")
             .replace(
                 "vmq_events_sidecar.port = 8890",
                 &format!("vmq_events_sidecar.port = {sidecar_port}"),

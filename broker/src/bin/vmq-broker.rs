@@ -52,6 +52,9 @@ async fn main() -> anyhow::Result<()> {
     for addr in server.local_addrs() {
         eprintln!("vmq-broker: MQTT listening on {addr}");
     }
+    for addr in server.http_addrs() {
+        eprintln!("vmq-broker: HTTP listening on {addr}");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown(Duration::from_secs(5)).await;

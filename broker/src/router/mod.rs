@@ -209,6 +209,19 @@ impl Router {
         })
     }
 
+    /// Every retained message with its mountpoint, sorted by mountpoint and topic.
+    pub fn retained_all(&self) -> Vec<(String, Arc<Message>)> {
+        let Ok(all) = self.retained.read() else {
+            return Vec::new();
+        };
+        let mut v: Vec<(String, Arc<Message>)> = all
+            .iter()
+            .flat_map(|(mp, store)| store.values().map(move |m| (mp.clone(), m.clone())))
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1.topic).cmp(&(&b.0, &b.1.topic)));
+        v
+    }
+
     /// Number of retained messages in all mountpoints.
     pub fn retained_count(&self) -> usize {
         self.retained

@@ -182,7 +182,7 @@ async fn accept(
             assigned = Some(client_id.clone());
         }
     }
-    if client_id.len() > config.max_client_id_size {
+    if client_id.len() > broker.settings.max_client_id_size() {
         let code = refusal(
             p,
             reason::CLIENT_IDENTIFIER_NOT_VALID,
@@ -214,13 +214,25 @@ async fn accept(
     } else {
         None
     };
+    broker.tracer.emit(&mountpoint, &client_id, || {
+        format!(
+            "MQTT RECV: CID: {client_id:?} CONNECT(p{}, c{}, k{}, u{:?})\nCalling auth_on_register({:?}, {client_id:?}, {:?})\n{}",
+            p.level(),
+            u8::from(connect.clean_start),
+            connect.keep_alive,
+            connect.username,
+            peer,
+            connect.username,
+            crate::trace::outcome(decision.as_ref())
+        )
+    });
     let failure = match decision {
         Some(AuthResult::Ok(_) | AuthResult::OkWith(..)) => None,
         Some(AuthResult::Error) if connect.username.is_some() => {
             Some(RegisterFailure::InvalidCredentials)
         }
         Some(AuthResult::Error) => Some(RegisterFailure::NotAuthorized),
-        Some(AuthResult::Next) | None if config.allow_anonymous => None,
+        Some(AuthResult::Next) | None if broker.settings.allow_anonymous() => None,
         Some(AuthResult::Next) | None => Some(RegisterFailure::NoMatchingHookFound),
     };
     if let Some(failure) = failure {
@@ -265,7 +277,7 @@ async fn accept(
     } else if connect.clean_start {
         Some(Duration::ZERO)
     } else {
-        config.persistent_client_expiration
+        broker.settings.persistent_client_expiration()
     };
     let client_id = info.client_id.clone();
     let attachment = broker
@@ -299,9 +311,9 @@ async fn accept(
         properties,
     });
     Metrics::inc(&broker.metrics.mqtt_connack_sent);
-    let inflight_cap = match config.max_inflight_messages {
+    let inflight_cap = match broker.settings.max_inflight_messages() {
         0 => usize::from(u16::MAX),
-        n => usize::from(n),
+        n => n,
     };
     let window = if p.is_v5() {
         inflight_cap.min(usize::from(
@@ -340,6 +352,9 @@ async fn accept(
     conn.persist_session(false);
     if let Ok(mut s) = conn.slot.mailbox.session_id.lock() {
         *s = conn.info.session_id.clone();
+    }
+    if let Ok(mut i) = conn.slot.info.lock() {
+        *i = Some(conn.info.clone());
     }
     if conn.framed.send(&ack).await.is_err() {
         let will_msg = conn.will.take();
@@ -454,11 +469,24 @@ impl Conn {
                 warn!(client_id = %self.client_id, peer = %self.peer, error = %e, "bad packet; closing");
                 Some(Exit::Closed(e.reason_code()))
             }
-            Some(Ok(packet)) => match self.handle(packet).await {
-                Ok(None) => None,
-                Ok(Some(exit)) => Some(exit),
-                Err(()) => Some(Exit::Lost),
-            },
+            Some(Ok(packet)) => {
+                self.trace(|| {
+                    format!(
+                        "MQTT RECV: CID: {:?} {}",
+                        self.client_id,
+                        crate::trace::describe(&packet)
+                    )
+                });
+                self.process_packet(packet).await
+            }
+        }
+    }
+
+    async fn process_packet(&mut self, packet: Packet) -> Option<Exit> {
+        match self.handle(packet).await {
+            Ok(None) => None,
+            Ok(Some(exit)) => Some(exit),
+            Err(()) => Some(Exit::Lost),
         }
     }
 

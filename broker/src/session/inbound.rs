@@ -25,7 +25,21 @@ pub(crate) type Step = Result<Option<Exit>, ()>;
 impl Conn {
     /// Writes a packet into the connection's buffer (flushed by the main loop).
     pub(crate) async fn feed(&mut self, packet: &Packet) -> Result<(), ()> {
+        self.trace(|| {
+            format!(
+                "MQTT SEND: CID: {:?} {}",
+                self.client_id,
+                crate::trace::describe(packet)
+            )
+        });
         self.framed.feed(packet).await.map_err(|_| ())
+    }
+
+    /// Sends a line to the traces of this client, if any (`vmq-admin trace client`).
+    pub(crate) fn trace(&self, make: impl FnOnce() -> String) {
+        self.broker
+            .tracer
+            .emit(&self.mountpoint, &self.client_id, make);
     }
 
     /// Handles one packet from the client.
@@ -155,9 +169,26 @@ impl Conn {
             return Ok(Some(Exit::Closed(reason::RETAIN_NOT_SUPPORTED)));
         }
         let mut acl = None;
-        if self.broker.hooks().wants(Hook::AuthOnPublish) {
+        let decision = if self.broker.hooks().wants(Hook::AuthOnPublish) {
             let info = publish_info(&p);
-            match self.broker.hooks().auth_on_publish(&self.info, &info).await {
+            self.broker.hooks().auth_on_publish(&self.info, &info).await
+        } else {
+            None
+        };
+        self.trace(|| {
+            format!(
+                "Calling auth_on_publish({:?}, {:?}, {}, {:?}, {}) with payload:\n    {}\n{}",
+                self.info.username,
+                self.client_id,
+                p.qos as u8,
+                p.topic,
+                p.retain,
+                String::from_utf8_lossy(&p.payload[..p.payload.len().min(512)]),
+                crate::trace::outcome(decision.as_ref())
+            )
+        });
+        {
+            match decision {
                 Some(AuthResult::Ok(a)) => acl = a,
                 Some(AuthResult::OkWith(m, a)) => {
                     acl = a;
@@ -331,13 +362,26 @@ impl Conn {
                 continue;
             };
             let mut acl = None;
-            if want_auth {
-                match self
-                    .broker
+            let decision = if want_auth {
+                self.broker
                     .hooks()
                     .auth_on_subscribe(&self.info, &filter, options.qos)
                     .await
-                {
+            } else {
+                None
+            };
+            self.trace(|| {
+                format!(
+                    "Calling auth_on_subscribe({:?}, {:?}, [{{{:?}, {}}}])\n{}",
+                    self.info.username,
+                    self.client_id,
+                    filter,
+                    options.qos as u8,
+                    crate::trace::outcome(decision.as_ref())
+                )
+            });
+            {
+                match decision {
                     Some(AuthResult::Ok(a)) => acl = a,
                     Some(AuthResult::OkWith(m, a)) => {
                         acl = a;

@@ -93,6 +93,8 @@ pub struct SessionSlot {
     pub attached: Mutex<Option<Attached>>,
     /// Incremented at each attach: a timer started for an older generation does nothing.
     pub generation: AtomicU64,
+    /// Who the latest connection was (peer, user, protocol), for `session show`.
+    pub info: Mutex<Option<Arc<crate::hooks::ClientInfo>>>,
 }
 
 type Key = (String, Arc<str>);
@@ -139,6 +141,36 @@ impl Registry {
     pub fn is_online(&self, mountpoint: &str, client_id: &str) -> bool {
         let key: Key = (mountpoint.to_owned(), client_id.into());
         self.get(&key).is_some_and(|s| s.mailbox.is_online())
+    }
+
+    /// Every session, online and offline, sorted by mountpoint and client id.
+    pub fn sessions(&self) -> Vec<Arc<SessionSlot>> {
+        let mut v: Vec<Arc<SessionSlot>> = self
+            .sessions
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| (&a.mountpoint, &a.client_id).cmp(&(&b.mountpoint, &b.client_id)));
+        v
+    }
+
+    /// Closes the connection of `client_id` (v5: DISCONNECT with `code`) and waits until it
+    /// has detached; the session itself stays as its expiry says. Returns whether a
+    /// connection was attached.
+    pub async fn disconnect(&self, mountpoint: &str, client_id: &str, code: u8) -> bool {
+        let key: Key = (mountpoint.to_owned(), client_id.into());
+        let Some(slot) = self.get(&key) else {
+            return false;
+        };
+        let attached = slot.attached.lock().ok().and_then(|mut a| a.take());
+        match attached {
+            Some(a) => {
+                let _ = a.kick.send(code);
+                let _ = a.done.await;
+                true
+            }
+            None => false,
+        }
     }
 
     fn get(&self, key: &Key) -> Option<Arc<SessionSlot>> {
@@ -198,16 +230,14 @@ impl Registry {
                         mailbox: Arc::new(Mailbox::new(
                             mountpoint.into(),
                             client_id.clone(),
-                            (
-                                broker.config.max_online_messages,
-                                broker.config.max_offline_messages,
-                            ),
+                            broker.settings.queue_limits(),
                             broker.metrics.clone(),
                             broker.store.clone(),
                         )),
                         state: Mutex::default(),
                         attached: Mutex::new(None),
                         generation: AtomicU64::new(0),
+                        info: Mutex::new(None),
                     });
                     sessions.insert(key.clone(), slot.clone());
                     (slot, false, SessionState::default())

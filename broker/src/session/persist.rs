@@ -128,10 +128,7 @@ pub fn restore(broker: &Arc<Broker>, recovered: Recovered) {
         let mailbox = Arc::new(Mailbox::new(
             s.mountpoint.as_str().into(),
             client_id.clone(),
-            (
-                broker.config.max_online_messages,
-                broker.config.max_offline_messages,
-            ),
+            broker.settings.queue_limits(),
             metrics.clone(),
             Some(store.clone()),
         ));
@@ -207,6 +204,7 @@ pub fn restore(broker: &Arc<Broker>, recovered: Recovered) {
             state: Mutex::new(state),
             attached: Mutex::new(None),
             generation: AtomicU64::new(0),
+            info: Mutex::new(None),
         });
         broker.registry.insert_restored(slot.clone());
         if let Some(left) = s.expires_in {
