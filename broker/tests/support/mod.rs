@@ -29,32 +29,47 @@ pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("vmq-broker: MQTT listening on ") {
-                let port = rest
-                    .trim()
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(port);
+            for kind in ["MQTT", "HTTP"] {
+                if let Some(rest) = line.strip_prefix(&format!("vmq-broker: {kind} listening on "))
+                {
+                    let port = rest
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send((kind, port));
+                }
             }
         }
     });
-    match rx.recv_timeout(WAIT) {
-        Ok(port) => (BrokerProcess(Some(child)), port),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the broker did not report its MQTT port");
+    let wants_http = std::fs::read_to_string(conf).is_ok_and(|t| t.contains("listener.http."));
+    let mut mqtt = None;
+    let mut http = None;
+    while mqtt.is_none() || (wants_http && http.is_none()) {
+        match rx.recv_timeout(WAIT) {
+            Ok(("MQTT", port)) => mqtt = mqtt.or(Some(port)),
+            Ok((_, port)) => http = http.or(Some(port)),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the broker did not report its ports");
+            }
         }
     }
+    (BrokerProcess(Some(child), http), mqtt.expect("MQTT port"))
 }
 
 /// A running broker process; killed if a failing test lets go of it, so no broker outlives
 /// its test (and holds the test harness's pipes open).
-pub struct BrokerProcess(Option<Child>);
+pub struct BrokerProcess(Option<Child>, Option<String>);
 
 impl BrokerProcess {
+    /// The port of its first HTTP listener, if its config has one.
+    pub fn http_port(&self) -> &str {
+        self.1.as_deref().expect("an HTTP listener in the config")
+    }
+
     /// SIGKILL, and wait for it to be gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {
