@@ -368,6 +368,36 @@ async fn keep_alive_expiry_closes_a_silent_client_after_one_and_a_half_intervals
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_keepalive_is_announced_as_server_keep_alive_and_enforced() {
+    let (_server, addr) = start_broker("max_keepalive = 1").await;
+    // Asked for more than the cap, or for none: told the cap, and held to it.
+    for asked in [100, 0] {
+        let (mut c, ack) = Raw::connect(addr, Protocol::V5, "capped", asked).await;
+        match ack {
+            Packet::ConnAck(a) => assert_eq!(a.properties.server_keep_alive, Some(1)),
+            other => panic!("{other:?}"),
+        }
+        let start = Instant::now();
+        match c.until_closed().await {
+            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::KEEP_ALIVE_TIMEOUT),
+            other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+    // Within the cap: nothing announced. v3 clients cannot be told: nothing either.
+    let (_c, ack) = Raw::connect(addr, Protocol::V5, "within", 1).await;
+    match ack {
+        Packet::ConnAck(a) => assert_eq!(a.properties.server_keep_alive, None),
+        other => panic!("{other:?}"),
+    }
+    let (_v3, ack) = Raw::connect(addr, Protocol::V311, "old", 100).await;
+    match ack {
+        Packet::ConnAck(a) => assert_eq!((a.code, a.properties.server_keep_alive), (0, None)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_subscription_delivers_one_copy_per_message() {
     let (server, addr) = start_broker("").await;
     let mut members = Vec::new();

@@ -207,3 +207,49 @@ async fn a_qos2_exchange_resumes_with_the_same_packet_id_after_restarts() {
     nothing_pending(&mut sub).await;
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The in-memory backend (for embedding programs' tests) behaves like the file: a broker
+/// restarted in the same process on the same backend finds its state again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_memory_backend_survives_an_in_process_restart() {
+    use vmq_broker::store::memory::MemoryBackend;
+    let backend = MemoryBackend::default();
+    let config = || {
+        vmq_broker::Config::parse(
+            "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = on\n",
+            "t",
+        )
+        .unwrap()
+    };
+    let server = Server::start_with_backend(config(), Vec::new(), backend.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let (mut sub, _) = session(addr, Protocol::V311, "mem", false, Properties::default()).await;
+    sub.send(subscribe("m/#", qos(QoS::AtLeastOnce))).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    sub.send(disconnect()).await;
+    assert_eq!(sub.recv().await, None);
+    let (mut publisher, _) = session(addr, Protocol::V311, "p", true, Properties::default()).await;
+    publisher
+        .send(publish("m/1", QoS::AtLeastOnce, 1, true, "kept"))
+        .await;
+    expect(&mut publisher, Packet::PubAck(PubResp::ok(1))).await;
+    server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(backend.queued_len(), 1);
+
+    let server = Server::start_with_backend(config(), Vec::new(), backend.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    assert_eq!(server.broker().router.retained_count(), 1);
+    let (mut sub, present) =
+        session(addr, Protocol::V311, "mem", false, Properties::default()).await;
+    assert!(present);
+    let p = expect_publish(&mut sub).await;
+    assert_eq!(&p.payload[..], b"kept");
+    sub.send(Packet::PubAck(PubResp::ok(p.packet_id))).await;
+    nothing_pending(&mut sub).await;
+    server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(backend.queued_len(), 0, "acknowledged, so deleted");
+}

@@ -287,6 +287,40 @@ async fn an_operator_manages_the_node_with_vmq_admin() {
     assert_eq!(status, 200);
     assert!(std::net::TcpStream::connect(format!("127.0.0.1:{mqtt}")).is_ok());
 
+    // Retained messages, plugins, counters.
+    let (kicked, mut kicked_loop) = client("kicked", &mqtt);
+    kicked
+        .publish("r/1", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    poll_until(&mut kicked_loop, |p| matches!(p, Incoming::PubAck(_))).await;
+    let out = stdout(&admin(&conf, &http, &["retain", "show"]).await);
+    assert!(out.contains("| r/1   | kept    |"), "{out}");
+    let out = stdout(&admin(&conf, &http, &["plugin", "show"]).await);
+    assert!(out.contains("vmq_events_sidecar"), "{out}");
+    let out = stdout(&admin(&conf, &http, &["metrics", "show"]).await);
+    assert!(out.contains("| mqtt_publish_received "), "{out}");
+
+    // session disconnect closes a client's connection; an unknown one is an error.
+    let out = admin(&conf, &http, &["session", "disconnect", "client-id=kicked"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let closed = timeout(WAIT, async {
+        loop {
+            if kicked_loop.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was closed");
+    let out = admin(&conf, &http, &["session", "disconnect", "client-id=nobody"]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no connected client"),
+        "{}",
+        stderr(&out)
+    );
+
     // Unknown commands and bad arguments: usage, non-zero exit.
     let out = admin(&conf, &http, &["bogus", "command"]).await;
     assert!(!out.status.success());
