@@ -47,28 +47,18 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// A broker with this configuration and nothing in it yet; starts the plugins (must run
-    /// inside a tokio runtime).
-    pub fn new(config: Config) -> Arc<Broker> {
-        Self::with_plugins(config, Vec::new())
-    }
-
-    /// Like [`Broker::new`], with plugins of the embedding program registered beside the ones
-    /// the config turns on (they see only the hook API, like the built-in ones).
-    pub fn with_plugins(config: Config, extra: Vec<Arc<dyn crate::hooks::Plugin>>) -> Arc<Broker> {
-        Self::assemble(config, extra, Arc::default(), None)
-    }
-
-    /// A broker with its counters and store made by the caller (the server opens the store
-    /// first, so that its counters are the broker's).
+    /// A broker with nothing in it yet: starts the plugins the config turns on, beside the
+    /// embedding program's `extra` ones (they see only the hook API, like the built-in ones),
+    /// with counters and store made by the caller (the server opens the store first, so that
+    /// its counters are the broker's). Must run inside a tokio runtime.
     pub fn assemble(
         config: Config,
         extra: Vec<Arc<dyn crate::hooks::Plugin>>,
         metrics: Arc<Metrics>,
         store: Option<Arc<Store>>,
-    ) -> Arc<Broker> {
-        let plugins = Plugins::start(&config, &metrics, extra);
-        Arc::new(Broker {
+    ) -> Result<Arc<Broker>, String> {
+        let plugins = Plugins::start(&config, &metrics, extra)?;
+        Ok(Arc::new(Broker {
             settings: Settings::from_config(&config),
             listeners: std::sync::Mutex::default(),
             api_keys: crate::http::ApiKeys::new(&config.persistent_data_dir),
@@ -82,7 +72,7 @@ impl Broker {
             shutdown: CancellationToken::new(),
             plugins,
             store,
-        })
+        }))
     }
 
     /// Stores (or, with an empty payload, clears) the retained message of its topic, in the

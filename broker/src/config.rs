@@ -104,8 +104,18 @@ pub struct Config {
     pub log_console_level: String,
     /// `plugins.<name> = on|off`.
     pub plugins: BTreeMap<String, bool>,
+    /// `plugins.<name>.priority = <n>`: lower runs first in the auth chains.
+    pub plugin_priority: BTreeMap<String, i32>,
     /// `vmq_events_sidecar.*`.
     pub events_sidecar: EventsSidecarConfig,
+    /// `vmq_passwd.password_file`.
+    pub password_file: PathBuf,
+    /// `vmq_passwd.password_reload_interval` (zero: never reloaded).
+    pub password_reload_interval: Duration,
+    /// `vmq_acl.acl_file`.
+    pub acl_file: PathBuf,
+    /// `vmq_acl.acl_reload_interval` (zero: never reloaded).
+    pub acl_reload_interval: Duration,
 }
 
 /// One HTTP listener (metrics, health, status page, management API).
@@ -129,7 +139,7 @@ pub enum Durability {
 }
 
 /// The plugins this broker ships.
-pub const KNOWN_PLUGINS: [&str; 1] = ["vmq_events_sidecar"];
+pub const KNOWN_PLUGINS: [&str; 3] = ["vmq_events_sidecar", "vmq_passwd", "vmq_acl"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -154,7 +164,12 @@ impl Default for Config {
             max_keepalive: u16::MAX,
             log_console_level: "info".into(),
             plugins: BTreeMap::new(),
+            plugin_priority: BTreeMap::new(),
             events_sidecar: EventsSidecarConfig::default(),
+            password_file: PathBuf::from("./vmq.passwd"),
+            password_reload_interval: Duration::from_secs(10),
+            acl_file: PathBuf::from("./vmq.acl"),
+            acl_reload_interval: Duration::from_secs(10),
         }
     }
 }
@@ -234,6 +249,14 @@ pub fn parse_size(v: &str) -> Result<usize, String> {
         .map_err(|_| format!("bad size {v:?} (e.g. 1024, 64KB, 1MB)"))?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {v:?} too large"))
+}
+
+/// A reload interval: seconds as a bare number (VerneMQ's form) or a duration; 0 disables.
+fn reload_interval(v: &str) -> Result<Duration, String> {
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    Ok(parse_duration(v)?.unwrap_or(Duration::ZERO))
 }
 
 fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
@@ -335,6 +358,24 @@ impl Config {
                             ));
                         }
                     },
+                    "vmq_passwd.password_file" => c.password_file = PathBuf::from(value),
+                    "vmq_passwd.password_reload_interval" => {
+                        c.password_reload_interval = reload_interval(value)?
+                    }
+                    "vmq_acl.acl_file" => c.acl_file = PathBuf::from(value),
+                    "vmq_acl.acl_reload_interval" => {
+                        c.acl_reload_interval = reload_interval(value)?
+                    }
+                    _ if key.starts_with("plugins.") && key.ends_with(".priority") => {
+                        let name = &key["plugins.".len()..key.len() - ".priority".len()];
+                        if !KNOWN_PLUGINS.contains(&name) {
+                            return Err(format!(
+                                "unknown plugin {name:?} (available: {})",
+                                KNOWN_PLUGINS.join(", ")
+                            ));
+                        }
+                        c.plugin_priority.insert(name.to_owned(), parse_num(value)?);
+                    }
                     _ if key.starts_with("plugins.") => {
                         let name = &key["plugins.".len()..];
                         if !KNOWN_PLUGINS.contains(&name) {

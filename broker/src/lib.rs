@@ -91,7 +91,8 @@ impl Server {
             Some((s, r)) => (Some(Arc::new(s)), r),
             None => (None, store::Recovered::default()),
         };
-        let broker = Broker::assemble(config, plugins, metrics, store);
+        let broker =
+            Broker::assemble(config, plugins, metrics, store).map_err(std::io::Error::other)?;
         // Everything stored is back before the first client is accepted.
         session::persist::restore(&broker, recovered);
         let tasks = TaskTracker::new();

@@ -59,6 +59,10 @@ counters! {
     queue_message_expired,
     /// Publishes that matched no subscriber.
     router_matches_none,
+    /// PUBLISH packets refused by the auth_on_publish chain (v5: 0x87; v3: acknowledged and dropped).
+    mqtt_publish_auth_error,
+    /// SUBSCRIBE topics refused by the auth_on_subscribe chain (SUBACK 0x80 / 0x87).
+    mqtt_subscribe_auth_error,
     /// Sessions that expired offline.
     sessions_expired,
     /// Will messages published.

@@ -198,14 +198,15 @@ fn payload(p: &[u8]) -> String {
 }
 
 /// What a hook chain answered, for a trace line.
-pub fn outcome<M>(decision: Option<&crate::hooks::AuthResult<M>>) -> &'static str {
+pub fn outcome<M>(asked: bool, decision: Option<&crate::hooks::AuthResult<M>>) -> &'static str {
     use crate::hooks::AuthResult;
     match decision {
+        None if asked => "Hook returned \"next\" from every plugin: not authorized",
         Some(AuthResult::Ok(_)) => "Hook returned \"ok\"",
         Some(AuthResult::OkWith(..)) => "Hook returned \"ok\" with modifiers",
         Some(AuthResult::Next) => "Hook returned \"next\" (no plugin decided)",
         Some(AuthResult::Error) => "Hook returned \"error\"",
-        None => "No plugin implements the hook: the default applies",
+        None => "No plugin implements the hook: allowed by default",
     }
 }
 

@@ -223,7 +223,7 @@ async fn accept(
             connect.username,
             peer,
             connect.username,
-            crate::trace::outcome(decision.as_ref())
+            crate::trace::outcome(false, decision.as_ref())
         )
     });
     let failure = match decision {

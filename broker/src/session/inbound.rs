@@ -169,7 +169,8 @@ impl Conn {
             return Ok(Some(Exit::Closed(reason::RETAIN_NOT_SUPPORTED)));
         }
         let mut acl = None;
-        let decision = if self.broker.hooks().wants(Hook::AuthOnPublish) {
+        let asked = self.broker.hooks().wants(Hook::AuthOnPublish);
+        let decision = if asked {
             let info = publish_info(&p);
             self.broker.hooks().auth_on_publish(&self.info, &info).await
         } else {
@@ -184,7 +185,7 @@ impl Conn {
                 p.topic,
                 p.retain,
                 String::from_utf8_lossy(&p.payload[..p.payload.len().min(512)]),
-                crate::trace::outcome(decision.as_ref())
+                crate::trace::outcome(asked, decision.as_ref())
             )
         });
         {
@@ -208,8 +209,12 @@ impl Conn {
                         p.properties = props;
                     }
                 }
-                Some(AuthResult::Error) => return self.refuse_publish(&p).await,
-                Some(AuthResult::Next) | None => {}
+                // Plugins were asked and none allowed it: refused, as VerneMQ does.
+                Some(AuthResult::Error | AuthResult::Next) => {
+                    return self.refuse_publish(&p).await;
+                }
+                None if asked => return self.refuse_publish(&p).await,
+                None => {}
             }
         }
         if p.qos == QoS::ExactlyOnce {
@@ -240,14 +245,24 @@ impl Conn {
         }
     }
 
-    /// Answers a publish no plugin allowed: v5 acknowledges with 0x87, v3 has no way to say
-    /// no and closes the connection (as VerneMQ does).
+    /// Answers a publish no plugin allowed, without routing it: v5 acknowledges with 0x87; v3
+    /// has no way to say no, so it gets the normal acknowledgement and the message is dropped
+    /// ([MQTT-3.3.5-2] allows that or closing; dropping keeps a client with one wrong topic
+    /// connected).
     async fn refuse_publish(&mut self, p: &Publish) -> Step {
         debug!(client_id = %self.client_id, topic = %p.topic, "publish not authorized");
-        if !self.protocol.is_v5() {
-            return Ok(Some(Exit::Closed(reason::NOT_AUTHORIZED)));
+        Metrics::inc(&self.broker.metrics.mqtt_publish_auth_error);
+        if p.qos == QoS::ExactlyOnce {
+            self.state.incoming_qos2.insert(p.packet_id);
         }
         let mut ack = PubResp::ok(p.packet_id);
+        if !self.protocol.is_v5() {
+            return match p.qos {
+                QoS::AtMostOnce => Ok(None),
+                QoS::AtLeastOnce => self.feed(&Packet::PubAck(ack)).await.map(|()| None),
+                QoS::ExactlyOnce => self.feed(&Packet::PubRec(ack)).await.map(|()| None),
+            };
+        }
         ack.reason = reason::NOT_AUTHORIZED;
         match p.qos {
             QoS::AtMostOnce => Ok(None),
@@ -377,9 +392,10 @@ impl Conn {
                     self.client_id,
                     filter,
                     options.qos as u8,
-                    crate::trace::outcome(decision.as_ref())
+                    crate::trace::outcome(want_auth, decision.as_ref())
                 )
             });
+            let nobody_allowed = want_auth && matches!(decision, None | Some(AuthResult::Next));
             {
                 match decision {
                     Some(AuthResult::Ok(a)) => acl = a,
@@ -392,14 +408,17 @@ impl Conn {
                             options.qos = q;
                         }
                     }
-                    Some(AuthResult::Error) => {
+                    Some(AuthResult::Error) | Some(AuthResult::Next) | None
+                        if nobody_allowed || matches!(decision, Some(AuthResult::Error)) =>
+                    {
+                        Metrics::inc(&self.broker.metrics.mqtt_subscribe_auth_error);
                         reasons.push(refused);
                         if want_notify {
                             report.push((filter, 0x80, None));
                         }
                         continue;
                     }
-                    Some(AuthResult::Next) | None => {}
+                    _ => {}
                 }
             }
             let Ok(parsed) = topic::parse_filter(&filter) else {

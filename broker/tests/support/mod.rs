@@ -29,6 +29,12 @@ pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
+            if line.starts_with("Error:")
+                || line.starts_with("Caused by")
+                || line.starts_with("    ")
+            {
+                let _ = tx.send(("LOG", line.clone()));
+            }
             for kind in ["MQTT", "HTTP"] {
                 if let Some(rest) = line.strip_prefix(&format!("vmq-broker: {kind} listening on "))
                 {
@@ -46,14 +52,16 @@ pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
     let wants_http = std::fs::read_to_string(conf).is_ok_and(|t| t.contains("listener.http."));
     let mut mqtt = None;
     let mut http = None;
+    let mut log = Vec::new();
     while mqtt.is_none() || (wants_http && http.is_none()) {
         match rx.recv_timeout(WAIT) {
             Ok(("MQTT", port)) => mqtt = mqtt.or(Some(port)),
-            Ok((_, port)) => http = http.or(Some(port)),
+            Ok(("HTTP", port)) => http = http.or(Some(port)),
+            Ok((_, line)) => log.push(line),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the broker did not report its ports");
+                panic!("the broker did not report its ports:\n{}", log.join("\n"));
             }
         }
     }
