@@ -44,6 +44,10 @@ pub struct Broker {
     pub rates: crate::http::Rates,
     /// Live traces of clients (`vmq-admin trace client`).
     pub tracer: crate::trace::Tracer,
+    /// MQTT connections open now, across listeners.
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// Start of the current one-second window of `max_connect_rate`, and connections in it.
+    pub connect_window: std::sync::Mutex<(std::time::Instant, usize)>,
 }
 
 impl Broker {
@@ -64,6 +68,8 @@ impl Broker {
             api_keys: crate::http::ApiKeys::new(&config.persistent_data_dir),
             rates: crate::http::Rates::default(),
             tracer: crate::trace::Tracer::default(),
+            connections: std::sync::atomic::AtomicUsize::new(0),
+            connect_window: std::sync::Mutex::new((std::time::Instant::now(), 0)),
             started: std::time::Instant::now(),
             config,
             router: Router::default(),

@@ -48,15 +48,87 @@ pub enum SharedPolicy {
     LocalOnly,
 }
 
-/// One MQTT TCP listener.
+/// How an MQTT listener carries MQTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Transport {
+    /// Plain TCP (`listener.tcp.<name>`).
+    Tcp,
+    /// TLS (`listener.ssl.<name>`, mqtts).
+    Ssl,
+    /// WebSocket (`listener.ws.<name>`, subprotocol `mqtt`, path `/mqtt`).
+    Ws,
+    /// WebSocket over TLS (`listener.wss.<name>`).
+    Wss,
+}
+
+impl Transport {
+    /// The word in its config keys.
+    pub fn key(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Ssl => "ssl",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+
+    /// Whether it runs over TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Transport::Ssl | Transport::Wss)
+    }
+}
+
+/// TLS settings of an `ssl` or `wss` listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub certfile: Option<PathBuf>,
+    /// PEM private key.
+    pub keyfile: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    pub cafile: Option<PathBuf>,
+    /// Whether clients must present a certificate signed by `cafile`.
+    pub require_certificate: bool,
+    /// Whether the client certificate's common name becomes the username.
+    pub use_identity_as_username: bool,
+}
+
+/// One MQTT listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpListenerConfig {
-    /// The name after `listener.tcp.`.
+    /// The name after `listener.<transport>.`.
     pub name: String,
+    /// How it carries MQTT.
+    pub transport: Transport,
     /// Address to bind.
     pub addr: SocketAddr,
     /// Topics of clients of this listener live under this mountpoint.
     pub mountpoint: String,
+    /// Most connections at once (`None`: no limit).
+    pub max_connections: Option<usize>,
+    /// TLS settings (for `ssl` and `wss`).
+    pub tls: TlsConfig,
+}
+
+/// A listener as it is being read from the file.
+#[derive(Debug, Default)]
+struct PartialListener {
+    addr: Option<SocketAddr>,
+    mountpoint: String,
+    max_connections: Option<usize>,
+    tls: TlsConfig,
+    line: usize,
+}
+
+/// A limit: a number, or `infinity`/`unlimited` (`None`).
+fn parse_limit(v: &str) -> Result<Option<usize>, String> {
+    match v {
+        "infinity" | "unlimited" => Ok(None),
+        _ => v
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("expected a number or infinity, got {v:?}")),
+    }
 }
 
 /// Everything the broker reads from its config file.
@@ -116,6 +188,16 @@ pub struct Config {
     pub acl_file: PathBuf,
     /// `vmq_acl.acl_reload_interval` (zero: never reloaded).
     pub acl_reload_interval: Duration,
+    /// `listener.max_connections`: the default limit of each listener (`None`: none).
+    pub listener_max_connections: Option<usize>,
+    /// `max_connections`: connections across all listeners (`None`: no limit).
+    pub max_connections: Option<usize>,
+    /// `max_connect_rate`: new connections accepted per second (`None`: no limit).
+    pub max_connect_rate: Option<usize>,
+    /// `max_subscriptions_per_client` (`None`: no limit).
+    pub max_subscriptions_per_client: Option<usize>,
+    /// How long a new connection has to send its CONNECT.
+    pub connect_timeout: Duration,
 }
 
 /// One HTTP listener (metrics, health, status page, management API).
@@ -170,6 +252,11 @@ impl Default for Config {
             password_reload_interval: Duration::from_secs(10),
             acl_file: PathBuf::from("./vmq.acl"),
             acl_reload_interval: Duration::from_secs(10),
+            listener_max_connections: None,
+            max_connections: None,
+            max_connect_rate: None,
+            max_subscriptions_per_client: None,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -277,7 +364,7 @@ impl Config {
     /// Parses config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut c = Config::default();
-        let mut listeners: BTreeMap<String, (Option<SocketAddr>, String, usize)> = BTreeMap::new();
+        let mut listeners: BTreeMap<(Transport, String), PartialListener> = BTreeMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -406,10 +493,30 @@ impl Config {
                             addr,
                         });
                     }
+                    "listener.max_connections" => c.listener_max_connections = parse_limit(value)?,
+                    "max_connections" => c.max_connections = parse_limit(value)?,
+                    "max_connect_rate" => c.max_connect_rate = parse_limit(value)?,
+                    "max_subscriptions_per_client" => {
+                        c.max_subscriptions_per_client = parse_limit(value)?
+                    }
+                    "connect_timeout" => {
+                        c.connect_timeout = parse_duration(value)?
+                            .filter(|d| !d.is_zero())
+                            .ok_or("connect_timeout must be a positive duration")?
+                    }
                     _ => {
-                        let Some(rest) = key.strip_prefix("listener.tcp.") else {
+                        let transport = [
+                            Transport::Tcp,
+                            Transport::Ssl,
+                            Transport::Ws,
+                            Transport::Wss,
+                        ]
+                        .into_iter()
+                        .find(|t| key.starts_with(&format!("listener.{}.", t.key())));
+                        let Some(transport) = transport else {
                             return Err(format!("unknown key {key:?}"));
                         };
+                        let rest = &key[format!("listener.{}.", transport.key()).len()..];
                         let (name, sub) = match rest.split_once('.') {
                             Some((n, s)) => (n, Some(s)),
                             None => (rest, None),
@@ -417,20 +524,49 @@ impl Config {
                         if name.is_empty() {
                             return Err("listener name missing".into());
                         }
-                        let entry = listeners.entry(name.to_owned()).or_insert((
-                            None,
-                            String::new(),
-                            i + 1,
-                        ));
+                        let entry = listeners
+                            .entry((transport, name.to_owned()))
+                            .or_insert_with(|| PartialListener {
+                                line: i + 1,
+                                ..PartialListener::default()
+                            });
+                        let tls_only = |s: &str| -> Result<(), String> {
+                            if transport.is_tls() {
+                                Ok(())
+                            } else {
+                                Err(format!("{s} is a setting of ssl and wss listeners"))
+                            }
+                        };
                         match sub {
                             None => {
-                                entry.0 = Some(
+                                entry.addr = Some(
                                     value
                                         .parse()
                                         .map_err(|_| format!("expected ip:port, got {value:?}"))?,
                                 )
                             }
-                            Some("mountpoint") => entry.1 = value.to_owned(),
+                            Some("mountpoint") => entry.mountpoint = value.to_owned(),
+                            Some("max_connections") => entry.max_connections = parse_limit(value)?,
+                            Some(s @ "certfile") => {
+                                tls_only(s)?;
+                                entry.tls.certfile = Some(PathBuf::from(value));
+                            }
+                            Some(s @ "keyfile") => {
+                                tls_only(s)?;
+                                entry.tls.keyfile = Some(PathBuf::from(value));
+                            }
+                            Some(s @ "cafile") => {
+                                tls_only(s)?;
+                                entry.tls.cafile = Some(PathBuf::from(value));
+                            }
+                            Some(s @ "require_certificate") => {
+                                tls_only(s)?;
+                                entry.tls.require_certificate = parse_flag(value)?;
+                            }
+                            Some(s @ "use_identity_as_username") => {
+                                tls_only(s)?;
+                                entry.tls.use_identity_as_username = parse_flag(value)?;
+                            }
                             Some(other) => {
                                 return Err(format!("unknown listener setting {other:?}"));
                             }
@@ -441,16 +577,33 @@ impl Config {
             })();
             r.map_err(err)?;
         }
-        for (name, (addr, mountpoint, line)) in listeners {
-            let addr = addr.ok_or_else(|| ConfigError::Line {
+        for ((transport, name), l) in listeners {
+            let at = |message: String| ConfigError::Line {
                 file: file.to_owned(),
-                line,
-                message: format!("listener.tcp.{name} has settings but no address"),
-            })?;
+                line: l.line,
+                message,
+            };
+            let full = format!("listener.{}.{name}", transport.key());
+            let addr = l
+                .addr
+                .ok_or_else(|| at(format!("{full} has settings but no address")))?;
+            if transport.is_tls() && (l.tls.certfile.is_none() || l.tls.keyfile.is_none()) {
+                return Err(at(format!(
+                    "{full} needs {full}.certfile and {full}.keyfile"
+                )));
+            }
+            if l.tls.require_certificate && l.tls.cafile.is_none() {
+                return Err(at(format!(
+                    "{full}.require_certificate needs {full}.cafile (the CA client certificates are checked against)"
+                )));
+            }
             c.listeners.push(TcpListenerConfig {
                 name,
+                transport,
                 addr,
-                mountpoint,
+                mountpoint: l.mountpoint,
+                max_connections: l.max_connections.or(c.listener_max_connections),
+                tls: l.tls,
             });
         }
         if c.listeners.is_empty() {

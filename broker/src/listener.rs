@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -29,6 +29,10 @@ pub struct ListenerHandle {
     pub addr: SocketAddr,
     /// Mountpoint (MQTT).
     pub mountpoint: String,
+    /// Most connections at once (`None`: no limit).
+    pub max_connections: Option<usize>,
+    /// Connections open now.
+    pub active: AtomicUsize,
     wanted: watch::Sender<bool>,
     accepting: AtomicBool,
 }
@@ -41,6 +45,8 @@ impl ListenerHandle {
             name: name.to_owned(),
             addr,
             mountpoint: mountpoint.to_owned(),
+            max_connections: None,
+            active: AtomicUsize::new(0),
             wanted: watch::Sender::new(true),
             accepting: AtomicBool::new(true),
         }
@@ -62,6 +68,60 @@ impl ListenerHandle {
     }
 }
 
+/// Why a new connection is turned away (it still gets a CONNACK saying so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its listener is at `max_connections`.
+    ListenerFull,
+    /// The node is at `max_connections`.
+    NodeFull,
+    /// More than `max_connect_rate` connections arrived this second.
+    RateExceeded,
+}
+
+/// A connection's place under the limits; released when dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    handle: Arc<ListenerHandle>,
+    broker: Arc<Broker>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.handle.active.fetch_sub(1, Ordering::AcqRel);
+        self.broker.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a new connection against the connect rate, its listener's and the node's limits.
+pub fn admit(broker: &Arc<Broker>, handle: &Arc<ListenerHandle>) -> Result<Admitted, Refusal> {
+    if let Some(rate) = broker.config.max_connect_rate
+        && let Ok(mut w) = broker.connect_window.lock()
+    {
+        let now = std::time::Instant::now();
+        if now.duration_since(w.0) >= Duration::from_secs(1) {
+            *w = (now, 0);
+        }
+        if w.1 >= rate {
+            return Err(Refusal::RateExceeded);
+        }
+        w.1 += 1;
+    }
+    let listener = handle.active.fetch_add(1, Ordering::AcqRel);
+    let node = broker.connections.fetch_add(1, Ordering::AcqRel);
+    let admitted = Admitted {
+        handle: handle.clone(),
+        broker: broker.clone(),
+    };
+    if handle.max_connections.is_some_and(|m| listener >= m) {
+        return Err(Refusal::ListenerFull);
+    }
+    if broker.config.max_connections.is_some_and(|m| node >= m) {
+        return Err(Refusal::NodeFull);
+    }
+    Ok(admitted)
+}
+
 /// A bound MQTT listener.
 #[derive(Debug)]
 pub struct Listener {
@@ -72,6 +132,16 @@ pub struct Listener {
 impl Listener {
     /// Binds the listener's address.
     pub async fn bind(config: TcpListenerConfig) -> std::io::Result<Listener> {
+        if config.transport != crate::config::Transport::Tcp {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!(
+                    "listener.{}.{}: this transport is not available yet",
+                    config.transport.key(),
+                    config.name
+                ),
+            ));
+        }
         let socket = TcpListener::bind(config.addr).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -91,12 +161,14 @@ impl Listener {
 
     /// Its handle (to be registered with the broker before [`Listener::run`]).
     pub fn handle(&self) -> std::io::Result<Arc<ListenerHandle>> {
-        Ok(Arc::new(ListenerHandle::new(
+        let mut h = ListenerHandle::new(
             "mqtt",
             &self.config.name,
             self.local_addr()?,
             &self.config.mountpoint,
-        )))
+        );
+        h.max_connections = self.config.max_connections;
+        Ok(Arc::new(h))
     }
 
     /// Accepts clients until the broker shuts down; connection tasks are tracked by `tasks`.
@@ -138,12 +210,14 @@ impl Listener {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    tasks.spawn(connection::run(
-                        stream,
+                    let _ = stream.set_nodelay(true);
+                    let arrival = connection::Arrival {
                         peer,
-                        mountpoint.clone(),
-                        broker.clone(),
-                    ));
+                        mountpoint: mountpoint.clone(),
+                        admission: admit(&broker, &handle),
+                        identity: None,
+                    };
+                    tasks.spawn(connection::run(Box::new(stream), arrival, broker.clone()));
                 }
                 Err(e) => {
                     error!(%name, error = %e, "accept failed");

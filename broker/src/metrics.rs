@@ -59,6 +59,16 @@ counters! {
     queue_message_expired,
     /// Publishes that matched no subscriber.
     router_matches_none,
+    /// Connections refused because their listener was at `max_connections`.
+    connections_refused_listener_limit,
+    /// Connections refused because the node was at `max_connections`.
+    connections_refused_total_limit,
+    /// Connections refused because more than `max_connect_rate` arrived in one second.
+    connections_refused_rate_limit,
+    /// Connections closed because no CONNECT arrived within `connect_timeout`.
+    connections_connect_timeout,
+    /// SUBSCRIBE topics refused because the client was at `max_subscriptions_per_client`.
+    subscriptions_refused_limit,
     /// PUBLISH packets refused by the auth_on_publish chain (v5: 0x87; v3: acknowledged and dropped).
     mqtt_publish_auth_error,
     /// SUBSCRIBE topics refused by the auth_on_subscribe chain (SUBACK 0x80 / 0x87).

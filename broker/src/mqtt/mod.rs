@@ -61,6 +61,8 @@ pub mod reason {
     pub const PACKET_TOO_LARGE: u8 = 0x95;
     /// Quota exceeded (e.g. queue full).
     pub const QUOTA_EXCEEDED: u8 = 0x97;
+    /// The connection rate limit was exceeded.
+    pub const CONNECTION_RATE_EXCEEDED: u8 = 0x9F;
     /// Payload format invalid.
     pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
     /// Retain not supported.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::Framed;
@@ -25,8 +24,27 @@ use crate::mqtt::{
 };
 use crate::session::{SessionSlot, SessionState, will};
 
-/// How long a new connection has to send CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection that is being turned away has to send the CONNECT we answer.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Any byte stream a client connects over: TCP, TLS, WebSocket.
+pub trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ByteStream for T {}
+
+/// A client's stream, whatever the transport.
+pub type Stream = Box<dyn ByteStream>;
+
+/// What the listener knows of a new connection.
+pub struct Arrival {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener's mountpoint.
+    pub mountpoint: String,
+    /// Its place under the connection limits, or why there is none.
+    pub admission: Result<crate::listener::Admitted, crate::listener::Refusal>,
+    /// The username its TLS client certificate gives (`use_identity_as_username`).
+    pub identity: Option<String>,
+}
 
 /// Initial capacity of a connection's read buffer.
 const READ_BUFFER: usize = 4096;
@@ -47,7 +65,7 @@ pub(crate) enum Exit {
 /// A connected client: the socket, the protocol it speaks and the session it is attached to.
 pub(crate) struct Conn {
     pub broker: Arc<Broker>,
-    pub framed: Framed<TcpStream, MqttCodec>,
+    pub framed: Framed<Stream, MqttCodec>,
     pub protocol: Protocol,
     pub peer: SocketAddr,
     pub mountpoint: String,
@@ -85,9 +103,14 @@ pub(crate) struct Conn {
 }
 
 /// Runs one client connection to its end.
-pub async fn run(stream: TcpStream, peer: SocketAddr, mountpoint: String, broker: Arc<Broker>) {
+pub async fn run(stream: Stream, arrival: Arrival, broker: Arc<Broker>) {
+    let Arrival {
+        peer,
+        mountpoint,
+        admission,
+        identity,
+    } = arrival;
     Metrics::inc(&broker.metrics.socket_open);
-    let _ = stream.set_nodelay(true);
     // A small initial read buffer: it grows for large packets, and idle clients stay cheap.
     let mut framed = Framed::with_capacity(
         stream,
@@ -96,7 +119,11 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, mountpoint: String, broker
     );
     // The write buffer grows with what is written instead of starting at 8 KiB.
     *framed.write_buffer_mut() = bytes::BytesMut::new();
-    let connect = match timeout(CONNECT_TIMEOUT, framed.next()).await {
+    let wait = match &admission {
+        Ok(_) => broker.config.connect_timeout,
+        Err(_) => broker.config.connect_timeout.min(REFUSAL_TIMEOUT),
+    };
+    let mut connect = match timeout(wait, framed.next()).await {
         Ok(Some(Ok(Packet::Connect(c)))) => c,
         Ok(Some(Ok(other))) => {
             debug!(%peer, packet = other.name(), "first packet is not CONNECT; closing");
@@ -109,13 +136,55 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, mountpoint: String, broker
             Metrics::inc(&broker.metrics.socket_close);
             return;
         }
-        Ok(None) | Err(_) => {
-            debug!(%peer, "no CONNECT received; closing");
+        Ok(None) => {
+            debug!(%peer, "closed before CONNECT");
+            Metrics::inc(&broker.metrics.socket_close);
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "no CONNECT within the connect timeout; closing");
+            Metrics::inc(&broker.metrics.connections_connect_timeout);
             Metrics::inc(&broker.metrics.socket_close);
             return;
         }
     };
     Metrics::inc(&broker.metrics.mqtt_connect_received);
+    let _admitted = match admission {
+        Ok(a) => a,
+        Err(turned_away) => {
+            use crate::listener::Refusal;
+            let (counter, v5) = match turned_away {
+                Refusal::ListenerFull => (
+                    &broker.metrics.connections_refused_listener_limit,
+                    reason::QUOTA_EXCEEDED,
+                ),
+                Refusal::NodeFull => (
+                    &broker.metrics.connections_refused_total_limit,
+                    reason::QUOTA_EXCEEDED,
+                ),
+                Refusal::RateExceeded => (
+                    &broker.metrics.connections_refused_rate_limit,
+                    reason::CONNECTION_RATE_EXCEEDED,
+                ),
+            };
+            Metrics::inc(counter);
+            let code = refusal(connect.protocol, v5, reason::v3::SERVER_UNAVAILABLE);
+            let _ = framed
+                .send(&Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    code,
+                    properties: Properties::default(),
+                }))
+                .await;
+            info!(%peer, refusal = ?turned_away, "connection refused by a limit");
+            Metrics::inc(&broker.metrics.socket_close);
+            return;
+        }
+    };
+    if identity.is_some() {
+        // use_identity_as_username: the certificate's name replaces what the client sent.
+        connect.username = identity;
+    }
     // The phases are boxed so the task of an idle connection holds only the small state of the
     // one it is in: the connection future stays a few hundred bytes instead of kilobytes.
     if let Some(mut conn) = Box::pin(accept(framed, peer, mountpoint, &broker, *connect)).await {
@@ -128,7 +197,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, mountpoint: String, broker
 /// Answers a CONNECT that did not decode: CONNACK 0x01 for an unsupported protocol level,
 /// otherwise the connection is just closed (the client's version is unknown).
 async fn refuse_undecodable_connect(
-    framed: &mut Framed<TcpStream, MqttCodec>,
+    framed: &mut Framed<Stream, MqttCodec>,
     broker: &Broker,
     peer: SocketAddr,
     e: CodecError,
@@ -154,7 +223,7 @@ fn refusal(protocol: Protocol, v5: u8, v3: u8) -> u8 {
 
 /// Validates CONNECT, attaches the session, sends CONNACK.
 async fn accept(
-    mut framed: Framed<TcpStream, MqttCodec>,
+    mut framed: Framed<Stream, MqttCodec>,
     peer: SocketAddr,
     mountpoint: String,
     broker: &Arc<Broker>,

@@ -425,6 +425,21 @@ impl Conn {
                 continue;
             };
             let (filter, options) = (&filter, &options);
+            if let Some(max) = self.broker.config.max_subscriptions_per_client
+                && self.state.subscriptions.len() >= max
+                && !self.state.subscriptions.contains_key(filter)
+            {
+                Metrics::inc(&self.broker.metrics.subscriptions_refused_limit);
+                reasons.push(if self.protocol.is_v5() {
+                    reason::QUOTA_EXCEEDED
+                } else {
+                    0x80
+                });
+                if want_notify {
+                    report.push((filter.clone(), 0x80, None));
+                }
+                continue;
+            }
             let acl = acl.map(Arc::new);
             if parsed.group.is_some() && options.no_local && self.protocol.is_v5() {
                 // [MQTT-3.8.3-4]: no local on a shared subscription is a protocol error.

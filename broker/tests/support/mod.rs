@@ -50,12 +50,12 @@ pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
         }
     });
     let wants_http = std::fs::read_to_string(conf).is_ok_and(|t| t.contains("listener.http."));
-    let mut mqtt = None;
+    let mut mqtt: Vec<String> = Vec::new();
     let mut http = None;
     let mut log = Vec::new();
-    while mqtt.is_none() || (wants_http && http.is_none()) {
+    while mqtt.is_empty() || (wants_http && http.is_none()) {
         match rx.recv_timeout(WAIT) {
-            Ok(("MQTT", port)) => mqtt = mqtt.or(Some(port)),
+            Ok(("MQTT", port)) => mqtt.push(port),
             Ok(("HTTP", port)) => http = http.or(Some(port)),
             Ok((_, line)) => log.push(line),
             Err(_) => {
@@ -65,14 +65,21 @@ pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
             }
         }
     }
-    (BrokerProcess(Some(child), http), mqtt.expect("MQTT port"))
+    let first = mqtt[0].clone();
+    (BrokerProcess(Some(child), http, mqtt), first)
 }
 
 /// A running broker process; killed if a failing test lets go of it, so no broker outlives
 /// its test (and holds the test harness's pipes open).
-pub struct BrokerProcess(Option<Child>, Option<String>);
+pub struct BrokerProcess(Option<Child>, Option<String>, Vec<String>);
 
 impl BrokerProcess {
+    /// The ports of its MQTT listeners, in the order it printed them (with an HTTP listener in
+    /// the config, all of them; otherwise at least the first).
+    pub fn mqtt_ports(&self) -> &[String] {
+        &self.2
+    }
+
     /// The port of its first HTTP listener, if its config has one.
     pub fn http_port(&self) -> &str {
         self.1.as_deref().expect("an HTTP listener in the config")
