@@ -65,6 +65,8 @@ counters! {
     connections_refused_total_limit,
     /// Connections refused because more than `max_connect_rate` arrived in one second.
     connections_refused_rate_limit,
+    /// TLS or WebSocket handshakes that failed (bad certificate, wrong path or subprotocol, ...).
+    listener_handshake_errors,
     /// Connections closed because no CONNECT arrived within `connect_timeout`.
     connections_connect_timeout,
     /// SUBSCRIBE topics refused because the client was at `max_subscriptions_per_client`.

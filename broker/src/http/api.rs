@@ -233,7 +233,7 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
             let all = listeners(broker);
             let l = all
                 .iter()
-                .find(|l| l.kind == "mqtt" && l.name == name)
+                .find(|l| l.kind != "http" && l.name == name)
                 .ok_or_else(|| ApiError::not_found(format!("no MQTT listener named {name:?}")))?;
             if *verb == "stop" {
                 l.stop();

@@ -1,5 +1,7 @@
 //! MQTT listeners: bind each configured address, accept, and run one connection task per
-//! client. A listener that cannot bind stops the broker from starting. Each listener has a
+//! client, over TCP, TLS ([`tls`]), WebSocket or WebSocket over TLS ([`ws`]); the handshakes
+//! run in the connection's task, under the connect timeout. A listener that cannot bind (or
+//! whose certificates cannot be read) stops the broker from starting. Each listener has a
 //! [`ListenerHandle`] through which operators see it and stop or start it at run time
 //! (`vmq-admin listener stop|start`): a stopped listener closes its socket, so new clients
 //! are refused while connected ones stay.
@@ -14,8 +16,12 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+pub mod tls;
+pub mod ws;
+
 use crate::broker::Broker;
 use crate::config::TcpListenerConfig;
+use crate::config::Transport;
 use crate::session::connection;
 
 /// What operators see of a listener, and how they stop and start it.
@@ -122,36 +128,105 @@ pub fn admit(broker: &Arc<Broker>, handle: &Arc<ListenerHandle>) -> Result<Admit
     Ok(admitted)
 }
 
+/// What a TLS or WebSocket connection goes through before MQTT.
+struct Handshake {
+    transport: Transport,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    identity_as_username: bool,
+}
+
+impl Handshake {
+    /// Runs the handshakes under the connect timeout, then the connection.
+    async fn run(
+        self,
+        tcp: tokio::net::TcpStream,
+        mut arrival: connection::Arrival,
+        broker: Arc<Broker>,
+    ) {
+        let max = broker.config.max_packet_size().saturating_add(16);
+        let peer = arrival.peer;
+        let shake = async {
+            let (stream, identity): (connection::Stream, Option<String>) =
+                match (&self.tls, self.transport) {
+                    (Some(acceptor), t) => {
+                        let tls = acceptor.accept(tcp).await?;
+                        let identity = if self.identity_as_username {
+                            tls.get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(tls::common_name)
+                        } else {
+                            None
+                        };
+                        if t == Transport::Wss {
+                            (Box::new(ws::accept(tls, max).await?), identity)
+                        } else {
+                            (Box::new(tls), identity)
+                        }
+                    }
+                    (None, Transport::Ws) => (Box::new(ws::accept(tcp, max).await?), None),
+                    (None, _) => (Box::new(tcp), None),
+                };
+            Ok::<_, std::io::Error>((stream, identity))
+        };
+        match tokio::time::timeout(broker.config.connect_timeout, shake).await {
+            Ok(Ok((stream, identity))) => {
+                arrival.identity = identity;
+                connection::run(stream, arrival, broker).await;
+            }
+            Ok(Err(e)) => {
+                crate::metrics::Metrics::inc(&broker.metrics.listener_handshake_errors);
+                tracing::debug!(%peer, transport = self.transport.key(), error = %e, "handshake failed");
+            }
+            Err(_) => {
+                crate::metrics::Metrics::inc(&broker.metrics.connections_connect_timeout);
+                tracing::debug!(%peer, "handshake did not complete within the connect timeout");
+            }
+        }
+    }
+}
+
 /// A bound MQTT listener.
-#[derive(Debug)]
 pub struct Listener {
     config: TcpListenerConfig,
     socket: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("config", &self.config)
+            .field("socket", &self.socket)
+            .finish()
+    }
 }
 
 impl Listener {
     /// Binds the listener's address.
     pub async fn bind(config: TcpListenerConfig) -> std::io::Result<Listener> {
-        if config.transport != crate::config::Transport::Tcp {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                format!(
-                    "listener.{}.{}: this transport is not available yet",
-                    config.transport.key(),
-                    config.name
-                ),
-            ));
-        }
+        let tls = if config.transport.is_tls() {
+            Some(tls::acceptor(&config)?)
+        } else {
+            None
+        };
         let socket = TcpListener::bind(config.addr).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!(
-                    "listener.tcp.{} cannot bind {}: {e}",
-                    config.name, config.addr
+                    "listener.{}.{} cannot bind {}: {e}",
+                    config.transport.key(),
+                    config.name,
+                    config.addr
                 ),
             )
         })?;
-        Ok(Listener { config, socket })
+        Ok(Listener {
+            config,
+            socket,
+            tls,
+        })
     }
 
     /// The address actually bound.
@@ -162,7 +237,12 @@ impl Listener {
     /// Its handle (to be registered with the broker before [`Listener::run`]).
     pub fn handle(&self) -> std::io::Result<Arc<ListenerHandle>> {
         let mut h = ListenerHandle::new(
-            "mqtt",
+            match self.config.transport {
+                Transport::Tcp => "mqtt",
+                Transport::Ssl => "mqtts",
+                Transport::Ws => "mqttws",
+                Transport::Wss => "mqttwss",
+            },
             &self.config.name,
             self.local_addr()?,
             &self.config.mountpoint,
@@ -175,9 +255,12 @@ impl Listener {
     pub async fn run(self, broker: Arc<Broker>, tasks: TaskTracker, handle: Arc<ListenerHandle>) {
         let mut wanted = handle.wanted.subscribe();
         let name = self.config.name.clone();
+        let transport = self.config.transport;
+        let identity_as_username = self.config.tls.use_identity_as_username;
+        let tls = self.tls.clone();
         let mountpoint = self.config.mountpoint.clone();
         let mut socket = Some(self.socket);
-        info!(%name, addr = %handle.addr, %mountpoint, "MQTT listener accepting");
+        info!(%name, addr = %handle.addr, %mountpoint, transport = transport.key(), "MQTT listener accepting");
         loop {
             let Some(listener) = &socket else {
                 // Stopped: wait to be started (or for the end), then bind again.
@@ -217,7 +300,16 @@ impl Listener {
                         admission: admit(&broker, &handle),
                         identity: None,
                     };
-                    tasks.spawn(connection::run(Box::new(stream), arrival, broker.clone()));
+                    if transport == Transport::Tcp {
+                        tasks.spawn(connection::run(Box::new(stream), arrival, broker.clone()));
+                    } else {
+                        let handshake = Handshake {
+                            transport,
+                            tls: tls.clone(),
+                            identity_as_username,
+                        };
+                        tasks.spawn(handshake.run(stream, arrival, broker.clone()));
+                    }
                 }
                 Err(e) => {
                     error!(%name, error = %e, "accept failed");
