@@ -45,7 +45,7 @@ counters! {
     mqtt_subscribe_received,
     /// UNSUBSCRIBE packets received.
     mqtt_unsubscribe_received,
-    /// Packets that did not decode (connection closed).
+    /// Packets larger than `max_message_size` (connection closed, v5 DISCONNECT 0x95).
     mqtt_invalid_msg_size_error,
     /// Malformed or protocol-violating packets.
     mqtt_protocol_error,
@@ -67,6 +67,8 @@ counters! {
     connections_refused_rate_limit,
     /// TLS or WebSocket handshakes that failed (bad certificate, wrong path or subprotocol, ...).
     listener_handshake_errors,
+    /// CONNECTs refused because the client id was longer than `max_client_id_size`.
+    connections_refused_client_id_size,
     /// Connections closed because no CONNECT arrived within `connect_timeout`.
     connections_connect_timeout,
     /// SUBSCRIBE topics refused because the client was at `max_subscriptions_per_client`.

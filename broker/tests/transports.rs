@@ -21,8 +21,8 @@ use vmq_broker::mqtt::{
 use vmq_sidecar_sdk::Event as SidecarEvent;
 
 /// A test CA, a server certificate for 127.0.0.1/localhost and a client certificate whose
-/// common name is `device-42`, as PEM files in `dir`.
-fn make_pki(dir: &Path) {
+/// common name is `device-42`, as PEM files in `dir`; returns the CA to issue more.
+fn make_pki(dir: &Path) -> CertifiedIssuer<'static, KeyPair> {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -30,21 +30,38 @@ fn make_pki(dir: &Path) {
         .push(DnType::CommonName, "vmq test CA");
     let ca = CertifiedIssuer::self_signed(ca, ca_key).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    for (name, sans, cn) in [
-        (
-            "server",
-            vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-            "localhost",
-        ),
-        ("client", vec![], "device-42"),
-    ] {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(sans).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let cert = p.signed_by(&key, &ca).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
+    issue(&ca, dir, "server", "localhost");
+    issue(&ca, dir, "client", "device-42");
+    ca
+}
+
+/// Writes `<name>.pem` and `<name>.key`: a certificate for `cn` (and, for servers, 127.0.0.1
+/// and localhost) signed by `ca`.
+fn issue(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path, name: &str, cn: &str) {
+    let sans = if name == "server" {
+        vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
+    } else {
+        vec![]
+    };
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(sans).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let cert = p.signed_by(&key, ca).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+}
+
+/// The common name of the certificate a TLS listener presents now.
+async fn served_name(dir: &Path, port: &str) -> String {
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let tls = client_tls(dir)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    vmq_broker::listener::tls::common_name(&cert).unwrap()
 }
 
 fn mosquitto(tool: &str, args: &[&str]) -> std::process::Output {
@@ -161,7 +178,7 @@ async fn mqtts_with_client_certificates_websocket_and_secure_websocket() {
     let sidecar_port = events.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_pki(d);
+    let authority = make_pki(d);
     let conf = d.join("vernemq.conf");
     let pem = |n: &str| d.join(n).display().to_string();
     std::fs::write(
@@ -175,12 +192,13 @@ async fn mqtts_with_client_certificates_websocket_and_secure_websocket() {
              listener.ws.default = 127.0.0.1:0\n\
              listener.wss.default = 127.0.0.1:0\nlistener.wss.default.certfile = {srv}\n\
              listener.wss.default.keyfile = {key}\n\
-             allow_anonymous = on\nmessage_store = off\n\
+             allow_anonymous = on\nmessage_store = off\npersistent_data_dir = {data}\n\
              plugins.vmq_events_sidecar = on\nvmq_events_sidecar.port = {sidecar_port}\n\
              vmq_events_sidecar.hooks = on_register\n",
             srv = pem("server.pem"),
             key = pem("server.key"),
             ca = pem("ca.pem"),
+            data = pem("data"),
         ),
     )
     .unwrap();
@@ -327,7 +345,47 @@ async fn mqtts_with_client_certificates_websocket_and_secure_websocket() {
     let p = ws_session(stream, "browser/2").await;
     assert_eq!(&p.payload[..], b"over tcp");
 
+    // Certificates are read again by `vmq-admin listener restart` and by SIGHUP.
+    assert_eq!(served_name(d, &wss).await, "localhost");
+    issue(&authority, d, "server", "renewed-by-restart");
     let http = broker.http_port().to_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmq-admin"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("--url")
+        .arg(format!("http://127.0.0.1:{http}"))
+        .args(["listener", "restart", "name=default"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The listener binds again: wait until it accepts, then look at its certificate.
+    let renewed = timeout(WAIT, async {
+        loop {
+            if tokio::net::TcpStream::connect(format!("127.0.0.1:{wss}"))
+                .await
+                .is_ok()
+            {
+                return served_name(d, &wss).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(renewed, "renewed-by-restart");
+    issue(&authority, d, "server", "renewed-by-sighup");
+    support::signal(&broker, "-HUP");
+    timeout(WAIT, async {
+        while served_name(d, &wss).await != "renewed-by-sighup" {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("SIGHUP reloads the certificates");
     let metrics = tokio::task::spawn_blocking(move || {
         ureq::get(&format!("http://127.0.0.1:{http}/metrics"))
             .call()

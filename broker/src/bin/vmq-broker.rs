@@ -31,6 +31,30 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// SIGHUP reloads the TLS certificates of every listener (new connections get them; a
+/// certificate that does not load leaves the old one in place, and says so).
+fn reload_on_sighup(broker: std::sync::Arc<vmq_broker::Broker>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let listeners = broker
+                .listeners
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_default();
+            for l in listeners {
+                if let Err(e) = l.reload_tls() {
+                    tracing::error!(listener = %l.name, error = %e, "TLS reload failed; keeping the current certificates");
+                }
+            }
+        }
+    });
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -55,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
     for addr in server.http_addrs() {
         eprintln!("vmq-broker: HTTP listening on {addr}");
     }
+    reload_on_sighup(server.broker().clone());
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown(Duration::from_secs(5)).await;

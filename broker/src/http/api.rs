@@ -23,7 +23,7 @@ Commands (arguments as key=value, session show columns and filters as --column[=
   session show [--<column>...] [--<column>=<value>...] [--limit=<n>]
   session disconnect client-id=<id> [mountpoint=<mp>]
   retain show [--topic=<topic>] [--limit=<n>]
-  listener show | listener stop name=<name> | listener start name=<name>
+  listener show | listener stop|start|restart name=<name>  (restart reloads certificates)
   plugin show | metrics show
   set <key>=<value>... | show <key>
   trace client client-id=<id> [mountpoint=<mp>]";
@@ -227,18 +227,47 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
                 .collect();
             Ok(Answer::Table(rows))
         }
+        ["listener", "restart"] => {
+            args.check(&["name"])?;
+            let name = args.need("name")?;
+            let all = listeners(broker);
+            let matching: Vec<_> = all
+                .iter()
+                .filter(|l| l.kind != "http" && l.name == name)
+                .collect();
+            if matching.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "no MQTT listener named {name:?}"
+                )));
+            }
+            for l in matching {
+                l.reload_tls().map_err(|e| {
+                    ApiError::bad(format!("{e} (the listener keeps its certificates)"))
+                })?;
+                l.stop();
+                l.start();
+            }
+            text("Done")
+        }
         ["listener", verb @ ("stop" | "start")] => {
             args.check(&["name"])?;
             let name = args.need("name")?;
             let all = listeners(broker);
             let l = all
                 .iter()
-                .find(|l| l.kind != "http" && l.name == name)
-                .ok_or_else(|| ApiError::not_found(format!("no MQTT listener named {name:?}")))?;
-            if *verb == "stop" {
-                l.stop();
-            } else {
-                l.start();
+                .filter(|l| l.kind != "http" && l.name == name)
+                .collect::<Vec<_>>();
+            if l.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "no MQTT listener named {name:?}"
+                )));
+            }
+            for l in l {
+                if *verb == "stop" {
+                    l.stop();
+                } else {
+                    l.start();
+                }
             }
             text("Done")
         }

@@ -41,6 +41,10 @@ pub struct ListenerHandle {
     pub active: AtomicUsize,
     wanted: watch::Sender<bool>,
     accepting: AtomicBool,
+    /// The TLS settings in use (`ssl`, `wss`), replaced by [`ListenerHandle::reload_tls`].
+    tls: std::sync::RwLock<Option<tls::Acceptor>>,
+    /// Its configuration, to read the certificates again.
+    config: Option<TcpListenerConfig>,
 }
 
 impl ListenerHandle {
@@ -53,6 +57,8 @@ impl ListenerHandle {
             mountpoint: mountpoint.to_owned(),
             max_connections: None,
             active: AtomicUsize::new(0),
+            tls: std::sync::RwLock::new(None),
+            config: None,
             wanted: watch::Sender::new(true),
             accepting: AtomicBool::new(true),
         }
@@ -71,6 +77,25 @@ impl ListenerHandle {
     /// Asks it to accept again (it binds its address anew).
     pub fn start(&self) {
         self.wanted.send_replace(true);
+    }
+
+    /// Reads its certificate, key and CA files again; new connections use them, connected
+    /// clients keep theirs. A file that does not load leaves the current ones in place.
+    /// Returns whether the listener uses TLS at all.
+    pub fn reload_tls(&self) -> std::io::Result<bool> {
+        let Some(config) = self.config.as_ref().filter(|c| c.transport.is_tls()) else {
+            return Ok(false);
+        };
+        let acceptor = tls::acceptor(config)?;
+        if let Ok(mut t) = self.tls.write() {
+            *t = Some(acceptor);
+        }
+        info!(name = %self.name, "TLS certificates reloaded");
+        Ok(true)
+    }
+
+    fn acceptor(&self) -> Option<tls::Acceptor> {
+        self.tls.read().ok().and_then(|t| t.clone())
     }
 }
 
@@ -131,7 +156,7 @@ pub fn admit(broker: &Arc<Broker>, handle: &Arc<ListenerHandle>) -> Result<Admit
 /// What a TLS or WebSocket connection goes through before MQTT.
 struct Handshake {
     transport: Transport,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::Acceptor>,
     identity_as_username: bool,
 }
 
@@ -149,7 +174,7 @@ impl Handshake {
             let (stream, identity): (connection::Stream, Option<String>) =
                 match (&self.tls, self.transport) {
                     (Some(acceptor), t) => {
-                        let tls = acceptor.accept(tcp).await?;
+                        let tls = acceptor.0.accept(tcp).await?;
                         let identity = if self.identity_as_username {
                             tls.get_ref()
                                 .1
@@ -191,7 +216,7 @@ impl Handshake {
 pub struct Listener {
     config: TcpListenerConfig,
     socket: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::Acceptor>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -248,6 +273,8 @@ impl Listener {
             &self.config.mountpoint,
         );
         h.max_connections = self.config.max_connections;
+        h.config = Some(self.config.clone());
+        h.tls = std::sync::RwLock::new(self.tls.clone());
         Ok(Arc::new(h))
     }
 
@@ -257,7 +284,6 @@ impl Listener {
         let name = self.config.name.clone();
         let transport = self.config.transport;
         let identity_as_username = self.config.tls.use_identity_as_username;
-        let tls = self.tls.clone();
         let mountpoint = self.config.mountpoint.clone();
         let mut socket = Some(self.socket);
         info!(%name, addr = %handle.addr, %mountpoint, transport = transport.key(), "MQTT listener accepting");
@@ -305,7 +331,7 @@ impl Listener {
                     } else {
                         let handshake = Handshake {
                             transport,
-                            tls: tls.clone(),
+                            tls: handle.acceptor(),
                             identity_as_username,
                         };
                         tasks.spawn(handshake.run(stream, arrival, broker.clone()));

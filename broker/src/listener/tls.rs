@@ -43,8 +43,18 @@ fn certs(
     Ok(certs)
 }
 
+/// A listener's TLS settings, ready to accept.
+#[derive(Clone)]
+pub struct Acceptor(pub TlsAcceptor);
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Acceptor")
+    }
+}
+
 /// Builds the listener's TLS acceptor; a missing or unreadable file is a clear error.
-pub fn acceptor(l: &TcpListenerConfig) -> std::io::Result<TlsAcceptor> {
+pub fn acceptor(l: &TcpListenerConfig) -> std::io::Result<Acceptor> {
     let (Some(certfile), Some(keyfile)) = (&l.tls.certfile, &l.tls.keyfile) else {
         return Err(std::io::Error::other(format!(
             "listener.{}.{} needs certfile and keyfile",
@@ -78,7 +88,7 @@ pub fn acceptor(l: &TcpListenerConfig) -> std::io::Result<TlsAcceptor> {
     let config = builder
         .with_single_cert(chain, key)
         .map_err(|e| err(l, "keyfile", keyfile, e))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Acceptor(TlsAcceptor::from(Arc::new(config))))
 }
 
 /// The common name of a client certificate (DER), for `use_identity_as_username`.

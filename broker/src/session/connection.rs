@@ -257,6 +257,7 @@ async fn accept(
             reason::CLIENT_IDENTIFIER_NOT_VALID,
             reason::v3::IDENTIFIER_REJECTED,
         );
+        Metrics::inc(&broker.metrics.connections_refused_client_id_size);
         let _ = framed.send(&refuse(code)).await;
         debug!(%peer, "client id too long");
         return None;
@@ -534,6 +535,9 @@ impl Conn {
                 Some(Exit::Lost)
             }
             Some(Err(CodecError::Decode(e))) => {
+                if matches!(e, DecodeError::TooLarge { .. }) {
+                    Metrics::inc(&self.broker.metrics.mqtt_invalid_msg_size_error);
+                }
                 Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
                 warn!(client_id = %self.client_id, peer = %self.peer, error = %e, "bad packet; closing");
                 Some(Exit::Closed(e.reason_code()))

@@ -102,9 +102,14 @@ impl Drop for BrokerProcess {
 
 /// SIGTERM, as an init system stops the broker.
 pub fn terminate(broker: &BrokerProcess) {
+    signal(broker, "-TERM");
+}
+
+/// Sends a signal (`-HUP`, `-TERM`, ...) to the broker.
+pub fn signal(broker: &BrokerProcess, sig: &str) {
     if let Some(child) = &broker.0 {
         let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([sig, &child.id().to_string()])
             .status();
     }
 }
