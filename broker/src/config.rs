@@ -299,7 +299,9 @@ pub fn parse_duration(v: &str) -> Result<Option<Duration>, String> {
             .unwrap_or(rest.len());
         let secs = match &rest[..unit] {
             "ms" => {
-                total += Duration::from_millis(n);
+                total = total
+                    .checked_add(Duration::from_millis(n))
+                    .ok_or_else(|| format!("duration {v:?} is too long"))?;
                 rest = &rest[unit..];
                 continue;
             }
@@ -310,7 +312,12 @@ pub fn parse_duration(v: &str) -> Result<Option<Duration>, String> {
             "w" => 604_800,
             other => return Err(format!("unknown duration unit {other:?} in {v:?}")),
         };
-        total += Duration::from_secs(n.saturating_mul(secs));
+        let part = n
+            .checked_mul(secs)
+            .ok_or_else(|| format!("duration {v:?} is too long"))?;
+        total = total
+            .checked_add(Duration::from_secs(part))
+            .ok_or_else(|| format!("duration {v:?} is too long"))?;
         rest = &rest[unit..];
     }
     Ok(Some(total))
@@ -645,6 +652,24 @@ mod tests {
             Some(Duration::from_secs(5400))
         );
         assert_eq!(c.max_message_size, 65536);
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        // Found by the config fuzz target.
+        for v in [
+            "037w547814851762060w",
+            "18446744073709551615w",
+            "18446744073709551615s1s",
+        ] {
+            let e = parse_duration(v).unwrap_err();
+            assert!(e.contains("too long"), "{v}: {e}");
+        }
+        assert!(Config::parse(
+            "listener.tcp.a = 127.0.0.1:1\nvmq_passwd.password_reload_interval= 037w547814851762060w\n",
+            "f"
+        )
+        .is_err());
     }
 
     #[test]

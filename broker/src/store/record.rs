@@ -256,9 +256,11 @@ fn message_from(r: MessageRecord, now: (SystemTime, Instant)) -> Result<Message,
         qos: qos_from(r.qos)?,
         retain: r.retain,
         properties,
-        expires_at: r
-            .expires_at_ms
-            .map(|ms| now.1 + Duration::from_millis(ms.saturating_sub(now_ms))),
+        // An expiry too far to represent is no expiry (a damaged record must not panic).
+        expires_at: r.expires_at_ms.and_then(|ms| {
+            now.1
+                .checked_add(Duration::from_millis(ms.saturating_sub(now_ms)))
+        }),
         publisher: r.publisher.map(Into::into),
     })
 }
