@@ -5,7 +5,9 @@
 #   bench/run.sh            full run (release build, 10 s per scenario), rewrites BENCHMARKS.md
 #   bench/run.sh --smoke    CI: debug build, 1 s per scenario, results in target/bench-smoke/
 #
-# Needs mosquitto (apt-get install mosquitto); installs it when missing.
+# Needs mosquitto and nats-server (Debian packages); installs them when missing. nats-server
+# is the second peer: Go, multi-threaded, MQTT 3.1.1 through its JetStream-backed MQTT listener
+# (QoS 0 and 1, which is all the scenarios use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,10 +28,10 @@ mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 
-if ! command -v mosquitto >/dev/null; then
+if ! command -v mosquitto >/dev/null || ! command -v nats-server >/dev/null; then
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto nats-server
 fi
 
 PIDS=()
@@ -40,7 +42,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 MOSQ_PORT=$(free_port); OURS_PORT=$(free_port); RELAY_PORT=$(free_port); DOWN_PORT=$(free_port)
-RELAXED_PORT=$(free_port); MEMORY_PORT=$(free_port)
+RELAXED_PORT=$(free_port); MEMORY_PORT=$(free_port); NATS_PORT=$(free_port); NATS_CLIENT_PORT=$(free_port)
 SIDECAR_PORT=$(free_port); ABSENT_PORT=$(free_port)
 
 cat > "$OUT/mosquitto.conf" <<CONF
@@ -50,6 +52,15 @@ max_queued_messages 1000
 max_inflight_messages 20
 CONF
 mosquitto -c "$OUT/mosquitto.conf" > "$OUT/mosquitto.log" 2>&1 & PIDS+=($!); MOSQ_PID=$!
+
+rm -rf "$OUT/nats-js"
+cat > "$OUT/nats.conf" <<CONF
+server_name: bench
+listen: 127.0.0.1:$NATS_CLIENT_PORT
+jetstream { store_dir: "$OUT/nats-js" }
+mqtt { listen: 127.0.0.1:$NATS_PORT }
+CONF
+nats-server -c "$OUT/nats.conf" > "$OUT/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
 
 ours_conf() { # port, extra lines
   printf 'listener.tcp.default = 127.0.0.1:%s\nallow_anonymous = on\nlog.console.level = warning\npersistent_data_dir = %s\n%s\n' "$1" "$OUT/data-$1" "$2"
@@ -74,7 +85,7 @@ $BIN/vmq-broker --config "$OUT/relay.conf" 2> "$OUT/relay.log" & PIDS+=($!)
 $BIN/vmq-broker --config "$OUT/relay-down.conf" 2> "$OUT/relay-down.log" & PIDS+=($!)
 $BIN/vmq-broker --config "$OUT/store-relaxed.conf" 2> "$OUT/store-relaxed.log" & PIDS+=($!)
 $BIN/vmq-broker --config "$OUT/store-off.conf" 2> "$OUT/store-off.log" & PIDS+=($!)
-for p in $MOSQ_PORT $OURS_PORT $RELAY_PORT $DOWN_PORT $RELAXED_PORT $MEMORY_PORT $SIDECAR_PORT; do wait_port "$p"; done
+for p in $MOSQ_PORT $NATS_PORT $OURS_PORT $RELAY_PORT $DOWN_PORT $RELAXED_PORT $MEMORY_PORT $SIDECAR_PORT; do wait_port "$p"; done
 
 bench() { # label broker port args...
   local label=$1 broker=$2 port=$3; shift 3
@@ -100,6 +111,8 @@ for s in "${SCENARIOS[@]}"; do
   bench "$label" mosquitto "$MOSQ_PORT" $args
   # shellcheck disable=SC2086
   bench "$label" ours "$OURS_PORT" $args
+  # shellcheck disable=SC2086
+  bench "$label" nats "$NATS_PORT" $args
 done
 for s in "${SCENARIOS[@]:0:3}" "${SCENARIOS[@]:5:1}"; do
   label=${s%%|*}; args=${s#*|}
@@ -122,6 +135,8 @@ for s in "${STORE_SCENARIOS[@]}"; do
   # shellcheck disable=SC2086
   bench "$label" ours "$OURS_PORT" $args
   # shellcheck disable=SC2086
+  bench "$label" nats "$NATS_PORT" $args
+  # shellcheck disable=SC2086
   bench "$label" ours-store-relaxed "$RELAXED_PORT" $args
   # shellcheck disable=SC2086
   bench "$label" ours-store-off "$MEMORY_PORT" $args
@@ -135,6 +150,7 @@ idle() { # broker pid port
 }
 idle mosquitto "$MOSQ_PID" "$MOSQ_PORT"
 idle ours "$OURS_PID" "$OURS_PORT"
+idle nats "$NATS_PID" "$NATS_PORT"
 
 line=$($BIN/vmq-bench --json sdk-ingest --connections 4 --duration "$DURATION")
 echo "{\"label\":\"sdk-ingest\",\"broker\":\"sdk\",${line#\{}" >> "$RESULTS"
