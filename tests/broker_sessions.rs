@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::SinkExt;
 use tokio::time::Instant;
 use vmq_broker::metrics::Metrics;
 use vmq_broker::mqtt::{
@@ -301,4 +302,90 @@ async fn mountpoints_isolate_listeners() {
         .await;
     assert_eq!(&expect_publish(&mut a).await.payload[..], b"plain only");
     nothing_pending(&mut b).await;
+}
+
+/// Flow control: a publisher faster than a subscriber that keeps reading is slowed down (its
+/// socket is not read for a moment) instead of overrunning the subscriber's queue; a
+/// subscriber that stops reading is not waited for, and its queue drops (counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_publishers_are_paced_by_reading_subscribers_not_by_stuck_ones() {
+    let (server, addr) = start_broker("max_online_messages = 100\n").await;
+    let metrics = server.broker().metrics.clone();
+    let qos0 = SubOptions {
+        qos: QoS::AtMostOnce,
+        ..SubOptions::default()
+    };
+    let (mut slow, _) = session(addr, Protocol::V311, "slow", true, Properties::default()).await;
+    slow.send(subscribe("flow/#", qos0)).await;
+    assert!(matches!(slow.recv().await, Some(Packet::SubAck(_))));
+    let (mut stuck, _) = session(addr, Protocol::V311, "stuck", true, Properties::default()).await;
+    stuck.send(subscribe("jam/#", qos0)).await;
+    assert!(matches!(stuck.recv().await, Some(Packet::SubAck(_))));
+    let (mut publisher, _) =
+        session(addr, Protocol::V311, "fast", true, Properties::default()).await;
+
+    // 3,000 QoS 0 messages as fast as the socket takes them, to a subscriber that reads with
+    // pauses: all of them arrive, none dropped, and the publisher was paced.
+    const N: usize = 3_000;
+    let send = tokio::spawn(async move {
+        for i in 0..N {
+            publisher
+                .framed
+                .feed(&publish(
+                    "flow/1",
+                    QoS::AtMostOnce,
+                    0,
+                    false,
+                    &i.to_string(),
+                ))
+                .await
+                .unwrap();
+        }
+        publisher.framed.flush().await.unwrap();
+        publisher
+    });
+    let mut got = 0;
+    while got < N {
+        match tokio::time::timeout(WAIT, slow.recv()).await {
+            Ok(Some(Packet::Publish(p))) => {
+                assert_eq!(
+                    p.payload,
+                    Bytes::from(got.to_string()),
+                    "in order, none missing"
+                );
+                got += 1;
+                if got % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            other => panic!("after {got}: {other:?}"),
+        }
+    }
+    let mut publisher = send.await.unwrap();
+    assert_eq!(Metrics::get(&metrics.queue_message_drop), 0);
+    assert!(
+        Metrics::get(&metrics.publishers_paced) > 0,
+        "the publisher was paced"
+    );
+
+    // A subscriber that never reads: the publisher is not held up beyond the short pauses
+    // while it still looked alive, and the overflow is dropped and counted.
+    // (1 KiB messages: enough to fill the socket buffers between broker and subscriber.)
+    let started = Instant::now();
+    let big = "x".repeat(1024);
+    for _ in 0..10_000 {
+        publisher
+            .framed
+            .feed(&publish("jam/1", QoS::AtMostOnce, 0, false, &big))
+            .await
+            .unwrap();
+    }
+    nothing_pending(&mut publisher).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a stuck subscriber held the publisher for {:?}",
+        started.elapsed()
+    );
+    assert!(Metrics::get(&metrics.queue_message_drop) > 0);
+    drop(stuck);
 }

@@ -59,6 +59,8 @@ counters! {
     queue_message_expired,
     /// Publishes that matched no subscriber.
     router_matches_none,
+    /// Times a publisher's connection paused because a subscriber queue it feeds was congested.
+    publishers_paced,
     /// Connections refused because their listener was at `max_connections`.
     connections_refused_listener_limit,
     /// Connections refused because the node was at `max_connections`.

@@ -45,6 +45,8 @@ pub struct Routed {
     pub notable: Vec<(Arc<Mailbox>, Pushed, QoS, bool)>,
     /// When every delivery written to the store is durable (none written: `None`).
     pub ticket: Option<Ticket>,
+    /// A subscriber queue this publish found congested: the publisher should pause on it.
+    pub congested: Option<Arc<Mailbox>>,
 }
 
 impl Router {
@@ -171,6 +173,9 @@ impl Router {
             };
             let (pushed, ticket) = p.mailbox.push(delivery);
             routed.ticket = routed.ticket.max(ticket);
+            if pushed == Pushed::Online && routed.congested.is_none() && p.mailbox.congested() {
+                routed.congested = Some(p.mailbox.clone());
+            }
             if pushed != Pushed::Dropped {
                 routed.queued += 1;
             }

@@ -24,6 +24,9 @@ use crate::mqtt::{
 };
 use crate::session::{SessionSlot, SessionState, will};
 
+/// The longest a publisher's connection pauses for one congested subscriber queue.
+const PACE_MAX: Duration = Duration::from_millis(100);
+
 /// How long a connection that is being turned away has to send the CONNECT we answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -100,6 +103,10 @@ pub(crate) struct Conn {
     pub held: Vec<Packet>,
     /// The ticket the held acknowledgements wait for.
     pub hold_for: crate::store::Ticket,
+    /// A subscriber queue this client's publishes congest: before reading more from the
+    /// client, the connection waits (a bounded time) for it to drain. This is the flow control
+    /// that keeps fast publishers from overrunning a subscriber that is reading.
+    pub pace: Option<Arc<super::Mailbox>>,
 }
 
 /// Runs one client connection to its end.
@@ -415,6 +422,7 @@ async fn accept(
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         held: Vec::new(),
         hold_for: 0,
+        pace: None,
     };
     conn.slot
         .mailbox
@@ -481,6 +489,16 @@ impl Conn {
             if self.framed.flush().await.is_err() {
                 break Exit::Lost;
             }
+            if let Some(congested) = self
+                .pace
+                .take()
+                .filter(|m| !Arc::ptr_eq(m, &self.slot.mailbox))
+            {
+                // Not reading the socket for a moment pushes back on the publisher through
+                // TCP; a subscriber that stops reading is not waited for (its queue drops).
+                Metrics::inc(&self.broker.metrics.publishers_paced);
+                let _ = timeout(PACE_MAX, congested.drained()).await;
+            }
             let room = self.state.outgoing.len() < self.window;
             tokio::select! {
                 code = async { kick.as_mut().expect("kick present").await }, if kick.is_some() => {
@@ -509,7 +527,9 @@ impl Conn {
                             break Some(exit);
                         }
                         budget -= 1;
-                        if budget == 0 {
+                        // A congested subscriber ends the batch: the pause comes before the
+                        // next packet, so a queue overruns by at most one packet per publisher.
+                        if budget == 0 || self.pace.is_some() {
                             break None;
                         }
                         match futures::FutureExt::now_or_never(self.framed.next()) {

@@ -230,7 +230,10 @@ impl Conn {
                 return Ok(Some(Exit::Closed(reason::RECEIVE_MAXIMUM_EXCEEDED)));
             }
         }
-        let (routed, ticket) = self.route(&p, acl.as_ref());
+        let (routed, ticket, congested) = self.route(&p, acl.as_ref());
+        if congested.is_some() {
+            self.pace = congested;
+        }
         let mut ack = PubResp::ok(p.packet_id);
         if routed == 0 && self.protocol.is_v5() {
             ack.reason = reason::NO_MATCHING_SUBSCRIBERS;
@@ -273,7 +276,11 @@ impl Conn {
 
     /// Routes a publish (and stores it if retained), fires the publish, offline-message and
     /// drop hooks; returns the number of deliveries and the store ticket they depend on.
-    fn route(&self, p: &Publish, acl: Option<&MatchedAcl>) -> (usize, Option<Ticket>) {
+    fn route(
+        &self,
+        p: &Publish,
+        acl: Option<&MatchedAcl>,
+    ) -> (usize, Option<Ticket>, Option<Arc<super::Mailbox>>) {
         let message = Arc::new(Message::from_publish(
             p,
             p.topic.as_str().into(),
@@ -335,7 +342,7 @@ impl Conn {
                 });
             }
         }
-        (routed.queued, ticket)
+        (routed.queued, ticket, routed.congested)
     }
 
     /// Fires `on_delivery_complete` for an acknowledged delivery.

@@ -47,6 +47,25 @@ pub struct Mailbox {
     in_store: AtomicBool,
     /// Next stored-queue position.
     next_seq: AtomicU64,
+    /// Woken when a congested queue has drained to a quarter (publishers pacing on it).
+    drained: Notify,
+    /// Set when the queue reaches half of its online limit, cleared at a quarter.
+    half_full: AtomicBool,
+    /// When the connection last took deliveries (ms on [`clock_ms`]): a subscriber that has
+    /// not read for a while is stuck, and publishers must not wait for it.
+    last_take: AtomicU64,
+}
+
+/// How long a subscriber may go without taking anything and still be waited for.
+const STUCK_AFTER_MS: u64 = 1_000;
+
+/// Milliseconds on a process-wide monotonic clock.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 impl Mailbox {
@@ -65,6 +84,9 @@ impl Mailbox {
             persistent: AtomicBool::new(false),
             in_store: AtomicBool::new(false),
             next_seq: AtomicU64::new(1),
+            drained: Notify::new(),
+            half_full: AtomicBool::new(false),
+            last_take: AtomicU64::new(clock_ms()),
             client_id,
             session_id: Mutex::new("".into()),
             queue: Mutex::default(),
@@ -117,6 +139,24 @@ impl Mailbox {
         }
     }
 
+    /// Whether this queue is filling faster than its connected subscriber drains it: half
+    /// full, and the subscriber is reading (a stuck one is not waited for: its queue drops).
+    pub fn congested(&self) -> bool {
+        self.is_online()
+            && self.half_full.load(Ordering::Relaxed)
+            && clock_ms().saturating_sub(self.last_take.load(Ordering::Relaxed)) < STUCK_AFTER_MS
+    }
+
+    /// Completes when the queue has drained to a quarter, or at once if it is not congested.
+    /// Publishers feeding it wait here (bounded by a timeout) before reading more.
+    pub async fn drained(&self) {
+        let wake = self.drained.notified();
+        if !self.congested() {
+            return;
+        }
+        wake.await
+    }
+
     /// Queues a delivery (dropped, and counted, if the queue is full). A QoS 1/2 delivery to a
     /// persistent session is also written to the store; the ticket says when it is durable.
     pub fn push(&self, mut delivery: Delivery) -> (Pushed, Option<Ticket>) {
@@ -151,6 +191,9 @@ impl Mailbox {
                 }));
             }
             q.push_back(delivery);
+            if online && q.len() >= self.max_online / 2 {
+                self.half_full.store(true, Ordering::Relaxed);
+            }
         }
         Metrics::inc(&self.metrics.queue_message_in);
         self.notify.notify_one();
@@ -180,9 +223,17 @@ impl Mailbox {
 
     /// Takes up to `n` deliveries.
     pub fn take(&self, n: usize, out: &mut Vec<Delivery>) {
-        if let Ok(mut q) = self.queue.lock() {
-            let k = n.min(q.len());
-            out.extend(q.drain(..k));
+        self.last_take.store(clock_ms(), Ordering::Relaxed);
+        let left = match self.queue.lock() {
+            Ok(mut q) => {
+                let k = n.min(q.len());
+                out.extend(q.drain(..k));
+                q.len()
+            }
+            Err(_) => return,
+        };
+        if left <= self.max_online / 4 && self.half_full.swap(false, Ordering::Relaxed) {
+            self.drained.notify_waiters();
         }
     }
 
