@@ -10,8 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttOptions, QoS};
-use support::{BrokerProcess, WAIT, start_broker, terminate, wait_with_timeout};
+use rumqttc::{AsyncClient, ConnectReturnCode, EventLoop, Incoming, QoS};
+use support::{BrokerProcess, WAIT, poll_until, start_broker, terminate, wait_with_timeout};
 use tokio::time::timeout;
 use vmq_sidecar_sdk::Event as SidecarEvent;
 
@@ -83,24 +83,7 @@ async fn get(http_port: &str, path: &str, key: Option<&str>) -> (u16, String) {
 }
 
 fn client(id: &str, port: &str) -> (AsyncClient, EventLoop) {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", port.parse().unwrap());
-    opts.set_keep_alive(Duration::from_secs(30));
-    AsyncClient::new(opts, 100)
-}
-
-/// Polls until `done` accepts an incoming packet; fails on a connection error.
-async fn poll_until(eventloop: &mut EventLoop, mut done: impl FnMut(&Incoming) -> bool) {
-    timeout(WAIT, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(p)) if done(&p) => return,
-                Ok(_) => {}
-                Err(e) => panic!("client error: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("in time");
+    support::v4_client(id, port, true)
 }
 
 /// Keeps a client's event loop running in the background.

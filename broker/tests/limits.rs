@@ -44,25 +44,7 @@ async fn connect(l: &mut EventLoop) -> Result<(), ConnectReturnCode> {
     }
 }
 
-async fn metric(http: &str, name: &str) -> u64 {
-    let url = format!("http://127.0.0.1:{http}/metrics");
-    let text = tokio::task::spawn_blocking(move || {
-        ureq::get(&url)
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let prefix = format!("{name}{{node=\"VerneMQ@127.0.0.1\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .parse()
-        .unwrap()
-}
+use support::metric;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_and_subscription_limits_answer_with_their_codes() {

@@ -6,10 +6,9 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use futures::StreamExt;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS};
+use rumqttc::{Incoming, QoS};
 use support::{WAIT, broker_bin, start_broker, terminate, wait_with_timeout};
 use tokio::time::timeout;
 use vmq_sidecar_sdk::Event as SidecarEvent;
@@ -32,27 +31,7 @@ fn config(dir: &Path, sidecar_port: u16) -> std::path::PathBuf {
     conf
 }
 
-fn client(id: &str, port: &str, clean: bool) -> (AsyncClient, EventLoop) {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", port.parse().unwrap());
-    opts.set_clean_session(clean);
-    opts.set_keep_alive(Duration::from_secs(30));
-    AsyncClient::new(opts, 100)
-}
-
-/// Polls `eventloop` until `done` says so for an incoming packet.
-async fn poll_until(eventloop: &mut EventLoop, mut done: impl FnMut(&Incoming) -> bool) {
-    timeout(WAIT, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(p)) if done(&p) => return,
-                Ok(_) => {}
-                Err(e) => panic!("client error: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("in time");
-}
+use support::{poll_until, v4_client as client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_sigkill_in_order_and_are_delivered_as_persisted() {

@@ -386,22 +386,7 @@ async fn mqtts_with_client_certificates_websocket_and_secure_websocket() {
     })
     .await
     .expect("SIGHUP reloads the certificates");
-    let metrics = tokio::task::spawn_blocking(move || {
-        ureq::get(&format!("http://127.0.0.1:{http}/metrics"))
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let handshake_errors: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("listener_handshake_errors{node=\"VerneMQ@127.0.0.1\"} "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let handshake_errors = support::metric(&http, "listener_handshake_errors").await;
     assert!(
         handshake_errors >= 3,
         "the refused handshakes are counted: {handshake_errors}"

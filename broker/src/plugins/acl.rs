@@ -18,11 +18,12 @@
 //! the rule as written.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use super::reload::Watched;
 use crate::hooks::{
     AuthResult, ClientInfo, Hook, MatchedAcl, MessageInfo, Plugin, PublishModifiers,
     SubscribeModifiers,
@@ -189,8 +190,7 @@ impl Rules {
 /// The plugin.
 #[derive(Debug)]
 pub struct Acl {
-    path: PathBuf,
-    rules: RwLock<Arc<Rules>>,
+    rules: Arc<Watched<Rules>>,
     priority: i32,
 }
 
@@ -201,42 +201,12 @@ impl Acl {
         reload: std::time::Duration,
         priority: i32,
     ) -> Result<Arc<Acl>, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("vmq_acl.acl_file {}: {e}", path.display()))?;
-        let rules = Rules::parse(&text, path)?;
-        tracing::info!(file = %path.display(), "vmq_acl loaded");
-        let plugin = Arc::new(Acl {
-            path: path.to_owned(),
-            rules: RwLock::new(Arc::new(rules)),
-            priority,
-        });
-        let weak = Arc::downgrade(&plugin);
-        super::reload::watch(path.to_owned(), reload, move || {
-            if let Some(p) = weak.upgrade() {
-                p.reload();
-            }
-        });
-        Ok(plugin)
-    }
-
-    /// Re-reads the file; a file that does not parse leaves the rules as they were.
-    pub fn reload(&self) {
-        match std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("{}: {e}", self.path.display()))
-            .and_then(|t| Rules::parse(&t, &self.path))
-        {
-            Ok(rules) => {
-                tracing::info!(file = %self.path.display(), "vmq_acl reloaded");
-                if let Ok(mut r) = self.rules.write() {
-                    *r = Arc::new(rules);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "vmq_acl: keeping the previous rules"),
-        }
+        let rules = Watched::start("vmq_acl.acl_file", path, reload, Rules::parse)?;
+        Ok(Arc::new(Acl { rules, priority }))
     }
 
     fn decide<M>(&self, access: Access, client: &ClientInfo, topic: &str) -> AuthResult<M> {
-        let rules = self.rules.read().map(|r| r.clone()).unwrap_or_default();
+        let rules = self.rules.get().unwrap_or_default();
         match rules.check(access, client, topic) {
             Some(acl) => AuthResult::Ok(Some(acl)),
             None => AuthResult::Next,

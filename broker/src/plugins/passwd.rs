@@ -8,13 +8,14 @@
 //! `allow_anonymous`, decides); a wrong password is refused (bad username or password).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use base64::Engine;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha512};
 
+use super::reload::Watched;
 use crate::hooks::{AuthResult, Hook, Plugin, RegisterRequest};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -94,59 +95,25 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// The plugin.
 #[derive(Debug)]
 pub struct Passwd {
-    path: PathBuf,
-    users: RwLock<HashMap<String, Credential>>,
+    users: Arc<Watched<HashMap<String, Credential>>>,
     priority: i32,
 }
 
 impl Passwd {
-    /// Loads `path` (it must exist and parse) and re-reads it when it changes.
+    /// Loads `path` (it must exist and parse; create it with `vmq-passwd -c`) and re-reads it
+    /// when it changes.
     pub fn start(
         path: &Path,
         reload: std::time::Duration,
         priority: i32,
     ) -> Result<Arc<Passwd>, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "vmq_passwd.password_file {}: {e} (create it with vmq-passwd -c)",
-                path.display()
-            )
-        })?;
-        let users = parse(&text, path)?;
-        tracing::info!(file = %path.display(), users = users.len(), "vmq_passwd loaded");
-        let plugin = Arc::new(Passwd {
-            path: path.to_owned(),
-            users: RwLock::new(users),
-            priority,
-        });
-        let weak = Arc::downgrade(&plugin);
-        super::reload::watch(path.to_owned(), reload, move || {
-            if let Some(p) = weak.upgrade() {
-                p.reload();
-            }
-        });
-        Ok(plugin)
-    }
-
-    /// Re-reads the file; a file that does not parse leaves the users as they were.
-    pub fn reload(&self) {
-        match std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("{}: {e}", self.path.display()))
-            .and_then(|t| parse(&t, &self.path))
-        {
-            Ok(users) => {
-                tracing::info!(file = %self.path.display(), users = users.len(), "vmq_passwd reloaded");
-                if let Ok(mut u) = self.users.write() {
-                    *u = users;
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "vmq_passwd: keeping the previous users"),
-        }
+        let users = Watched::start("vmq_passwd.password_file", path, reload, parse)?;
+        Ok(Arc::new(Passwd { users, priority }))
     }
 
     /// `Some(true)`: the password is right; `Some(false)`: wrong; `None`: unknown user.
     pub fn check(&self, user: &str, password: &[u8]) -> Option<bool> {
-        let users = self.users.read().ok()?;
+        let users = self.users.get()?;
         let c = users.get(user)?;
         Some(same(hash(password, &c.salt).as_bytes(), c.hash.as_bytes()))
     }
@@ -185,6 +152,13 @@ impl Plugin for Passwd {
 mod tests {
     use super::*;
 
+    /// The plugin on a file holding `text` (not watched).
+    fn plugin(text: &str) -> Arc<Passwd> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        Passwd::start(file.path(), std::time::Duration::ZERO, 0).unwrap()
+    }
+
     #[test]
     fn entries_check_and_bad_lines_name_the_line() {
         let text = format!(
@@ -192,12 +166,7 @@ mod tests {
             entry("alice", "secret"),
             entry("bob", "pw")
         );
-        let users = parse(&text, Path::new("p")).unwrap();
-        let p = Passwd {
-            path: "p".into(),
-            users: RwLock::new(users),
-            priority: 0,
-        };
+        let p = plugin(&text);
         assert_eq!(p.check("alice", b"secret"), Some(true));
         assert_eq!(p.check("alice", b"wrong"), Some(false));
         assert_eq!(p.check("carol", b"x"), None);
@@ -216,11 +185,6 @@ mod tests {
             "b4be9ENqb54sNj+csQTvm3qRtt6r5BJ4pdELhfw3543YRDKXy8YjBxqSsJubpfDSNaXeWIFnCuo6UMHsY83J5w=="
         );
         let line = "u:$6$AAECAwQFBgcICQoL$b4be9ENqb54sNj+csQTvm3qRtt6r5BJ4pdELhfw3543YRDKXy8YjBxqSsJubpfDSNaXeWIFnCuo6UMHsY83J5w==";
-        let p = Passwd {
-            path: "p".into(),
-            users: RwLock::new(parse(line, Path::new("p")).unwrap()),
-            priority: 0,
-        };
-        assert_eq!(p.check("u", b"password"), Some(true));
+        assert_eq!(plugin(line).check("u", b"password"), Some(true));
     }
 }

@@ -28,3 +28,69 @@ pub fn watch(path: PathBuf, interval: Duration, reload: impl Fn() + Send + Sync 
         }
     });
 }
+
+/// The parsed contents of a plugin's file, replaced when the file changes and still parses.
+pub struct Watched<T> {
+    path: PathBuf,
+    what: &'static str,
+    parse: fn(&str, &std::path::Path) -> Result<T, String>,
+    current: std::sync::RwLock<std::sync::Arc<T>>,
+}
+
+impl<T: Send + Sync + 'static> Watched<T> {
+    /// Reads and parses `path` (`key` names the config key in errors: the file must exist and
+    /// parse), then re-reads it every `interval` when it changed.
+    pub fn start(
+        key: &'static str,
+        path: &std::path::Path,
+        interval: Duration,
+        parse: fn(&str, &std::path::Path) -> Result<T, String>,
+    ) -> Result<std::sync::Arc<Watched<T>>, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+        let value = parse(&text, path)?;
+        tracing::info!(file = %path.display(), "{key} loaded");
+        let watched = std::sync::Arc::new(Watched {
+            path: path.to_owned(),
+            what: key,
+            parse,
+            current: std::sync::RwLock::new(std::sync::Arc::new(value)),
+        });
+        let weak = std::sync::Arc::downgrade(&watched);
+        watch(path.to_owned(), interval, move || {
+            if let Some(w) = weak.upgrade() {
+                w.reload();
+            }
+        });
+        Ok(watched)
+    }
+
+    /// What the file says now.
+    pub fn get(&self) -> Option<std::sync::Arc<T>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+
+    /// Re-reads the file; one that does not parse leaves the previous contents in place.
+    pub fn reload(&self) {
+        match std::fs::read_to_string(&self.path)
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+            .and_then(|t| (self.parse)(&t, &self.path))
+        {
+            Ok(value) => {
+                tracing::info!(file = %self.path.display(), "{} reloaded", self.what);
+                if let Ok(mut c) = self.current.write() {
+                    *c = std::sync::Arc::new(value);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "{}: keeping what was loaded before", self.what)
+            }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Watched<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched").field("path", &self.path).finish()
+    }
+}

@@ -127,3 +127,51 @@ pub fn wait_with_timeout(mut broker: BrokerProcess) -> Output {
     }
     child.wait_with_output().unwrap()
 }
+
+/// A rumqttc (MQTT 3.1.1) client for the broker on `port`.
+pub fn v4_client(id: &str, port: &str, clean: bool) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port.parse().unwrap());
+    opts.set_clean_session(clean);
+    opts.set_keep_alive(Duration::from_secs(30));
+    rumqttc::AsyncClient::new(opts, 100)
+}
+
+/// Polls `eventloop` until `done` accepts an incoming packet; fails on a connection error or
+/// after [`WAIT`].
+pub async fn poll_until(
+    eventloop: &mut rumqttc::EventLoop,
+    mut done: impl FnMut(&rumqttc::Incoming) -> bool,
+) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(p)) if done(&p) => return,
+                Ok(_) => {}
+                Err(e) => panic!("client error: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+/// The value of a counter (labelled only with the node) in the broker's `/metrics`.
+pub async fn metric(http_port: &str, name: &str) -> u64 {
+    let url = format!("http://127.0.0.1:{http_port}/metrics");
+    let text = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let prefix = format!("{name}{{node=\"VerneMQ@127.0.0.1\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
