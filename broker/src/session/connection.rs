@@ -50,7 +50,10 @@ pub struct Arrival {
 }
 
 /// Initial capacity of a connection's read buffer.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 512;
+
+/// The read buffer of a connection that sends in bursts: one read then takes many packets.
+const BUSY_READ_BUFFER: usize = 8192;
 
 /// Why a connection ended; decides the will and the v5 DISCONNECT sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -539,6 +542,12 @@ impl Conn {
                     };
                     if let Some(exit) = outcome {
                         break exit;
+                    }
+                    // Idle clients keep a small read buffer; one that sent several packets at
+                    // once gets a large one, so a busy publisher is not read 512 bytes a time.
+                    let buffer = self.framed.read_buffer_mut();
+                    if budget < 60 && buffer.capacity() < BUSY_READ_BUFFER {
+                        buffer.reserve(BUSY_READ_BUFFER - buffer.len());
                     }
                 }
             }
