@@ -5,11 +5,17 @@
 //! does not start half-configured.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::plugins::events_sidecar::EventsSidecarConfig;
+
+mod listeners;
+mod values;
+
+pub use listeners::{HttpListenerConfig, TcpListenerConfig, TlsConfig, Transport};
+pub use values::{parse_duration, parse_flag, parse_size};
+use values::{parse_limit, parse_num, reload_interval};
 
 /// A configuration error, with the line it comes from.
 #[derive(Debug, thiserror::Error)]
@@ -46,89 +52,6 @@ pub enum SharedPolicy {
     PreferLocal,
     /// Only members on this node: on a single node, the same as `Random`.
     LocalOnly,
-}
-
-/// How an MQTT listener carries MQTT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Transport {
-    /// Plain TCP (`listener.tcp.<name>`).
-    Tcp,
-    /// TLS (`listener.ssl.<name>`, mqtts).
-    Ssl,
-    /// WebSocket (`listener.ws.<name>`, subprotocol `mqtt`, path `/mqtt`).
-    Ws,
-    /// WebSocket over TLS (`listener.wss.<name>`).
-    Wss,
-}
-
-impl Transport {
-    /// The word in its config keys.
-    pub fn key(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Ssl => "ssl",
-            Transport::Ws => "ws",
-            Transport::Wss => "wss",
-        }
-    }
-
-    /// Whether it runs over TLS.
-    pub fn is_tls(self) -> bool {
-        matches!(self, Transport::Ssl | Transport::Wss)
-    }
-}
-
-/// TLS settings of an `ssl` or `wss` listener.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// PEM certificate chain.
-    pub certfile: Option<PathBuf>,
-    /// PEM private key.
-    pub keyfile: Option<PathBuf>,
-    /// PEM CA certificates that client certificates must chain to.
-    pub cafile: Option<PathBuf>,
-    /// Whether clients must present a certificate signed by `cafile`.
-    pub require_certificate: bool,
-    /// Whether the client certificate's common name becomes the username.
-    pub use_identity_as_username: bool,
-}
-
-/// One MQTT listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpListenerConfig {
-    /// The name after `listener.<transport>.`.
-    pub name: String,
-    /// How it carries MQTT.
-    pub transport: Transport,
-    /// Address to bind.
-    pub addr: SocketAddr,
-    /// Topics of clients of this listener live under this mountpoint.
-    pub mountpoint: String,
-    /// Most connections at once (`None`: no limit).
-    pub max_connections: Option<usize>,
-    /// TLS settings (for `ssl` and `wss`).
-    pub tls: TlsConfig,
-}
-
-/// A listener as it is being read from the file.
-#[derive(Debug, Default)]
-struct PartialListener {
-    addr: Option<SocketAddr>,
-    mountpoint: String,
-    max_connections: Option<usize>,
-    tls: TlsConfig,
-    line: usize,
-}
-
-/// A limit: a number, or `infinity`/`unlimited` (`None`).
-fn parse_limit(v: &str) -> Result<Option<usize>, String> {
-    match v {
-        "infinity" | "unlimited" => Ok(None),
-        _ => v
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("expected a number or infinity, got {v:?}")),
-    }
 }
 
 /// Everything the broker reads from its config file.
@@ -200,15 +123,6 @@ pub struct Config {
     pub connect_timeout: Duration,
 }
 
-/// One HTTP listener (metrics, health, status page, management API).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpListenerConfig {
-    /// The name after `listener.http.`.
-    pub name: String,
-    /// Address to bind.
-    pub addr: SocketAddr,
-}
-
 /// When a QoS 1/2 publish whose message had to be stored is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -261,103 +175,6 @@ impl Default for Config {
     }
 }
 
-/// Parses `on`/`off` (and `true`/`false`).
-pub fn parse_flag(v: &str) -> Result<bool, String> {
-    match v {
-        "on" | "true" => Ok(true),
-        "off" | "false" => Ok(false),
-        _ => Err(format!("expected on or off, got {v:?}")),
-    }
-}
-
-/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`, `d`, `w`), several may be
-/// combined (`1h30m`); `never` is `None`.
-pub fn parse_duration(v: &str) -> Result<Option<Duration>, String> {
-    if v == "never" {
-        return Ok(None);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = v;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "bad duration {v:?} (e.g. 30s, 5m, 1h, 2d, 1w, never)"
-            ));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("bad number in {v:?}"))?;
-        rest = &rest[digits..];
-        let unit = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit] {
-            "ms" => {
-                total = total
-                    .checked_add(Duration::from_millis(n))
-                    .ok_or_else(|| format!("duration {v:?} is too long"))?;
-                rest = &rest[unit..];
-                continue;
-            }
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 604_800,
-            other => return Err(format!("unknown duration unit {other:?} in {v:?}")),
-        };
-        let part = n
-            .checked_mul(secs)
-            .ok_or_else(|| format!("duration {v:?} is too long"))?;
-        total = total
-            .checked_add(Duration::from_secs(part))
-            .ok_or_else(|| format!("duration {v:?} is too long"))?;
-        rest = &rest[unit..];
-    }
-    Ok(Some(total))
-}
-
-/// Parses a size: bytes, or a number with `KB`, `MB`, `GB` (powers of 1024).
-pub fn parse_size(v: &str) -> Result<usize, String> {
-    let upper = v.to_ascii_uppercase();
-    let (num, mult) = if let Some(n) = upper.strip_suffix("KB") {
-        (n, 1024)
-    } else if let Some(n) = upper.strip_suffix("MB") {
-        (n, 1024 * 1024)
-    } else if let Some(n) = upper.strip_suffix("GB") {
-        (n, 1024 * 1024 * 1024)
-    } else if let Some(n) = upper.strip_suffix('B') {
-        (n, 1)
-    } else {
-        (upper.as_str(), 1)
-    };
-    let n: usize = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad size {v:?} (e.g. 1024, 64KB, 1MB)"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {v:?} too large"))
-}
-
-/// A reload interval: seconds as a bare number (VerneMQ's form) or a duration; 0 disables.
-fn reload_interval(v: &str) -> Result<Duration, String> {
-    if let Ok(secs) = v.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    Ok(parse_duration(v)?.unwrap_or(Duration::ZERO))
-}
-
-fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("expected a number, got {v:?}"))
-}
-
 impl Config {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -371,7 +188,7 @@ impl Config {
     /// Parses config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut c = Config::default();
-        let mut listeners: BTreeMap<(Transport, String), PartialListener> = BTreeMap::new();
+        let mut listeners = listeners::Builder::default();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -485,20 +302,7 @@ impl Config {
                             .set(&key["vmq_events_sidecar.".len()..], value)?;
                     }
                     _ if key.starts_with("listener.http.") => {
-                        let name = &key["listener.http.".len()..];
-                        if name.is_empty() || name.contains('.') {
-                            return Err(format!(
-                                "expected listener.http.<name> = ip:port, got {key:?}"
-                            ));
-                        }
-                        let addr = value
-                            .parse()
-                            .map_err(|_| format!("expected ip:port, got {value:?}"))?;
-                        c.http_listeners.retain(|l| l.name != name);
-                        c.http_listeners.push(HttpListenerConfig {
-                            name: name.to_owned(),
-                            addr,
-                        });
+                        listeners::set_http(&mut c.http_listeners, key, value)?
                     }
                     "listener.max_connections" => c.listener_max_connections = parse_limit(value)?,
                     "max_connections" => c.max_connections = parse_limit(value)?,
@@ -512,71 +316,8 @@ impl Config {
                             .ok_or("connect_timeout must be a positive duration")?
                     }
                     _ => {
-                        let transport = [
-                            Transport::Tcp,
-                            Transport::Ssl,
-                            Transport::Ws,
-                            Transport::Wss,
-                        ]
-                        .into_iter()
-                        .find(|t| key.starts_with(&format!("listener.{}.", t.key())));
-                        let Some(transport) = transport else {
+                        if !listeners.set(key, value, i + 1)? {
                             return Err(format!("unknown key {key:?}"));
-                        };
-                        let rest = &key[format!("listener.{}.", transport.key()).len()..];
-                        let (name, sub) = match rest.split_once('.') {
-                            Some((n, s)) => (n, Some(s)),
-                            None => (rest, None),
-                        };
-                        if name.is_empty() {
-                            return Err("listener name missing".into());
-                        }
-                        let entry = listeners
-                            .entry((transport, name.to_owned()))
-                            .or_insert_with(|| PartialListener {
-                                line: i + 1,
-                                ..PartialListener::default()
-                            });
-                        let tls_only = |s: &str| -> Result<(), String> {
-                            if transport.is_tls() {
-                                Ok(())
-                            } else {
-                                Err(format!("{s} is a setting of ssl and wss listeners"))
-                            }
-                        };
-                        match sub {
-                            None => {
-                                entry.addr = Some(
-                                    value
-                                        .parse()
-                                        .map_err(|_| format!("expected ip:port, got {value:?}"))?,
-                                )
-                            }
-                            Some("mountpoint") => entry.mountpoint = value.to_owned(),
-                            Some("max_connections") => entry.max_connections = parse_limit(value)?,
-                            Some(s @ "certfile") => {
-                                tls_only(s)?;
-                                entry.tls.certfile = Some(PathBuf::from(value));
-                            }
-                            Some(s @ "keyfile") => {
-                                tls_only(s)?;
-                                entry.tls.keyfile = Some(PathBuf::from(value));
-                            }
-                            Some(s @ "cafile") => {
-                                tls_only(s)?;
-                                entry.tls.cafile = Some(PathBuf::from(value));
-                            }
-                            Some(s @ "require_certificate") => {
-                                tls_only(s)?;
-                                entry.tls.require_certificate = parse_flag(value)?;
-                            }
-                            Some(s @ "use_identity_as_username") => {
-                                tls_only(s)?;
-                                entry.tls.use_identity_as_username = parse_flag(value)?;
-                            }
-                            Some(other) => {
-                                return Err(format!("unknown listener setting {other:?}"));
-                            }
                         }
                     }
                 }
@@ -584,35 +325,7 @@ impl Config {
             })();
             r.map_err(err)?;
         }
-        for ((transport, name), l) in listeners {
-            let at = |message: String| ConfigError::Line {
-                file: file.to_owned(),
-                line: l.line,
-                message,
-            };
-            let full = format!("listener.{}.{name}", transport.key());
-            let addr = l
-                .addr
-                .ok_or_else(|| at(format!("{full} has settings but no address")))?;
-            if transport.is_tls() && (l.tls.certfile.is_none() || l.tls.keyfile.is_none()) {
-                return Err(at(format!(
-                    "{full} needs {full}.certfile and {full}.keyfile"
-                )));
-            }
-            if l.tls.require_certificate && l.tls.cafile.is_none() {
-                return Err(at(format!(
-                    "{full}.require_certificate needs {full}.cafile (the CA client certificates are checked against)"
-                )));
-            }
-            c.listeners.push(TcpListenerConfig {
-                name,
-                transport,
-                addr,
-                mountpoint: l.mountpoint,
-                max_connections: l.max_connections.or(c.listener_max_connections),
-                tls: l.tls,
-            });
-        }
+        c.listeners = listeners.finish(c.listener_max_connections, file)?;
         if c.listeners.is_empty() {
             return Err(ConfigError::Invalid(format!(
                 "{file}: no MQTT listener configured (add e.g. listener.tcp.default = 127.0.0.1:1883)"
