@@ -195,7 +195,8 @@ impl Handshake {
                 };
             Ok::<_, std::io::Error>((stream, identity))
         };
-        match tokio::time::timeout(broker.config.connect_timeout, shake).await {
+        // Boxed: a TLS or WebSocket handshake's state is large and only needed until it ends.
+        match Box::pin(tokio::time::timeout(broker.config.connect_timeout, shake)).await {
             Ok(Ok((stream, identity))) => {
                 arrival.identity = identity;
                 connection::run(stream, arrival, broker).await;

@@ -27,6 +27,9 @@ use crate::session::{SessionSlot, SessionState, will};
 /// The longest a publisher's connection pauses for one congested subscriber queue.
 const PACE_MAX: Duration = Duration::from_millis(100);
 
+/// How long a client must have sent nothing before its connection gives its buffers back.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// How long a connection that is being turned away has to send the CONNECT we answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -99,7 +102,7 @@ pub(crate) struct Conn {
     /// Completed once the session is detached.
     pub done: Option<oneshot::Sender<()>>,
     /// The will, until it is published or discarded.
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     /// 1.5 x the keep-alive, if any.
     pub keep_alive: Option<Duration>,
     /// Acknowledgements waiting for the store to commit (durable mode).
@@ -110,17 +113,33 @@ pub(crate) struct Conn {
     /// client, the connection waits (a bounded time) for it to drain. This is the flow control
     /// that keeps fast publishers from overrunning a subscriber that is reading.
     pub pace: Option<Arc<super::Mailbox>>,
+    /// Its place under the connection limits, given back when the connection ends.
+    _admitted: crate::listener::Admitted,
 }
 
 /// Runs one client connection to its end.
+///
+/// The task of a connection holds little more than pointers: each phase (reading and checking
+/// CONNECT, serving, finishing) is a boxed future of its own and the connection's state is
+/// boxed too, so an idle connection costs what it uses, not the size of the largest phase.
 pub async fn run(stream: Stream, arrival: Arrival, broker: Arc<Broker>) {
+    Metrics::inc(&broker.metrics.socket_open);
+    if let Some(mut conn) = Box::pin(open(stream, arrival, &broker)).await {
+        let (exit, will_msg) = Box::pin(conn.serve()).await;
+        Box::pin(conn.finish(exit, will_msg)).await;
+    }
+    Metrics::inc(&broker.metrics.socket_close);
+}
+
+/// Reads CONNECT (within the connect timeout), applies the admission limits, and accepts the
+/// client; `None` when the connection ended there.
+async fn open(stream: Stream, arrival: Arrival, broker: &Arc<Broker>) -> Option<Box<Conn>> {
     let Arrival {
         peer,
         mountpoint,
         admission,
         identity,
     } = arrival;
-    Metrics::inc(&broker.metrics.socket_open);
     // A small initial read buffer: it grows for large packets, and idle clients stay cheap.
     let mut framed = Framed::with_capacity(
         stream,
@@ -138,28 +157,24 @@ pub async fn run(stream: Stream, arrival: Arrival, broker: Arc<Broker>) {
         Ok(Some(Ok(other))) => {
             debug!(%peer, packet = other.name(), "first packet is not CONNECT; closing");
             Metrics::inc(&broker.metrics.mqtt_protocol_error);
-            Metrics::inc(&broker.metrics.socket_close);
-            return;
+            return None;
         }
         Ok(Some(Err(e))) => {
-            refuse_undecodable_connect(&mut framed, &broker, peer, e).await;
-            Metrics::inc(&broker.metrics.socket_close);
-            return;
+            refuse_undecodable_connect(&mut framed, broker, peer, e).await;
+            return None;
         }
         Ok(None) => {
             debug!(%peer, "closed before CONNECT");
-            Metrics::inc(&broker.metrics.socket_close);
-            return;
+            return None;
         }
         Err(_) => {
             debug!(%peer, "no CONNECT within the connect timeout; closing");
             Metrics::inc(&broker.metrics.connections_connect_timeout);
-            Metrics::inc(&broker.metrics.socket_close);
-            return;
+            return None;
         }
     };
     Metrics::inc(&broker.metrics.mqtt_connect_received);
-    let _admitted = match admission {
+    let admitted = match admission {
         Ok(a) => a,
         Err(turned_away) => {
             use crate::listener::Refusal;
@@ -187,21 +202,14 @@ pub async fn run(stream: Stream, arrival: Arrival, broker: Arc<Broker>) {
                 }))
                 .await;
             info!(%peer, refusal = ?turned_away, "connection refused by a limit");
-            Metrics::inc(&broker.metrics.socket_close);
-            return;
+            return None;
         }
     };
     if identity.is_some() {
         // use_identity_as_username: the certificate's name replaces what the client sent.
         connect.username = identity;
     }
-    // The phases are boxed so the task of an idle connection holds only the small state of the
-    // one it is in: the connection future stays a few hundred bytes instead of kilobytes.
-    if let Some(mut conn) = Box::pin(accept(framed, peer, mountpoint, &broker, *connect)).await {
-        let (exit, will_msg) = Box::pin(conn.serve()).await;
-        Box::pin(conn.finish(exit, will_msg)).await;
-    }
-    Metrics::inc(&broker.metrics.socket_close);
+    accept(framed, peer, mountpoint, broker, connect, admitted).await
 }
 
 /// Answers a CONNECT that did not decode: CONNACK 0x01 for an unsupported protocol level,
@@ -237,8 +245,9 @@ async fn accept(
     peer: SocketAddr,
     mountpoint: String,
     broker: &Arc<Broker>,
-    connect: Connect,
-) -> Option<Conn> {
+    connect: Box<Connect>,
+    admitted: crate::listener::Admitted,
+) -> Option<Box<Conn>> {
     let p = connect.protocol;
     let config = &broker.config;
     let mut assigned = None;
@@ -402,7 +411,7 @@ async fn accept(
     } else {
         inflight_cap
     };
-    let mut conn = Conn {
+    let mut conn = Box::new(Conn {
         broker: broker.clone(),
         framed,
         protocol: p,
@@ -421,12 +430,13 @@ async fn accept(
         connect_expiry_zero: session_expiry == Some(Duration::ZERO),
         kick: Some(attachment.kick),
         done: Some(attachment.done),
-        will: connect.will,
+        will: connect.will.map(Box::new),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         held: Vec::new(),
         hold_for: 0,
         pace: None,
-    };
+        _admitted: admitted,
+    });
     conn.slot
         .mailbox
         .set_persistent(session_expiry != Some(Duration::ZERO));
@@ -438,7 +448,7 @@ async fn accept(
         *i = Some(conn.info.clone());
     }
     if conn.framed.send(&ack).await.is_err() {
-        let will_msg = conn.will.take();
+        let will_msg = conn.will.take().map(|w| *w);
         conn.finish(Exit::Lost, will_msg).await;
         return None;
     }
@@ -472,7 +482,11 @@ impl Conn {
     /// The main loop; returns why it ended and the will to consider.
     async fn serve(&mut self) -> (Exit, Option<Will>) {
         let mut kick = self.kick.take();
-        self.resend_inflight().await;
+        // The rare and large steps are boxed, and only entered when they have work: what stays
+        // in this (long-lived) future is the few waiters below.
+        if !self.state.outgoing.is_empty() {
+            Box::pin(self.resend_inflight()).await;
+        }
         // Long-lived futures, created once: no timer or waiter registration per packet.
         let shutdown = self.broker.shutdown.clone();
         let cancelled = shutdown.cancelled();
@@ -480,13 +494,23 @@ impl Conn {
         let mut last_seen = Instant::now();
         let keep_alive = self.keep_alive;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
-        let timer = sleep_until(keep_alive.map_or(far, |k| last_seen + k));
+        // One timer for the keep-alive and for giving back the buffers of a client gone quiet.
+        // The buffers that read CONNECT and wrote CONNACK go now: many clients then say
+        // nothing for a long time, and one that talks gets new ones at once.
+        let mut buffers_held = !self.release_buffers();
+        let timer = sleep_until(
+            keep_alive
+                .map_or(far, |k| last_seen + k)
+                .min(last_seen + QUIET),
+        );
         tokio::pin!(timer);
         let exit = loop {
-            if let Err(exit) = self.release_held().await {
+            if !self.held.is_empty()
+                && let Err(exit) = Box::pin(self.release_held()).await
+            {
                 break exit;
             }
-            if self.pump().await.is_err() {
+            if !self.slot.mailbox.is_empty() && Box::pin(self.pump()).await.is_err() {
                 break Exit::Lost;
             }
             if self.framed.flush().await.is_err() {
@@ -500,59 +524,92 @@ impl Conn {
                 // Not reading the socket for a moment pushes back on the publisher through
                 // TCP; a subscriber that stops reading is not waited for (its queue drops).
                 Metrics::inc(&self.broker.metrics.publishers_paced);
-                let _ = timeout(PACE_MAX, congested.drained()).await;
+                let _ = Box::pin(timeout(PACE_MAX, congested.drained())).await;
             }
             let room = self.state.outgoing.len() < self.window;
-            tokio::select! {
+            // Only the read arm awaits, and not inside select!: the select's output (which can
+            // hold a whole packet) would otherwise be kept in this future across the await.
+            let batch = tokio::select! {
                 code = async { kick.as_mut().expect("kick present").await }, if kick.is_some() => {
                     break Exit::Closed(code.unwrap_or(reason::SESSION_TAKEN_OVER));
                 }
                 () = &mut cancelled => break Exit::Closed(reason::SERVER_SHUTTING_DOWN),
-                () = &mut timer, if keep_alive.is_some() => {
+                () = &mut timer, if keep_alive.is_some() || buffers_held => {
                     // The timer is only moved when it fires: packets just note the time.
-                    let due = last_seen + keep_alive.unwrap_or_default();
-                    if due <= Instant::now() {
+                    let now = Instant::now();
+                    let due = keep_alive.map_or(far, |k| last_seen + k);
+                    if due <= now {
                         debug!(client_id = %self.client_id, "keep-alive expired");
                         break Exit::Closed(reason::KEEP_ALIVE_TIMEOUT);
                     }
-                    timer.as_mut().reset(due);
-                }
-                () = self.slot.mailbox.notified(), if room => {}
-                item = self.framed.next() => {
-                    last_seen = Instant::now();
-                    // This packet and those already buffered (a bounded number), before the
-                    // answers are flushed in one write.
-                    let mut item = item;
-                    let mut budget = 64;
-                    let outcome = loop {
-                        // Boxed: the handling of one packet is large and short-lived.
-                        if let Some(exit) = Box::pin(self.process(item)).await {
-                            break Some(exit);
-                        }
-                        budget -= 1;
-                        // A congested subscriber ends the batch: the pause comes before the
-                        // next packet, so a queue overruns by at most one packet per publisher.
-                        if budget == 0 || self.pace.is_some() {
-                            break None;
-                        }
-                        match futures::FutureExt::now_or_never(self.framed.next()) {
-                            Some(next) => item = next,
-                            None => break None,
-                        }
-                    };
-                    if let Some(exit) = outcome {
-                        break exit;
+                    if buffers_held && last_seen + QUIET <= now {
+                        buffers_held = !self.release_buffers();
                     }
-                    // Idle clients keep a small read buffer; one that sent several packets at
-                    // once gets a large one, so a busy publisher is not read 512 bytes a time.
-                    let buffer = self.framed.read_buffer_mut();
-                    if budget < 60 && buffer.capacity() < BUSY_READ_BUFFER {
-                        buffer.reserve(BUSY_READ_BUFFER - buffer.len());
-                    }
+                    timer.as_mut().reset(if buffers_held { due.min(last_seen + QUIET) } else { due });
+                    None
                 }
+                () = self.slot.mailbox.notified(), if room => None,
+                // Boxed, once per batch: handling packets takes a large, short-lived state that
+                // an idle connection should not carry.
+                item = self.framed.next() => Some(Box::pin(self.read_batch(item))),
+            };
+            let Some(batch) = batch else {
+                continue;
+            };
+            last_seen = Instant::now();
+            if let Some(exit) = batch.await {
+                break exit;
+            }
+            if !buffers_held {
+                // Talking again: give the buffers back once it is quiet again.
+                buffers_held = true;
+                let deadline = timer.deadline().min(last_seen + QUIET);
+                timer.as_mut().reset(deadline);
             }
         };
-        (exit, self.will.take())
+        (exit, self.will.take().map(|w| *w))
+    }
+
+    /// Handles `item` and the packets already buffered after it (a bounded number), so their
+    /// answers are flushed in one write. Returns how the connection ends, if it does.
+    async fn read_batch(&mut self, first: Option<Result<Packet, CodecError>>) -> Option<Exit> {
+        let mut item = first;
+        let mut budget = 64;
+        loop {
+            if let Some(exit) = self.process(item).await {
+                return Some(exit);
+            }
+            budget -= 1;
+            // A congested subscriber ends the batch: the pause comes before the next packet,
+            // so a queue overruns by at most one packet per publisher.
+            if budget == 0 || self.pace.is_some() {
+                break;
+            }
+            match futures::FutureExt::now_or_never(self.framed.next()) {
+                Some(next) => item = next,
+                None => break,
+            }
+        }
+        // Idle clients keep a small read buffer; one that sent several packets at once gets a
+        // large one, so a busy publisher is not read a few hundred bytes at a time.
+        let buffer = self.framed.read_buffer_mut();
+        if budget < 60 && buffer.capacity() < BUSY_READ_BUFFER {
+            buffer.reserve(BUSY_READ_BUFFER - buffer.len());
+        }
+        None
+    }
+
+    /// Frees the read and write buffers of a connection that has gone quiet, if they hold no
+    /// partial packet: most clients of a broker are idle most of the time, and a buffer per
+    /// idle client is most of what one costs. They are allocated again on the next packet.
+    /// Returns whether they were freed.
+    fn release_buffers(&mut self) -> bool {
+        if !self.framed.read_buffer().is_empty() || !self.framed.write_buffer().is_empty() {
+            return false;
+        }
+        *self.framed.read_buffer_mut() = bytes::BytesMut::new();
+        *self.framed.write_buffer_mut() = bytes::BytesMut::new();
+        true
     }
 
     /// Handles one item from the socket; `Some` ends the connection.
