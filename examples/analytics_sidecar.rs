@@ -65,11 +65,17 @@ impl Handler for Analytics {
         match &event {
             Event::OnPublish(p) => {
                 let len = p.payload.len() as u64;
-                let tracked = t.topics.len() < self.max_topics || t.topics.contains_key(&p.topic);
-                let slot = if tracked {
-                    t.topics.entry(p.topic.clone()).or_default()
+                // A lookup first: the topic is copied only the first time it is seen.
+                let slot = if t.topics.contains_key(&p.topic) {
+                    t.topics.get_mut(&p.topic)
+                } else if t.topics.len() < self.max_topics {
+                    Some(t.topics.entry(p.topic.clone()).or_default())
                 } else {
-                    &mut t.other_topics
+                    None
+                };
+                let slot = match slot {
+                    Some(slot) => slot,
+                    None => &mut t.other_topics,
                 };
                 slot.messages += 1;
                 slot.bytes += len;

@@ -389,3 +389,70 @@ async fn fast_publishers_are_paced_by_reading_subscribers_not_by_stuck_ones() {
     assert!(Metrics::get(&metrics.queue_message_drop) > 0);
     drop(stuck);
 }
+
+/// Connections that go quiet give their buffers back (after CONNACK and after a second of
+/// silence): a packet that arrives afterwards, even one split by a long pause, is read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_connections_still_read_whole_packets() {
+    let (_s, addr) = start_broker("").await;
+    let (mut sub, _) = session(
+        addr,
+        Protocol::V311,
+        "quiet-sub",
+        true,
+        Properties::default(),
+    )
+    .await;
+    sub.send(subscribe(
+        "q/#",
+        SubOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        },
+    ))
+    .await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let (mut publisher, _) = session(
+        addr,
+        Protocol::V311,
+        "quiet-pub",
+        true,
+        Properties::default(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let packet = Packet::Publish(vmq_broker::mqtt::Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "q/big".into(),
+        packet_id: 7,
+        payload: Bytes::from(payload.clone()),
+        properties: Properties::default(),
+    });
+    let mut wire = bytes::BytesMut::new();
+    vmq_broker::mqtt::encode_packet(&packet, Protocol::V311, &mut wire);
+    // A packet (the connection takes buffers again), then half of the big one, a pause longer
+    // than the quiet period with that half buffered, then the rest.
+    publisher
+        .send(publish("q/warm", QoS::AtMostOnce, 0, false, "warm"))
+        .await;
+    assert_eq!(expect_publish(&mut sub).await.payload, Bytes::from("warm"));
+    let (first, rest) = wire.split_at(wire.len() / 2);
+    publisher.send_bytes(first).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    publisher.send_bytes(rest).await;
+    assert_eq!(publisher.recv().await, Some(Packet::PubAck(PubResp::ok(7))));
+    let got = expect_publish(&mut sub).await;
+    assert_eq!(got.topic, "q/big");
+    assert_eq!(got.payload, Bytes::from(payload));
+    // Both connections keep working after another quiet spell.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    publisher
+        .send(publish("q/small", QoS::AtMostOnce, 0, false, "after"))
+        .await;
+    assert_eq!(expect_publish(&mut sub).await.payload, Bytes::from("after"));
+    nothing_pending(&mut publisher).await;
+}

@@ -62,7 +62,7 @@ impl Plugin for TestAuth {
     fn auth_on_publish<'a>(
         &'a self,
         _c: &'a ClientInfo,
-        _m: &'a MessageInfo,
+        _m: &'a MessageInfo<'a>,
     ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
         Box::pin(async { AuthResult::Ok(test_acl()) })
     }

@@ -88,13 +88,13 @@ pub struct Delivery {
 
 impl Delivery {
     /// The message as hooks see it: topic, payload, and this delivery's QoS and retain flag.
-    pub fn info(&self) -> MessageInfo {
+    pub fn info(&self) -> MessageInfo<'_> {
         MessageInfo {
-            topic: self.message.topic.to_string(),
-            payload: self.message.payload.clone(),
+            topic: &self.message.topic,
+            payload: &self.message.payload,
             qos: self.qos,
             retain: self.retain,
-            properties: self.message.properties.clone(),
+            properties: &self.message.properties,
         }
     }
 }

@@ -190,19 +190,20 @@ pub enum DisconnectReason {
     TcpClosed,
 }
 
-/// A message an auth hook is asked about and a notification reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MessageInfo {
+/// A message an auth hook is asked about and a notification reports: borrowed from the
+/// broker's own message, so telling plugins about it copies nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageInfo<'a> {
     /// Topic.
-    pub topic: String,
+    pub topic: &'a str,
     /// Payload.
-    pub payload: Bytes,
+    pub payload: &'a Bytes,
     /// QoS.
     pub qos: QoS,
     /// Retain flag.
     pub retain: bool,
     /// v5 properties (empty for v3).
-    pub properties: Properties,
+    pub properties: &'a Properties,
 }
 
 /// What an auth hook answers.
@@ -279,7 +280,7 @@ pub enum Notification<'a> {
         /// The publisher.
         client: &'a ClientInfo,
         /// The message as routed.
-        message: &'a MessageInfo,
+        message: MessageInfo<'a>,
         /// The ACL that allowed it.
         acl: Option<&'a MatchedAcl>,
     },
@@ -302,7 +303,7 @@ pub enum Notification<'a> {
         /// The subscriber.
         client: &'a ClientInfo,
         /// The message as sent.
-        message: &'a MessageInfo,
+        message: MessageInfo<'a>,
         /// Whether it came from the offline queue.
         persisted: bool,
         /// The ACL that allowed the subscription.
@@ -313,7 +314,7 @@ pub enum Notification<'a> {
         /// The subscriber.
         client: &'a ClientInfo,
         /// The message.
-        message: &'a MessageInfo,
+        message: MessageInfo<'a>,
         /// Whether it came from the offline queue.
         persisted: bool,
         /// The ACL that allowed the subscription.
@@ -328,7 +329,7 @@ pub enum Notification<'a> {
         /// Its last connection's session id.
         session_id: &'a str,
         /// The message.
-        message: &'a MessageInfo,
+        message: MessageInfo<'a>,
     },
     /// A message was dropped.
     MessageDrop {
@@ -339,7 +340,7 @@ pub enum Notification<'a> {
         /// That client's session id.
         session_id: &'a str,
         /// The message.
-        message: &'a MessageInfo,
+        message: MessageInfo<'a>,
         /// `queue_full`, `expired`, `no_matching_subscribers`, `too_large`.
         reason: &'a str,
         /// The ACL involved, if any.
@@ -421,7 +422,7 @@ pub trait Plugin: Send + Sync + 'static {
     fn auth_on_publish<'a>(
         &'a self,
         _client: &'a ClientInfo,
-        _message: &'a MessageInfo,
+        _message: &'a MessageInfo<'a>,
     ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
         Box::pin(async { AuthResult::Next })
     }
@@ -501,7 +502,7 @@ impl Hooks {
     pub async fn auth_on_publish(
         &self,
         client: &ClientInfo,
-        message: &MessageInfo,
+        message: &MessageInfo<'_>,
     ) -> Option<AuthResult<PublishModifiers>> {
         for p in self.plugins.iter().filter(|p| p.wants(Hook::AuthOnPublish)) {
             match p.auth_on_publish(client, message).await {

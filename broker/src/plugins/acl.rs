@@ -230,9 +230,9 @@ impl Plugin for Acl {
     fn auth_on_publish<'a>(
         &'a self,
         client: &'a ClientInfo,
-        message: &'a MessageInfo,
+        message: &'a MessageInfo<'a>,
     ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
-        let d = self.decide(Access::Write, client, &message.topic);
+        let d = self.decide(Access::Write, client, message.topic);
         Box::pin(async move { d })
     }
 

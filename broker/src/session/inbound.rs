@@ -306,7 +306,7 @@ impl Conn {
             if want_publish {
                 hooks.notify(&Notification::Publish {
                     client: &self.info,
-                    message: &info,
+                    message: info,
                     acl,
                 });
             }
@@ -318,13 +318,13 @@ impl Conn {
                         mountpoint: &self.mountpoint,
                         client_id: &mailbox.client_id,
                         session_id: &session_id,
-                        message: &info,
+                        message: info,
                     },
                     _ => Notification::MessageDrop {
                         mountpoint: &self.mountpoint,
                         client_id: &mailbox.client_id,
                         session_id: &session_id,
-                        message: &info,
+                        message: info,
                         reason: "queue_full",
                         acl: None,
                     },
@@ -336,7 +336,7 @@ impl Conn {
                     mountpoint: &self.mountpoint,
                     client_id: &self.client_id,
                     session_id: &self.info.session_id,
-                    message: &info,
+                    message: info,
                     reason: "no_matching_subscribers",
                     acl,
                 });
@@ -350,7 +350,7 @@ impl Conn {
         if self.broker.hooks().wants(Hook::OnDeliveryComplete) {
             self.broker.hooks().notify(&Notification::DeliveryComplete {
                 client: &self.info,
-                message: &d.info(),
+                message: d.info(),
                 persisted: d.persisted,
                 acl: d.acl.as_deref(),
             });
@@ -549,12 +549,12 @@ impl Conn {
 }
 
 /// A PUBLISH as hooks see it.
-fn publish_info(p: &Publish) -> MessageInfo {
+fn publish_info(p: &Publish) -> MessageInfo<'_> {
     MessageInfo {
-        topic: p.topic.clone(),
-        payload: p.payload.clone(),
+        topic: &p.topic,
+        payload: &p.payload,
         qos: p.qos,
         retain: p.retain,
-        properties: p.properties.clone(),
+        properties: &p.properties,
     }
 }

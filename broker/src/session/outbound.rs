@@ -106,7 +106,7 @@ impl Conn {
         if hooks.wants(Hook::OnDeliver) {
             hooks.notify(&Notification::Deliver {
                 client: &self.info,
-                message: &d.info(),
+                message: d.info(),
                 persisted: d.persisted,
                 acl: d.acl.as_deref(),
             });
@@ -138,7 +138,7 @@ impl Conn {
                 mountpoint: &self.mountpoint,
                 client_id: &self.client_id,
                 session_id: &self.info.session_id,
-                message: &d.info(),
+                message: d.info(),
                 reason,
                 acl: d.acl.as_deref(),
             });

@@ -9,14 +9,15 @@ use vmq_sidecar_sdk::proto::v1 as pb;
 
 use crate::hooks::{ClientInfo, DisconnectReason, MatchedAcl, Notification, RegisterFailure};
 
-fn now() -> Option<Timestamp> {
+/// The time now, as events carry it.
+pub fn now() -> Timestamp {
     let d = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    Some(Timestamp {
+    Timestamp {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    })
+    }
 }
 
 fn acl(a: Option<&MatchedAcl>) -> Option<pb::MatchedAcl> {
@@ -42,9 +43,9 @@ fn reason(r: DisconnectReason) -> i32 {
     }) as i32
 }
 
-/// The event for a notification, stamped now.
-pub fn to_event(n: &Notification<'_>) -> Event {
-    let timestamp = now();
+/// The event for a notification, stamped `timestamp`.
+pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
+    let timestamp = Some(timestamp);
     match *n {
         Notification::Register {
             client,
@@ -93,7 +94,7 @@ pub fn to_event(n: &Notification<'_>) -> Event {
             client_id: client.client_id.to_string(),
             mountpoint: client.mountpoint.clone(),
             qos: message.qos as i32,
-            topic: message.topic.clone(),
+            topic: message.topic.to_owned(),
             payload: message.payload.clone(),
             retain: message.retain,
             matched_acl: acl(a),
@@ -135,7 +136,7 @@ pub fn to_event(n: &Notification<'_>) -> Event {
             username: username(client),
             client_id: client.client_id.to_string(),
             mountpoint: client.mountpoint.clone(),
-            topic: message.topic.clone(),
+            topic: message.topic.to_owned(),
             qos: message.qos as i32,
             is_retain: message.retain,
             payload: message.payload.clone(),
@@ -154,7 +155,7 @@ pub fn to_event(n: &Notification<'_>) -> Event {
             username: username(client),
             client_id: client.client_id.to_string(),
             mountpoint: client.mountpoint.clone(),
-            topic: message.topic.clone(),
+            topic: message.topic.to_owned(),
             qos: message.qos as i32,
             is_retain: message.retain,
             payload: message.payload.clone(),
@@ -173,7 +174,7 @@ pub fn to_event(n: &Notification<'_>) -> Event {
             client_id: client_id.to_owned(),
             mountpoint: mountpoint.to_owned(),
             qos: message.qos as i32,
-            topic: message.topic.clone(),
+            topic: message.topic.to_owned(),
             payload: message.payload.clone(),
             retain: message.retain,
             session_id: session_id.to_owned(),
@@ -191,7 +192,7 @@ pub fn to_event(n: &Notification<'_>) -> Event {
             client_id: client_id.to_owned(),
             mountpoint: mountpoint.to_owned(),
             qos: message.qos as i32,
-            topic: message.topic.clone(),
+            topic: message.topic.to_owned(),
             payload: message.payload.clone(),
             reason: reason.to_owned(),
             matched_acl: acl(a),

@@ -2,11 +2,13 @@
 //! `google.protobuf.Any` frames, compatible with Gojek's plugin and better than it: per-client
 //! order, a backlog that survives sidecar restarts, batching, and every event counted.
 //!
-//! The hook caller (a session task) only encodes the event and pushes the frame into a bounded
-//! backlog; it never waits on the network.
+//! The hook caller (a session task) only encodes the event into a bounded backlog; it never
+//! waits on the network. The events that come once per message are written straight from the
+//! hook's arguments ([`frame`]); the others through prost ([`encode`]).
 
 pub mod config;
 mod encode;
+mod frame;
 pub mod metrics;
 mod relay;
 
@@ -14,9 +16,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
-use bytes::BytesMut;
-use tokio_util::codec::Encoder;
-use vmq_sidecar_sdk::EventCodec;
+use bytes::BufMut;
+use vmq_sidecar_sdk::DEFAULT_MAX_FRAME_LENGTH;
 
 pub use config::EventsSidecarConfig;
 pub use metrics::{DropReason, RelayMetrics};
@@ -187,20 +188,28 @@ impl Plugin for EventsSidecar {
             self.metrics.dropped(index, DropReason::SampledOut);
             return;
         }
-        let key = encode::order_key(event);
-        if self.relay.is_full(key) {
-            // Counted without the cost of encoding: this is what keeps an absent sidecar cheap.
-            self.metrics.dropped(index, DropReason::BacklogFull);
-            return;
-        }
-        let mut frame = BytesMut::new();
-        if EventCodec::new()
-            .encode(&encode::to_event(event), &mut frame)
-            .is_err()
-        {
-            self.metrics.dropped(index, DropReason::EncodeError);
-            return;
-        }
-        self.relay.enqueue(key, index, frame.freeze());
+        // Encoded into the backlog under its lock, only if there is room (an absent sidecar
+        // costs no encoding); the timestamp is taken there too. Bodies over the SDK's maximum
+        // frame length would be refused by the sidecar: counted as encode errors instead.
+        self.relay.push(encode::order_key(event), index, |buf| {
+            let timestamp = encode::now();
+            if let Some(frame) = frame::direct(event, &timestamp) {
+                if frame.len() - 4 > DEFAULT_MAX_FRAME_LENGTH {
+                    return false;
+                }
+                buf.reserve(frame.len());
+                frame.put(buf);
+            } else {
+                let event = encode::to_event(event, timestamp);
+                let body = event.any_encoded_len();
+                if body > DEFAULT_MAX_FRAME_LENGTH {
+                    return false;
+                }
+                buf.reserve(4 + body);
+                buf.put_u32(body as u32);
+                event.encode_any(buf);
+            }
+            true
+        });
     }
 }

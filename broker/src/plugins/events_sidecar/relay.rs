@@ -1,6 +1,10 @@
 //! The relay: one bounded backlog and one writer task per pool connection. The hook caller
-//! only pushes an encoded frame into the backlog its (mountpoint, client id) hashes to, so a
-//! client's events keep their order and the caller never waits on the network.
+//! only writes its frame into the backlog its (mountpoint, client id) hashes to, so a client's
+//! events keep their order and the caller never waits on the network.
+//!
+//! A backlog is one buffer of frames back to back (plus each frame's hook and length): the
+//! caller encodes straight into it, and the writer sends a whole batch with one `write` of a
+//! slice of it. No allocation or copy per event beyond the encoding itself.
 //!
 //! Writers take their connection from a bb8 pool (connect timeout, validation) and reconnect
 //! with jittered exponential backoff; while a connection is down its backlog keeps filling and is
@@ -9,7 +13,7 @@
 //! everything that was sent: a sidecar restart loses nothing within the backlog.
 
 use std::collections::VecDeque;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::io;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,6 +31,12 @@ use super::metrics::{DropReason, RelayMetrics};
 
 /// Largest batch written in one go.
 const BATCH_BYTES: usize = 256 * 1024;
+/// After writing a batch smaller than this, the writer waits [`LINGER`] before the next one.
+const SMALL_BATCH: usize = 16 * 1024;
+/// How long a busy writer lets events gather: under a steady stream of events a connection
+/// then takes one write per millisecond instead of one per event or two, which is most of what
+/// relaying costs the broker. An event after a quiet spell is written at once.
+const LINGER: Duration = Duration::from_millis(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -90,14 +100,48 @@ impl bb8::ManageConnection for Connector {
     }
 }
 
-/// One connection's backlog: encoded frames with the index of their hook.
+/// Encoded frames waiting for a connection.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// The frames, back to back.
+    bytes: BytesMut,
+    /// Hook index and length of each frame in `bytes`, in order.
+    frames: VecDeque<(u8, u32)>,
+}
+
+/// One connection's backlog and the writer's wake-up.
 #[derive(Debug)]
 struct Lane {
-    queue: Mutex<VecDeque<(usize, Bytes)>>,
+    backlog: Mutex<Backlog>,
     notify: Notify,
+    /// At most this many frames wait.
     capacity: usize,
-    /// Frames taken from the queue and being written.
+    /// Frames taken from the backlog and being written.
     in_flight: AtomicUsize,
+}
+
+impl Lane {
+    fn is_empty(&self) -> bool {
+        self.backlog.lock().map_or(true, |b| b.frames.is_empty())
+    }
+
+    /// Takes frames from the front, up to [`BATCH_BYTES`] (at least one): their bytes, and
+    /// their hooks into `hooks`.
+    fn take(&self, hooks: &mut Vec<u8>) -> Option<Bytes> {
+        let mut b = self.backlog.lock().ok()?;
+        let mut total = 0;
+        while let Some(&(hook, len)) = b.frames.front() {
+            let len = len as usize;
+            if total > 0 && total + len > BATCH_BYTES {
+                break;
+            }
+            total += len;
+            hooks.push(hook);
+            b.frames.pop_front();
+        }
+        self.in_flight.store(hooks.len(), Relaxed);
+        (total > 0).then(|| b.bytes.split_to(total).freeze())
+    }
 }
 
 /// The relay's lanes and writers.
@@ -133,7 +177,7 @@ impl Relay {
         let lanes: Vec<Arc<Lane>> = (0..pool_size)
             .map(|_| {
                 Arc::new(Lane {
-                    queue: Mutex::new(VecDeque::new()),
+                    backlog: Mutex::new(Backlog::default()),
                     notify: Notify::new(),
                     capacity: backlog_size,
                     in_flight: AtomicUsize::new(0),
@@ -157,34 +201,48 @@ impl Relay {
     }
 
     fn lane(&self, key: (&str, &str)) -> &Lane {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        &self.lanes[(h.finish() % self.lanes.len() as u64) as usize]
+        // A fixed-key hash (foldhash, as hashbrown uses): only the spread across lanes matters.
+        let h = foldhash::fast::FixedState::with_seed(0).hash_one(key);
+        &self.lanes[(h % self.lanes.len() as u64) as usize]
     }
 
-    /// Whether the backlog of `key`'s connection is full: then the event need not even be
-    /// encoded (the sidecar is away or slow, and this is the hot path).
-    pub fn is_full(&self, key: (&str, &str)) -> bool {
+    /// Lets `write` append one frame to the backlog of `key`'s connection, unless the backlog
+    /// is full (then nothing is encoded: an absent sidecar costs a lock and a counter).
+    /// `write` returns false if the event cannot be framed; whatever it wrote is taken back.
+    /// Never blocks on the network; drops are counted here.
+    pub fn push(
+        &self,
+        key: (&str, &str),
+        hook_index: usize,
+        write: impl FnOnce(&mut BytesMut) -> bool,
+    ) {
         let lane = self.lane(key);
-        lane.queue.lock().is_ok_and(|q| q.len() >= lane.capacity)
-    }
-
-    /// Queues a frame for the connection of `key`; never blocks, counts a drop if the backlog
-    /// is full.
-    pub fn enqueue(&self, key: (&str, &str), hook_index: usize, frame: Bytes) {
-        let lane = self.lane(key);
-        {
-            let Ok(mut q) = lane.queue.lock() else {
+        let was_empty = {
+            let Ok(mut b) = lane.backlog.lock() else {
                 return;
             };
-            if q.len() >= lane.capacity {
-                drop(q);
+            if b.frames.len() >= lane.capacity {
+                drop(b);
                 self.metrics.dropped(hook_index, DropReason::BacklogFull);
                 return;
             }
-            q.push_back((hook_index, frame));
+            let start = b.bytes.len();
+            let ok = write(&mut b.bytes);
+            let len = b.bytes.len() - start;
+            if !ok || len == 0 || u32::try_from(len).is_err() {
+                b.bytes.truncate(start);
+                drop(b);
+                self.metrics.dropped(hook_index, DropReason::EncodeError);
+                return;
+            }
+            b.frames.push_back((hook_index as u8, len as u32));
+            b.frames.len() == 1
+        };
+        // The writer only sleeps on an empty backlog: waking it once per burst is enough (a
+        // notification with no one waiting is kept for the next wait).
+        if was_empty {
+            lane.notify.notify_one();
         }
-        lane.notify.notify_one();
     }
 
     /// Events waiting in all backlogs or being written: with the sent and dropped counters,
@@ -193,9 +251,9 @@ impl Relay {
         self.lanes
             .iter()
             .map(|l| {
-                l.queue
+                l.backlog
                     .lock()
-                    .map_or(0, |q| q.len() + l.in_flight.load(Relaxed))
+                    .map_or(0, |b| b.frames.len() + l.in_flight.load(Relaxed))
             })
             .sum()
     }
@@ -215,11 +273,13 @@ async fn writer(
     stop: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
-    let mut batch: Vec<(usize, Bytes)> = Vec::new();
-    let mut buf = BytesMut::new();
+    // The hooks of the batch being written; a batch that could not be written because the
+    // sidecar went away is kept here (with its bytes) and goes first on the next connection.
+    let mut hooks: Vec<u8> = Vec::new();
+    let mut unsent: Option<Bytes> = None;
     loop {
         // Only connect when there is something to send.
-        while lane.queue.lock().map_or(true, |q| q.is_empty()) {
+        while unsent.is_none() && lane.is_empty() {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = lane.notify.notified() => {}
@@ -244,21 +304,14 @@ async fn writer(
         metrics.connects.fetch_add(1, Relaxed);
         metrics.connections_up.fetch_add(1, Relaxed);
         loop {
-            batch.clear();
-            buf.clear();
-            if let Ok(mut q) = lane.queue.lock() {
-                while let Some((_, frame)) = q.front() {
-                    if !batch.is_empty() && buf.len() + frame.len() > BATCH_BYTES {
-                        break;
-                    }
-                    buf.extend_from_slice(frame);
-                    if let Some(item) = q.pop_front() {
-                        batch.push(item);
-                    }
+            let batch = match unsent.take() {
+                Some(bytes) => Some(bytes),
+                None => {
+                    hooks.clear();
+                    lane.take(&mut hooks)
                 }
-                lane.in_flight.store(batch.len(), Relaxed);
-            }
-            if batch.is_empty() {
+            };
+            let Some(buf) = batch else {
                 // Idle: wait for work, or notice the sidecar going away.
                 tokio::select! {
                     () = stop.cancelled() => break,
@@ -270,35 +323,36 @@ async fn writer(
                         continue;
                     }
                 }
-            }
+            };
             if conn.peer_closed() {
-                // Not written yet: back to the front of the backlog for the next connection.
-                if let Ok(mut q) = lane.queue.lock() {
-                    for item in batch.drain(..).rev() {
-                        q.push_front(item);
-                    }
-                    lane.in_flight.store(0, Relaxed);
-                }
+                // Not written: it goes first on the next connection.
+                unsent = Some(buf);
                 break;
             }
             let written = conn.stream.write_all(&buf).await;
             match &written {
                 Ok(()) => {
                     metrics.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
-                    for (hook, _) in &batch {
-                        metrics.sent(*hook, 1);
+                    for hook in &hooks {
+                        metrics.sent(usize::from(*hook), 1);
                     }
                 }
                 Err(e) => {
-                    warn!(lane = lane_no, error = %e, events = batch.len(), "sidecar connection died with events in flight");
-                    for (hook, _) in &batch {
-                        metrics.dropped(*hook, DropReason::SocketDied);
+                    warn!(lane = lane_no, error = %e, events = hooks.len(), "sidecar connection died with events in flight");
+                    for hook in &hooks {
+                        metrics.dropped(usize::from(*hook), DropReason::SocketDied);
                     }
                 }
             }
             lane.in_flight.store(0, Relaxed);
             if written.is_err() {
                 break;
+            }
+            if buf.len() < SMALL_BATCH {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(LINGER) => {}
+                }
             }
         }
         // Tell the sidecar we are done so it can read to the end, then let the pool drop it.
