@@ -24,12 +24,7 @@ fn body_len(packet: &Packet, p: Protocol) -> usize {
             n
         }
         Packet::ConnAck(c) => 2 + props_len(p, &c.properties),
-        Packet::Publish(m) => {
-            2 + m.topic.len()
-                + if m.qos == QoS::AtMostOnce { 0 } else { 2 }
-                + props_len(p, &m.properties)
-                + m.payload.len()
-        }
+        Packet::Publish(m) => PublishRef::from(m).body_len(p),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             pub_resp_len(r, p)
         }
@@ -77,6 +72,89 @@ fn reason_and_props_len(p: Protocol, reason: u8, props: &Properties) -> usize {
     }
 }
 
+/// A PUBLISH whose topic, payload and properties are borrowed: how a subscriber's connection
+/// writes a shared message without first copying its topic into a [`Publish`].
+#[derive(Clone, Copy, Debug)]
+pub struct PublishRef<'a> {
+    /// Redelivery flag.
+    pub dup: bool,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// Topic (empty when a v5 topic alias stands for it).
+    pub topic: &'a str,
+    /// Packet id; ignored for QoS 0.
+    pub packet_id: u16,
+    /// Payload.
+    pub payload: &'a Bytes,
+    /// v5 properties (not written for v3).
+    pub properties: &'a Properties,
+}
+
+impl<'a> From<&'a Publish> for PublishRef<'a> {
+    fn from(m: &'a Publish) -> Self {
+        PublishRef {
+            dup: m.dup,
+            qos: m.qos,
+            retain: m.retain,
+            topic: &m.topic,
+            packet_id: m.packet_id,
+            payload: &m.payload,
+            properties: &m.properties,
+        }
+    }
+}
+
+impl PublishRef<'_> {
+    fn body_len(&self, p: Protocol) -> usize {
+        2 + self.topic.len()
+            + if self.qos == QoS::AtMostOnce { 0 } else { 2 }
+            + props_len(p, self.properties)
+            + self.payload.len()
+    }
+
+    fn first_byte(&self) -> u8 {
+        0x30 | (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    fn put_body(&self, p: Protocol, buf: &mut impl BufMut) {
+        write_string(self.topic, buf);
+        if self.qos != QoS::AtMostOnce {
+            buf.put_u16(self.packet_id);
+        }
+        put_props(p, self.properties, buf);
+        buf.put_slice(self.payload);
+    }
+
+    /// Total size of the encoded packet, fixed header included.
+    pub fn encoded_len(&self, p: Protocol) -> usize {
+        let body = self.body_len(p);
+        1 + varint_len(body as u32) + body
+    }
+
+    /// Writes the packet for a connection speaking protocol `p`; the same bytes as
+    /// [`encode_packet`] of the owned [`Publish`].
+    pub fn encode(&self, p: Protocol, buf: &mut impl BufMut) {
+        buf.put_u8(self.first_byte());
+        write_varint(self.body_len(p) as u32, buf);
+        self.put_body(p, buf);
+    }
+
+    /// An owned copy (for traces and tests).
+    pub fn to_publish(&self) -> Publish {
+        Publish {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic.to_owned(),
+            packet_id: self.packet_id,
+            payload: self.payload.clone(),
+            properties: self.properties.clone(),
+        }
+    }
+}
+
 /// Total size of the encoded packet, fixed header included.
 pub fn encoded_len(packet: &Packet, p: Protocol) -> usize {
     let body = body_len(packet, p);
@@ -87,9 +165,7 @@ fn first_byte(packet: &Packet) -> u8 {
     match packet {
         Packet::Connect(_) => 0x10,
         Packet::ConnAck(_) => 0x20,
-        Packet::Publish(m) => {
-            0x30 | (u8::from(m.dup) << 3) | ((m.qos as u8) << 1) | u8::from(m.retain)
-        }
+        Packet::Publish(m) => PublishRef::from(m).first_byte(),
         Packet::PubAck(_) => 0x40,
         Packet::PubRec(_) => 0x50,
         Packet::PubRel(_) => 0x62,
@@ -160,14 +236,7 @@ pub fn encode_packet(packet: &Packet, p: Protocol, buf: &mut impl BufMut) {
             buf.put_u8(c.code);
             put_props(p, &c.properties, buf);
         }
-        Packet::Publish(m) => {
-            write_string(&m.topic, buf);
-            if m.qos != QoS::AtMostOnce {
-                buf.put_u16(m.packet_id);
-            }
-            put_props(p, &m.properties, buf);
-            buf.put_slice(&m.payload);
-        }
+        Packet::Publish(m) => PublishRef::from(m).put_body(p, buf),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             buf.put_u16(r.packet_id);
             let len = pub_resp_len(r, p);

@@ -497,4 +497,4 @@ pub(crate) fn write_binary(b: &[u8], buf: &mut impl BufMut) {
 pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
 
 pub use decode::decode_packet;
-pub use encode::{encode_packet, encoded_len};
+pub use encode::{PublishRef, encode_packet, encoded_len};

@@ -13,7 +13,8 @@ use crate::hooks::{AuthResult, Hook, MatchedAcl, MessageInfo, Notification};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::mqtt::{
-    Packet, Properties, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, reason,
+    Packet, Properties, PubResp, Publish, PublishRef, QoS, SubAck, Subscribe, UnsubAck,
+    Unsubscribe, reason,
 };
 use crate::router::Subscription;
 use crate::store::Ticket;
@@ -33,6 +34,27 @@ impl Conn {
             )
         });
         self.framed.feed(packet).await.map_err(|_| ())
+    }
+
+    /// Queues a PUBLISH borrowed from a shared message (see [`Conn::feed`]).
+    pub(crate) async fn feed_publish(&mut self, publish: PublishRef<'_>) -> Result<(), ()> {
+        self.trace(|| {
+            format!(
+                "MQTT SEND: CID: {:?} {}",
+                self.client_id,
+                crate::trace::describe(&Packet::Publish(publish.to_publish()))
+            )
+        });
+        // As `feed` does: wait while the write buffer is over its limit, then encode into it.
+        std::future::poll_fn(|cx| {
+            futures::Sink::<&Packet>::poll_ready(std::pin::Pin::new(&mut self.framed), cx)
+        })
+        .await
+        .map_err(|_| ())?;
+        let buf = self.framed.write_buffer_mut();
+        buf.reserve(publish.encoded_len(self.protocol));
+        publish.encode(self.protocol, buf);
+        Ok(())
     }
 
     /// Sends a line to the traces of this client, if any (`vmq-admin trace client`).

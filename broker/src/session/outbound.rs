@@ -8,7 +8,7 @@ use super::{OutState, Outgoing};
 use crate::hooks::{Hook, Notification};
 use crate::message::Delivery;
 use crate::metrics::Metrics;
-use crate::mqtt::{Packet, PubResp, Publish, QoS, encoded_len};
+use crate::mqtt::{Packet, Properties, PubResp, Publish, PublishRef, QoS};
 
 impl Conn {
     /// Sends queued deliveries while the inflight window has room.
@@ -42,23 +42,19 @@ impl Conn {
         }
     }
 
-    /// Builds the PUBLISH for a delivery.
-    fn publish_for(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> Publish {
+    /// The v5 properties of a delivery's PUBLISH (remaining expiry, subscription identifiers,
+    /// an outbound topic alias), and whether the alias stands for the topic.
+    fn v5_properties(&mut self, d: &Delivery, now: Instant) -> (Properties, bool) {
         let m = &d.message;
-        let mut properties = if self.protocol.is_v5() {
-            let mut p = m.properties.clone();
-            p.message_expiry_interval = m.remaining_expiry(now);
-            p.subscription_identifiers = d.subscription_ids.clone();
-            p
-        } else {
-            Default::default()
-        };
-        let mut topic = m.topic.to_string();
-        if self.protocol.is_v5() && self.client_alias_max > 0 {
+        let mut properties = m.properties.clone();
+        properties.message_expiry_interval = m.remaining_expiry(now);
+        properties.subscription_identifiers = d.subscription_ids.clone();
+        let mut elided = false;
+        if self.client_alias_max > 0 {
             match self.out_aliases.get(&m.topic) {
                 Some(&alias) => {
                     properties.topic_alias = Some(alias);
-                    topic.clear();
+                    elided = true;
                 }
                 None if self.out_aliases.len() < usize::from(self.client_alias_max) => {
                     let alias = self.out_aliases.len() as u16 + 1;
@@ -68,13 +64,27 @@ impl Conn {
                 None => {}
             }
         }
+        (properties, elided)
+    }
+
+    /// Builds the PUBLISH for a delivery, owned (for resending after a reconnect).
+    fn publish_for(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> Publish {
+        let (properties, elided) = if self.protocol.is_v5() {
+            self.v5_properties(d, now)
+        } else {
+            Default::default()
+        };
         Publish {
             dup,
             qos: d.qos,
             retain: d.retain,
-            topic,
+            topic: if elided {
+                String::new()
+            } else {
+                d.message.topic.to_string()
+            },
             packet_id,
-            payload: m.payload.clone(),
+            payload: d.message.payload.clone(),
             properties,
         }
     }
@@ -93,9 +103,24 @@ impl Conn {
         } else {
             self.next_packet_id()
         };
-        let publish = Packet::Publish(self.publish_for(&d, packet_id, false, now));
+        // Written from the shared message (no copy of its topic); v3 has no properties to
+        // write, so the message's own stand in.
+        let message = d.message.clone();
+        let v5 = self.protocol.is_v5().then(|| self.v5_properties(&d, now));
+        let publish = PublishRef {
+            dup: false,
+            qos: d.qos,
+            retain: d.retain,
+            topic: match &v5 {
+                Some((_, true)) => "",
+                _ => &message.topic,
+            },
+            packet_id,
+            payload: &message.payload,
+            properties: v5.as_ref().map_or(&message.properties, |(p, _)| p),
+        };
         if let Some(max) = self.client_max_packet
-            && encoded_len(&publish, self.protocol) > max
+            && publish.encoded_len(self.protocol) > max
         {
             Metrics::inc(&self.broker.metrics.queue_message_drop);
             self.unstore(&d);
@@ -127,7 +152,7 @@ impl Conn {
             );
         }
         Metrics::inc(&self.broker.metrics.mqtt_publish_sent);
-        self.feed(&publish).await
+        self.feed_publish(publish).await
     }
 
     /// Fires `on_message_drop` for a delivery that will not be sent.
