@@ -339,11 +339,15 @@ async fn connection<H: Handler>(
     let (read, mut write) = stream.into_split();
     let mut frames = read_events(read, codec);
     let mut deadline: Option<tokio::time::Instant> = None;
+    // Created once: a cancellation waiter registered and dropped per event costs more than
+    // decoding a small one.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     let outcome = loop {
         let item = match deadline {
             None => tokio::select! {
                 biased;
-                () = cancel.cancelled() => {
+                () = &mut cancelled => {
                     // Half-close: the relay notices, stops writing here and closes its side.
                     let _ = write.shutdown().await;
                     deadline = Some(tokio::time::Instant::now() + grace);
