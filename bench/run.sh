@@ -79,10 +79,10 @@ vmq_events_sidecar.hooks = $HOOKS" > "$OUT/relay-down.conf"
 ours_conf "$RELAXED_PORT" "message_store.durability = relaxed" > "$OUT/store-relaxed.conf"
 ours_conf "$MEMORY_PORT" "message_store = off" > "$OUT/store-off.conf"
 
-$BIN/examples/analytics_sidecar --listen 127.0.0.1:"$SIDECAR_PORT" --interval 3600 > "$OUT/sidecar.log" 2>&1 & PIDS+=($!)
+$BIN/examples/analytics_sidecar --listen 127.0.0.1:"$SIDECAR_PORT" --interval 3600 > "$OUT/sidecar.log" 2>&1 & PIDS+=($!); SIDECAR_PID=$!
 $BIN/vmq-broker --config "$OUT/ours.conf" 2> "$OUT/ours.log" & PIDS+=($!); OURS_PID=$!
-$BIN/vmq-broker --config "$OUT/relay.conf" 2> "$OUT/relay.log" & PIDS+=($!)
-$BIN/vmq-broker --config "$OUT/relay-down.conf" 2> "$OUT/relay-down.log" & PIDS+=($!)
+$BIN/vmq-broker --config "$OUT/relay.conf" 2> "$OUT/relay.log" & PIDS+=($!); RELAY_PID=$!
+$BIN/vmq-broker --config "$OUT/relay-down.conf" 2> "$OUT/relay-down.log" & PIDS+=($!); DOWN_PID=$!
 $BIN/vmq-broker --config "$OUT/store-relaxed.conf" 2> "$OUT/store-relaxed.log" & PIDS+=($!)
 $BIN/vmq-broker --config "$OUT/store-off.conf" 2> "$OUT/store-off.log" & PIDS+=($!)
 for p in $MOSQ_PORT $NATS_PORT $OURS_PORT $RELAY_PORT $DOWN_PORT $RELAXED_PORT $MEMORY_PORT $SIDECAR_PORT; do wait_port "$p"; done
@@ -110,16 +110,18 @@ for s in "${SCENARIOS[@]}"; do
   # shellcheck disable=SC2086
   bench "$label" mosquitto "$MOSQ_PORT" $args
   # shellcheck disable=SC2086
-  bench "$label" ours "$OURS_PORT" $args
+  bench "$label" ours "$OURS_PORT" $args --cpu-pid "$OURS_PID"
   # shellcheck disable=SC2086
   bench "$label" nats "$NATS_PORT" $args
 done
+# The relay's cost: throughput, and the CPU time of the broker (and of the sidecar, which
+# shares the two cores) per message received.
 for s in "${SCENARIOS[@]:0:3}" "${SCENARIOS[@]:5:1}"; do
   label=${s%%|*}; args=${s#*|}
   # shellcheck disable=SC2086
-  bench "$label" ours-relay-all-hooks "$RELAY_PORT" $args
+  bench "$label" ours-relay-all-hooks "$RELAY_PORT" $args --cpu-pid "$RELAY_PID" --cpu-pid "$SIDECAR_PID"
   # shellcheck disable=SC2086
-  bench "$label" ours-relay-sidecar-down "$DOWN_PORT" $args
+  bench "$label" ours-relay-sidecar-down "$DOWN_PORT" $args --cpu-pid "$DOWN_PID"
 done
 
 # Persistent subscribers: every QoS 1 message is written to the store and removed at PUBACK.
@@ -156,4 +158,4 @@ line=$($BIN/vmq-bench --json sdk-ingest --connections 4 --duration "$DURATION")
 echo "{\"label\":\"sdk-ingest\",\"broker\":\"sdk\",${line#\{}" >> "$RESULTS"
 echo "sdk ingest: $line"
 
-python3 bench/report.py "$RESULTS" "$OUT" "$SMOKE"
+python3 bench/report.py "$RESULTS" "$OUT" "$SMOKE" "$DURATION"

@@ -86,6 +86,10 @@ struct PubSub {
     /// store writes their QoS 1/2 messages; the sessions are discarded after the run.
     #[arg(long)]
     persistent: bool,
+    /// Processes whose CPU time (user + system, all threads) during the measurement is
+    /// reported, in order, as `cpu_ms` (e.g. the broker and a sidecar).
+    #[arg(long = "cpu-pid")]
+    cpu_pids: Vec<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -423,10 +427,17 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
     // Warm up, then measure.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent_before = tally.sent.load(Relaxed);
+    let cpu_before = a.cpu_pids.iter().map(|p| cpu_ms(*p)).collect::<Result<Vec<_>, _>>()?;
     measuring.store(true, Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
     measuring.store(false, Relaxed);
+    let cpu: Vec<u64> = a
+        .cpu_pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, before)| cpu_ms(*p).map(|now| now.saturating_sub(*before)))
+        .collect::<Result<_, _>>()?;
     let elapsed = start.elapsed().as_secs_f64();
     let sent = tally.sent.load(Relaxed) - sent_before;
     let received = tally.received.load(Relaxed);
@@ -483,6 +494,13 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
                 ("p90_us", p90.to_string()),
                 ("p99_us", p99.to_string()),
                 ("max_us", max.to_string()),
+                (
+                    "cpu_ms",
+                    format!(
+                        "[{}]",
+                        cpu.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+                    ),
+                ),
             ])
         );
     } else {
@@ -501,6 +519,21 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
 fn serde_like_json(fields: &[(&str, String)]) -> String {
     let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
     format!("{{{}}}", body.join(","))
+}
+
+/// CPU time (user + system, all threads) a process has used, in ms, from `/proc/<pid>/stat`
+/// (clock ticks of 10 ms, Linux's USER_HZ).
+fn cpu_ms(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("no process {pid}"))?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("bad stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields.get(i).context("short stat")?.parse().context("bad stat")
+    };
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    Ok((ticks(11)? + ticks(12)?) * 10)
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
