@@ -427,7 +427,11 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
     // Warm up, then measure.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent_before = tally.sent.load(Relaxed);
-    let cpu_before = a.cpu_pids.iter().map(|p| cpu_ms(*p)).collect::<Result<Vec<_>, _>>()?;
+    let cpu_before = a
+        .cpu_pids
+        .iter()
+        .map(|p| cpu_ms(*p))
+        .collect::<Result<Vec<_>, _>>()?;
     measuring.store(true, Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
@@ -530,7 +534,11 @@ fn cpu_ms(pid: u32) -> anyhow::Result<u64> {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("bad stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields.get(i).context("short stat")?.parse().context("bad stat")
+        fields
+            .get(i)
+            .context("short stat")?
+            .parse()
+            .context("bad stat")
     };
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     Ok((ticks(11)? + ticks(12)?) * 10)
