@@ -50,11 +50,24 @@ pub struct HookCounters {
     pub dropped: [(DropReason, u64); 4],
 }
 
+/// How many copies of the per-hook counters there are. A counter bumped for every event by
+/// session tasks on every core would bounce its cache line between the cores at each event
+/// (the cost of an absent sidecar, when every event is a drop); each relay lane counts into the
+/// copy its index picks, and readers add the copies up.
+pub const SHARDS: usize = 8;
+
+/// One copy of the per-hook counters, on cache lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    sent: [AtomicU64; 13],
+    dropped: [[AtomicU64; 4]; 13],
+}
+
 /// The relay's counters.
 #[derive(Debug, Default)]
 pub struct RelayMetrics {
-    sent: [AtomicU64; 13],
-    dropped: [[AtomicU64; 4]; 13],
+    shards: [Shard; SHARDS],
     /// Bytes written to sidecar connections.
     pub bytes_sent: AtomicU64,
     /// Connections established since start.
@@ -63,38 +76,58 @@ pub struct RelayMetrics {
     pub connections_up: AtomicU64,
 }
 
-/// Position of a relayable hook in the counters.
+/// Position of a relayable hook in the counters (a table lookup: this runs for every event).
 pub fn index(hook: Hook) -> usize {
-    RELAYABLE.iter().position(|h| *h == hook).unwrap_or(0)
+    const TABLE: [usize; Hook::ALL.len()] = {
+        let mut t = [0; Hook::ALL.len()];
+        let mut i = 0;
+        while i < RELAYABLE.len() {
+            t[RELAYABLE[i] as usize] = i;
+            i += 1;
+        }
+        t
+    };
+    TABLE[hook as usize]
 }
 
 impl RelayMetrics {
-    pub(crate) fn sent(&self, hook_index: usize, n: u64) {
-        self.sent[hook_index].fetch_add(n, Relaxed);
+    /// Counts `n` events of a hook sent, in the copy of the counters `shard` picks.
+    pub(crate) fn sent(&self, shard: usize, hook_index: usize, n: u64) {
+        self.shards[shard % SHARDS].sent[hook_index].fetch_add(n, Relaxed);
     }
 
-    pub(crate) fn dropped(&self, hook_index: usize, reason: DropReason) {
-        self.dropped[hook_index][reason as usize].fetch_add(1, Relaxed);
+    /// Counts an event of a hook dropped, in the copy of the counters `shard` picks.
+    pub(crate) fn dropped(&self, shard: usize, hook_index: usize, reason: DropReason) {
+        self.shards[shard % SHARDS].dropped[hook_index][reason as usize].fetch_add(1, Relaxed);
+    }
+
+    fn sum(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| counter(s).load(Relaxed)).sum()
     }
 
     /// Events of `hook` written to the sidecar.
     pub fn sent_count(&self, hook: Hook) -> u64 {
-        self.sent[index(hook)].load(Relaxed)
+        let i = index(hook);
+        self.sum(|s| &s.sent[i])
     }
 
     /// Events of `hook` dropped for `reason`.
     pub fn dropped_count(&self, hook: Hook, reason: DropReason) -> u64 {
-        self.dropped[index(hook)][reason as usize].load(Relaxed)
+        let i = index(hook);
+        self.sum(|s| &s.dropped[i][reason as usize])
     }
 
     /// Events of every hook dropped for any reason.
     pub fn total_dropped(&self) -> u64 {
-        self.dropped.iter().flatten().map(|c| c.load(Relaxed)).sum()
+        (0..RELAYABLE.len())
+            .flat_map(|i| DropReason::ALL.map(|r| (i, r)))
+            .map(|(i, r)| self.sum(|s| &s.dropped[i][r as usize]))
+            .sum()
     }
 
     /// Events of every hook sent.
     pub fn total_sent(&self) -> u64 {
-        self.sent.iter().map(|c| c.load(Relaxed)).sum()
+        (0..RELAYABLE.len()).map(|i| self.sum(|s| &s.sent[i])).sum()
     }
 
     /// Counters of every relayable hook.
@@ -104,8 +137,8 @@ impl RelayMetrics {
             .enumerate()
             .map(|(i, h)| HookCounters {
                 hook: *h,
-                sent: self.sent[i].load(Relaxed),
-                dropped: DropReason::ALL.map(|r| (r, self.dropped[i][r as usize].load(Relaxed))),
+                sent: self.sum(|s| &s.sent[i]),
+                dropped: DropReason::ALL.map(|r| (r, self.sum(|s| &s.dropped[i][r as usize]))),
             })
             .collect()
     }

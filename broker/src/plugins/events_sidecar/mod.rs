@@ -185,7 +185,8 @@ impl Plugin for EventsSidecar {
         let hook = event.hook();
         let index = metrics::index(hook);
         if SAMPLEABLE.contains(&hook) && self.sampled_out(hook, event) {
-            self.metrics.dropped(index, DropReason::SampledOut);
+            let lane = self.relay.lane_of(encode::order_key(event));
+            self.metrics.dropped(lane, index, DropReason::SampledOut);
             return;
         }
         // Encoded into the backlog under its lock, only if there is room (an absent sidecar

@@ -200,10 +200,11 @@ impl Relay {
         }
     }
 
-    fn lane(&self, key: (&str, &str)) -> &Lane {
+    /// The lane (connection) of `key`'s events.
+    pub fn lane_of(&self, key: (&str, &str)) -> usize {
         // A fixed-key hash (foldhash, as hashbrown uses): only the spread across lanes matters.
         let h = foldhash::fast::FixedState::with_seed(0).hash_one(key);
-        &self.lanes[(h % self.lanes.len() as u64) as usize]
+        (h % self.lanes.len() as u64) as usize
     }
 
     /// Lets `write` append one frame to the backlog of `key`'s connection, unless the backlog
@@ -216,14 +217,16 @@ impl Relay {
         hook_index: usize,
         write: impl FnOnce(&mut BytesMut) -> bool,
     ) {
-        let lane = self.lane(key);
+        let lane_no = self.lane_of(key);
+        let lane = &self.lanes[lane_no];
         let was_empty = {
             let Ok(mut b) = lane.backlog.lock() else {
                 return;
             };
             if b.frames.len() >= lane.capacity {
                 drop(b);
-                self.metrics.dropped(hook_index, DropReason::BacklogFull);
+                self.metrics
+                    .dropped(lane_no, hook_index, DropReason::BacklogFull);
                 return;
             }
             let start = b.bytes.len();
@@ -232,7 +235,8 @@ impl Relay {
             if !ok || len == 0 || u32::try_from(len).is_err() {
                 b.bytes.truncate(start);
                 drop(b);
-                self.metrics.dropped(hook_index, DropReason::EncodeError);
+                self.metrics
+                    .dropped(lane_no, hook_index, DropReason::EncodeError);
                 return;
             }
             b.frames.push_back((hook_index as u8, len as u32));
@@ -334,13 +338,13 @@ async fn writer(
                 Ok(()) => {
                     metrics.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
                     for hook in &hooks {
-                        metrics.sent(usize::from(*hook), 1);
+                        metrics.sent(lane_no, usize::from(*hook), 1);
                     }
                 }
                 Err(e) => {
                     warn!(lane = lane_no, error = %e, events = hooks.len(), "sidecar connection died with events in flight");
                     for hook in &hooks {
-                        metrics.dropped(usize::from(*hook), DropReason::SocketDied);
+                        metrics.dropped(lane_no, usize::from(*hook), DropReason::SocketDied);
                     }
                 }
             }
