@@ -82,7 +82,7 @@ pub(crate) struct Conn {
     /// Who this connection is, as hooks see it.
     pub info: Arc<ClientInfo>,
     pub slot: Arc<SessionSlot>,
-    pub state: SessionState,
+    pub state: Box<SessionState>,
     /// Client's receive maximum: at most this many unacknowledged QoS 1/2 sent to it.
     pub window: usize,
     /// Client's maximum packet size.

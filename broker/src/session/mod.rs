@@ -87,8 +87,9 @@ pub struct SessionSlot {
     pub client_id: Arc<str>,
     /// Where the router queues deliveries.
     pub mailbox: Arc<Mailbox>,
-    /// Kept state; taken by the connection while attached.
-    pub state: Mutex<SessionState>,
+    /// Kept state while detached (`None` while a connection holds it): boxed, so an attached
+    /// session pays a pointer here.
+    pub state: Mutex<Option<Box<SessionState>>>,
     /// The attached connection, if any.
     pub attached: Mutex<Option<Attached>>,
     /// Incremented at each attach: a timer started for an older generation does nothing.
@@ -112,7 +113,7 @@ pub struct Attachment {
     /// Whether an existing session was resumed.
     pub session_present: bool,
     /// The session's state, now owned by the connection.
-    pub state: SessionState,
+    pub state: Box<SessionState>,
     /// Fires when another connection takes the session over.
     pub kick: oneshot::Receiver<u8>,
     /// To be completed when the connection has detached.
@@ -216,7 +217,8 @@ impl Registry {
                     let state = slot
                         .state
                         .lock()
-                        .map(|mut s| std::mem::take(&mut *s))
+                        .ok()
+                        .and_then(|mut s| s.take())
                         .unwrap_or_default();
                     (slot, true, state)
                 }
@@ -240,7 +242,7 @@ impl Registry {
                         info: Mutex::new(None),
                     });
                     sessions.insert(key.clone(), slot.clone());
-                    (slot, false, SessionState::default())
+                    (slot, false, Box::default())
                 }
             };
             if let Ok(mut a) = slot.attached.lock() {
@@ -264,12 +266,12 @@ impl Registry {
         self: &Arc<Self>,
         broker: &Arc<Broker>,
         slot: &Arc<SessionSlot>,
-        state: SessionState,
+        state: Box<SessionState>,
         expiry: Option<Duration>,
     ) {
         slot.mailbox.set_online(false);
         if let Ok(mut s) = slot.state.lock() {
-            *s = state;
+            *s = Some(state);
         }
         if let Ok(mut a) = slot.attached.lock() {
             *a = None;
@@ -353,7 +355,8 @@ fn discard(broker: &Broker, slot: &SessionSlot) {
     let subs: Vec<String> = slot
         .state
         .lock()
-        .map(|s| s.subscriptions.keys().cloned().collect())
+        .ok()
+        .and_then(|s| s.as_ref().map(|s| s.subscriptions.keys().cloned().collect()))
         .unwrap_or_default();
     for filter in subs {
         broker

@@ -201,7 +201,7 @@ pub fn restore(broker: &Arc<Broker>, recovered: Recovered) {
             mountpoint: s.mountpoint,
             client_id,
             mailbox,
-            state: Mutex::new(state),
+            state: Mutex::new(Some(Box::new(state))),
             attached: Mutex::new(None),
             generation: AtomicU64::new(0),
             info: Mutex::new(None),
