@@ -356,7 +356,10 @@ fn discard(broker: &Broker, slot: &SessionSlot) {
         .state
         .lock()
         .ok()
-        .and_then(|s| s.as_ref().map(|s| s.subscriptions.keys().cloned().collect()))
+        .and_then(|s| {
+            s.as_ref()
+                .map(|s| s.subscriptions.keys().cloned().collect())
+        })
         .unwrap_or_default();
     for filter in subs {
         broker

@@ -7,8 +7,8 @@
 //! The other events (a client connecting, subscribing, going away) go through
 //! [`super::encode::to_event`] and prost: they are rare, and that path is the reference.
 
-use bytes::BufMut;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use bytes::BytesMut;
+use prost::encoding::{WireType, encoded_len_varint, key_len};
 use vmq_sidecar_sdk::proto::Timestamp;
 
 use crate::hooks::{ClientInfo, MatchedAcl, Notification};
@@ -60,9 +60,52 @@ fn fields_len(fields: &[Field<'_>]) -> usize {
     fields.iter().map(Field::len).sum()
 }
 
-fn put_fields(fields: &[Field<'_>], buf: &mut impl BufMut) {
+fn put_fields(fields: &[Field<'_>], out: &mut Out<'_>) {
     for f in fields {
-        f.put(buf);
+        f.put(out);
+    }
+}
+
+/// Writes into a slice already sized to the frame (its length is computed first): plain
+/// stores, where `BufMut` on a `BytesMut` makes a capacity-checked call per byte. Never panics:
+/// a write past the end (a length computed wrong) is noticed and the frame refused.
+struct Out<'a> {
+    dst: &'a mut [u8],
+    at: usize,
+    overflow: bool,
+}
+
+impl Out<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        match self.dst.get_mut(self.at..self.at + b.len()) {
+            Some(d) => {
+                d.copy_from_slice(b);
+                self.at += b.len();
+            }
+            None => self.overflow = true,
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        match self.dst.get_mut(self.at) {
+            Some(d) => {
+                *d = b;
+                self.at += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    fn key(&mut self, tag: u32, wire: WireType) {
+        self.varint(u64::from(tag << 3 | wire as u32));
     }
 }
 
@@ -78,32 +121,32 @@ impl Field<'_> {
         }
     }
 
-    fn put(&self, buf: &mut impl BufMut) {
+    fn put(&self, out: &mut Out<'_>) {
         match *self {
             Field::Bytes(tag, b) if !b.is_empty() => {
-                encode_key(tag, WireType::LengthDelimited, buf);
-                encode_varint(b.len() as u64, buf);
-                buf.put_slice(b);
+                out.key(tag, WireType::LengthDelimited);
+                out.varint(b.len() as u64);
+                out.bytes(b);
             }
             Field::Varint(tag, v) if v != 0 => {
-                encode_key(tag, WireType::Varint, buf);
-                encode_varint(v, buf);
+                out.key(tag, WireType::Varint);
+                out.varint(v);
             }
             Field::Bool(tag, true) => {
-                encode_key(tag, WireType::Varint, buf);
-                buf.put_u8(1);
+                out.key(tag, WireType::Varint);
+                out.byte(1);
             }
             Field::Timestamp(tag, t) => {
                 let inner = timestamp_fields(t);
-                encode_key(tag, WireType::LengthDelimited, buf);
-                encode_varint(fields_len(&inner) as u64, buf);
-                put_fields(&inner, buf);
+                out.key(tag, WireType::LengthDelimited);
+                out.varint(fields_len(&inner) as u64);
+                put_fields(&inner, out);
             }
             Field::Acl(tag, Some(a)) => {
                 let inner = acl_fields(a);
-                encode_key(tag, WireType::LengthDelimited, buf);
-                encode_varint(fields_len(&inner) as u64, buf);
-                put_fields(&inner, buf);
+                out.key(tag, WireType::LengthDelimited);
+                out.varint(fields_len(&inner) as u64);
+                put_fields(&inner, out);
             }
             _ => {}
         }
@@ -147,17 +190,30 @@ impl<'a> Frame<'a> {
         HEADER_LEN + self.body_len()
     }
 
-    /// Writes the frame: header, then the `Any` with the event in it.
-    pub fn put(&self, buf: &mut impl BufMut) {
-        let value = self.value_len;
+    /// Appends the frame to `buf`: header, then the `Any` with the event in it. False (and
+    /// nothing appended) if the computed length was wrong, which the tests say cannot happen.
+    pub fn put(&self, buf: &mut BytesMut) -> bool {
+        let len = self.len();
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        let mut out = Out {
+            dst: &mut buf[start..],
+            at: 0,
+            overflow: false,
+        };
         // Callers refuse bodies over the maximum frame length, which fits a u32.
-        buf.put_u32(self.body_len() as u32);
-        Field::Bytes(1, self.type_url.as_bytes()).put(buf);
-        if value > 0 {
-            encode_key(2, WireType::LengthDelimited, buf);
-            encode_varint(value as u64, buf);
-            put_fields(&self.fields[..self.count], buf);
+        out.bytes(&(self.body_len() as u32).to_be_bytes());
+        Field::Bytes(1, self.type_url.as_bytes()).put(&mut out);
+        if self.value_len > 0 {
+            out.key(2, WireType::LengthDelimited);
+            out.varint(self.value_len as u64);
+            put_fields(&self.fields[..self.count], &mut out);
         }
+        let ok = !out.overflow && out.at == len;
+        if !ok {
+            buf.truncate(start);
+        }
+        ok
     }
 }
 
@@ -291,7 +347,7 @@ mod tests {
     fn check(n: &Notification<'_>, timestamp: Timestamp) {
         let frame = direct(n, &timestamp).expect("a per-message event");
         let mut ours = BytesMut::new();
-        frame.put(&mut ours);
+        assert!(frame.put(&mut ours));
         assert_eq!(ours.len(), frame.len());
         let event = to_event(n, timestamp);
         let mut reference = BytesMut::new();

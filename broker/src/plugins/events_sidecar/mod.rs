@@ -198,8 +198,7 @@ impl Plugin for EventsSidecar {
                 if frame.len() - 4 > DEFAULT_MAX_FRAME_LENGTH {
                     return false;
                 }
-                buf.reserve(frame.len());
-                frame.put(buf);
+                return frame.put(buf);
             } else {
                 let event = encode::to_event(event, timestamp);
                 let body = event.any_encoded_len();
