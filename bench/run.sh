@@ -115,9 +115,12 @@ for s in "${SCENARIOS[@]}"; do
   bench "$label" nats "$NATS_PORT" $args
 done
 # The relay's cost: throughput, and the CPU time of the broker (and of the sidecar, which
-# shares the two cores) per message received.
+# shares the two cores) per message received. The relay-off broker runs again right before the
+# two relay brokers, so the three are compared under the same machine load.
 for s in "${SCENARIOS[@]:0:3}" "${SCENARIOS[@]:5:1}"; do
   label=${s%%|*}; args=${s#*|}
+  # shellcheck disable=SC2086
+  bench "$label" ours-relay-off "$OURS_PORT" $args --cpu-pid "$OURS_PID"
   # shellcheck disable=SC2086
   bench "$label" ours-relay-all-hooks "$RELAY_PORT" $args --cpu-pid "$RELAY_PID" --cpu-pid "$SIDECAR_PID"
   # shellcheck disable=SC2086
