@@ -2,6 +2,7 @@
 //! messages), the registry that maps client ids to sessions and handles takeover and expiry, and
 //! the per-connection task in [`connection`].
 
+mod accept;
 pub mod connection;
 mod inbound;
 mod mailbox;

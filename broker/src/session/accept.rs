@@ -1,0 +1,378 @@
+//! The CONNECT phase of a connection: reading CONNECT within the connect timeout, refusing it
+//! (limits, bad client id, authentication, bad will) with the right return or reason code, or
+//! attaching the session and answering CONNACK. What comes out is the connection's state,
+//! ready to be served.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
+use tracing::{debug, info, warn};
+
+use super::connection::{Arrival, Conn, Exit, Stream};
+use crate::broker::Broker;
+use crate::hooks::{AuthResult, ClientInfo, Hook, Notification, RegisterFailure, RegisterRequest};
+use crate::metrics::Metrics;
+use crate::mqtt::codec::CodecError;
+use crate::mqtt::{ConnAck, Connect, DecodeError, MqttCodec, Packet, Properties, Protocol, reason};
+
+/// Initial capacity of a connection's read buffer.
+const READ_BUFFER: usize = 512;
+
+/// How long a connection that is being turned away has to send the CONNECT we answer.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads CONNECT (within the connect timeout), applies the admission limits, and accepts the
+/// client; `None` when the connection ended there.
+pub(super) async fn open(
+    stream: Stream,
+    arrival: Arrival,
+    broker: &Arc<Broker>,
+) -> Option<Box<Conn>> {
+    let Arrival {
+        peer,
+        mountpoint,
+        admission,
+        identity,
+    } = arrival;
+    // A small initial read buffer: it grows for large packets, and idle clients stay cheap.
+    let mut framed = Framed::with_capacity(
+        stream,
+        MqttCodec::new(broker.config.max_packet_size()),
+        READ_BUFFER,
+    );
+    // The write buffer grows with what is written instead of starting at 8 KiB.
+    *framed.write_buffer_mut() = bytes::BytesMut::new();
+    let wait = match &admission {
+        Ok(_) => broker.config.connect_timeout,
+        Err(_) => broker.config.connect_timeout.min(REFUSAL_TIMEOUT),
+    };
+    let mut connect = match timeout(wait, framed.next()).await {
+        Ok(Some(Ok(Packet::Connect(c)))) => c,
+        Ok(Some(Ok(other))) => {
+            debug!(%peer, packet = other.name(), "first packet is not CONNECT; closing");
+            Metrics::inc(&broker.metrics.mqtt_protocol_error);
+            return None;
+        }
+        Ok(Some(Err(e))) => {
+            refuse_undecodable_connect(&mut framed, broker, peer, e).await;
+            return None;
+        }
+        Ok(None) => {
+            debug!(%peer, "closed before CONNECT");
+            return None;
+        }
+        Err(_) => {
+            debug!(%peer, "no CONNECT within the connect timeout; closing");
+            Metrics::inc(&broker.metrics.connections_connect_timeout);
+            return None;
+        }
+    };
+    Metrics::inc(&broker.metrics.mqtt_connect_received);
+    let admitted = match admission {
+        Ok(a) => a,
+        Err(turned_away) => {
+            use crate::listener::Refusal;
+            let (counter, v5) = match turned_away {
+                Refusal::ListenerFull => (
+                    &broker.metrics.connections_refused_listener_limit,
+                    reason::QUOTA_EXCEEDED,
+                ),
+                Refusal::NodeFull => (
+                    &broker.metrics.connections_refused_total_limit,
+                    reason::QUOTA_EXCEEDED,
+                ),
+                Refusal::RateExceeded => (
+                    &broker.metrics.connections_refused_rate_limit,
+                    reason::CONNECTION_RATE_EXCEEDED,
+                ),
+            };
+            Metrics::inc(counter);
+            let code = refusal(connect.protocol, v5, reason::v3::SERVER_UNAVAILABLE);
+            let _ = framed
+                .send(&Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    code,
+                    properties: Properties::default(),
+                }))
+                .await;
+            info!(%peer, refusal = ?turned_away, "connection refused by a limit");
+            return None;
+        }
+    };
+    if identity.is_some() {
+        // use_identity_as_username: the certificate's name replaces what the client sent.
+        connect.username = identity;
+    }
+    accept(framed, peer, mountpoint, broker, connect, admitted).await
+}
+
+/// Answers a CONNECT that did not decode: CONNACK 0x01 for an unsupported protocol level,
+/// otherwise the connection is just closed (the client's version is unknown).
+async fn refuse_undecodable_connect(
+    framed: &mut Framed<Stream, MqttCodec>,
+    broker: &Broker,
+    peer: SocketAddr,
+    e: CodecError,
+) {
+    Metrics::inc(&broker.metrics.mqtt_protocol_error);
+    warn!(%peer, error = %e, "bad CONNECT; closing");
+    if let CodecError::Decode(DecodeError::UnsupportedProtocol { name, .. }) = &e
+        && (name == "MQTT" || name == "MQIsdp")
+    {
+        let ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: reason::v3::UNACCEPTABLE_PROTOCOL_VERSION,
+            properties: Properties::default(),
+        });
+        let _ = framed.send(&ack).await;
+    }
+}
+
+/// A v3 return code or v5 reason code for a CONNECT refusal.
+fn refusal(protocol: Protocol, v5: u8, v3: u8) -> u8 {
+    if protocol.is_v5() { v5 } else { v3 }
+}
+
+/// Validates CONNECT, attaches the session, sends CONNACK.
+async fn accept(
+    mut framed: Framed<Stream, MqttCodec>,
+    peer: SocketAddr,
+    mountpoint: String,
+    broker: &Arc<Broker>,
+    connect: Box<Connect>,
+    admitted: crate::listener::Admitted,
+) -> Option<Box<Conn>> {
+    let p = connect.protocol;
+    let config = &broker.config;
+    let mut assigned = None;
+    let refuse = |code: u8| {
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        })
+    };
+    let mut client_id = connect.client_id.clone();
+    if client_id.is_empty() {
+        if p == Protocol::V31 || (p == Protocol::V311 && !connect.clean_start) {
+            let _ = framed.send(&refuse(reason::v3::IDENTIFIER_REJECTED)).await;
+            debug!(%peer, "empty client id refused");
+            return None;
+        }
+        client_id = generated_client_id();
+        if p.is_v5() {
+            assigned = Some(client_id.clone());
+        }
+    }
+    if client_id.len() > broker.settings.max_client_id_size() {
+        let code = refusal(
+            p,
+            reason::CLIENT_IDENTIFIER_NOT_VALID,
+            reason::v3::IDENTIFIER_REJECTED,
+        );
+        Metrics::inc(&broker.metrics.connections_refused_client_id_size);
+        let _ = framed.send(&refuse(code)).await;
+        debug!(%peer, "client id too long");
+        return None;
+    }
+    let info = Arc::new(ClientInfo {
+        mountpoint: mountpoint.clone(),
+        client_id: client_id.as_str().into(),
+        username: connect.username.clone(),
+        peer,
+        session_id: uuid::Uuid::new_v4().to_string().into(),
+        protocol: p,
+    });
+    // Authentication: the auth_on_register chain decides; if no plugin does, anonymous access
+    // (allow_anonymous) does.
+    let hooks = broker.hooks();
+    let decision = if hooks.wants(Hook::AuthOnRegister) {
+        let req = RegisterRequest {
+            client: &info,
+            password: connect.password.as_ref(),
+            clean_start: connect.clean_start,
+            properties: &connect.properties,
+        };
+        hooks.auth_on_register(&req).await
+    } else {
+        None
+    };
+    broker.tracer.emit(&mountpoint, &client_id, || {
+        format!(
+            "MQTT RECV: CID: {client_id:?} CONNECT(p{}, c{}, k{}, u{:?})\nCalling auth_on_register({:?}, {client_id:?}, {:?})\n{}",
+            p.level(),
+            u8::from(connect.clean_start),
+            connect.keep_alive,
+            connect.username,
+            peer,
+            connect.username,
+            crate::trace::outcome(false, decision.as_ref())
+        )
+    });
+    let failure = match decision {
+        Some(AuthResult::Ok(_) | AuthResult::OkWith(..)) => None,
+        Some(AuthResult::Error) if connect.username.is_some() => {
+            Some(RegisterFailure::InvalidCredentials)
+        }
+        Some(AuthResult::Error) => Some(RegisterFailure::NotAuthorized),
+        Some(AuthResult::Next) | None if broker.settings.allow_anonymous() => None,
+        Some(AuthResult::Next) | None => Some(RegisterFailure::NoMatchingHookFound),
+    };
+    if let Some(failure) = failure {
+        let code = if failure == RegisterFailure::InvalidCredentials {
+            refusal(
+                p,
+                reason::BAD_USERNAME_OR_PASSWORD,
+                reason::v3::BAD_USERNAME_OR_PASSWORD,
+            )
+        } else {
+            refusal(p, reason::NOT_AUTHORIZED, reason::v3::NOT_AUTHORIZED)
+        };
+        if hooks.wants(Hook::OnRegisterFailed) {
+            hooks.notify(&Notification::RegisterFailed {
+                client: &info,
+                clean_session: connect.clean_start,
+                reason: failure,
+            });
+        }
+        let _ = framed.send(&refuse(code)).await;
+        info!(%peer, client_id, ?failure, "connection refused");
+        return None;
+    }
+    if let Some(w) = &connect.will
+        && crate::topic::validate_name(&w.topic).is_err()
+    {
+        let _ = framed
+            .send(&refuse(refusal(
+                p,
+                reason::TOPIC_NAME_INVALID,
+                reason::v3::NOT_AUTHORIZED,
+            )))
+            .await;
+        return None;
+    }
+
+    let session_expiry = if p.is_v5() {
+        match connect.properties.session_expiry_interval.unwrap_or(0) {
+            u32::MAX => None,
+            s => Some(Duration::from_secs(u64::from(s))),
+        }
+    } else if connect.clean_start {
+        Some(Duration::ZERO)
+    } else {
+        broker.settings.persistent_client_expiration()
+    };
+    let client_id = info.client_id.clone();
+    let attachment = broker
+        .registry
+        .attach(broker, &mountpoint, &client_id, connect.clean_start)
+        .await;
+
+    let mut properties = Properties::default();
+    let mut keep_alive = connect.keep_alive;
+    if p.is_v5() {
+        // A v5 client is told to use a shorter keep-alive than it asked for (or one at all)
+        // when max_keepalive caps it; a v3 client cannot be told and keeps its own.
+        let max = config.max_keepalive;
+        if max < u16::MAX && (keep_alive == 0 || keep_alive > max) {
+            keep_alive = max;
+            properties.server_keep_alive = Some(max);
+        }
+        properties.assigned_client_identifier = assigned;
+        properties.receive_maximum = Some(config.receive_max_broker);
+        properties.topic_alias_maximum = Some(config.topic_alias_max);
+        if config.max_message_size > 0 {
+            properties.maximum_packet_size = u32::try_from(config.max_message_size).ok();
+        }
+        if !config.retain_available {
+            properties.retain_available = Some(0);
+        }
+    }
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: attachment.session_present,
+        code: reason::SUCCESS,
+        properties,
+    });
+    Metrics::inc(&broker.metrics.mqtt_connack_sent);
+    let inflight_cap = match broker.settings.max_inflight_messages() {
+        0 => usize::from(u16::MAX),
+        n => n,
+    };
+    let window = if p.is_v5() {
+        inflight_cap.min(usize::from(
+            connect.properties.receive_maximum.unwrap_or(u16::MAX),
+        ))
+    } else {
+        inflight_cap
+    };
+    let mut conn = Box::new(Conn {
+        broker: broker.clone(),
+        framed,
+        protocol: p,
+        peer,
+        mountpoint,
+        client_id,
+        info,
+        slot: attachment.slot,
+        state: attachment.state,
+        window,
+        client_max_packet: connect.properties.maximum_packet_size.map(|n| n as usize),
+        client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
+        out_aliases: HashMap::new(),
+        in_aliases: HashMap::new(),
+        session_expiry,
+        connect_expiry_zero: session_expiry == Some(Duration::ZERO),
+        kick: Some(attachment.kick),
+        done: Some(attachment.done),
+        will: connect.will.map(Box::new),
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        held: Vec::new(),
+        hold_for: 0,
+        pace: None,
+        _admitted: admitted,
+    });
+    conn.slot
+        .mailbox
+        .set_persistent(session_expiry != Some(Duration::ZERO));
+    conn.persist_session(false);
+    if let Ok(mut s) = conn.slot.mailbox.session_id.lock() {
+        *s = conn.info.session_id.clone();
+    }
+    if let Ok(mut i) = conn.slot.info.lock() {
+        *i = Some(conn.info.clone());
+    }
+    if conn.framed.send(&ack).await.is_err() {
+        let will_msg = conn.will.take().map(|w| *w);
+        conn.finish(Exit::Lost, will_msg).await;
+        return None;
+    }
+    if hooks.wants(Hook::OnRegister) {
+        hooks.notify(&Notification::Register {
+            client: &conn.info,
+            user_properties: &connect.properties.user_properties,
+        });
+    }
+    if hooks.wants(Hook::OnClientWakeup) {
+        hooks.notify(&Notification::ClientWakeup { client: &conn.info });
+    }
+    debug!(peer = %conn.peer, client_id = %conn.client_id, protocol = ?p, session_present = attachment.session_present, "client connected");
+    Some(conn)
+}
+
+/// A client id for a client that sent none.
+fn generated_client_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "vmq-auto-{nanos:x}-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
