@@ -1,4 +1,4 @@
-//! One task per client connection: CONNECT ([`super::accept`]), then a loop over the socket, the session's mailbox,
+//! One task per client connection: CONNECT (`accept.rs`), then a loop over the socket, the session's mailbox,
 //! the keep-alive deadline and takeover; at the end, the will and the session's fate.
 
 use std::collections::HashMap;

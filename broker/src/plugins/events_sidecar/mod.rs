@@ -4,7 +4,7 @@
 //!
 //! The hook caller (a session task) only encodes the event into a bounded backlog; it never
 //! waits on the network. The events that come once per message are written straight from the
-//! hook's arguments ([`frame`]); the others through prost ([`encode`]).
+//! hook's arguments (`frame.rs`); the others through prost (`encode.rs`).
 
 pub mod config;
 mod encode;
