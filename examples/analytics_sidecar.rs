@@ -40,6 +40,13 @@ struct TopicStats {
     bytes: u64,
 }
 
+impl TopicStats {
+    fn add(&mut self, bytes: u64) {
+        self.messages += 1;
+        self.bytes += bytes;
+    }
+}
+
 #[derive(Default)]
 struct Totals {
     events: u64,
@@ -65,20 +72,15 @@ impl Handler for Analytics {
         match &event {
             Event::OnPublish(p) => {
                 let len = p.payload.len() as u64;
-                // A lookup first: the topic is copied only the first time it is seen.
-                let slot = if t.topics.contains_key(&p.topic) {
-                    t.topics.get_mut(&p.topic)
+                let t = &mut *t;
+                // One lookup; the topic is copied only the first time it is seen.
+                if let Some(slot) = t.topics.get_mut(&p.topic) {
+                    slot.add(len);
                 } else if t.topics.len() < self.max_topics {
-                    Some(t.topics.entry(p.topic.clone()).or_default())
+                    t.topics.entry(p.topic.clone()).or_default().add(len);
                 } else {
-                    None
-                };
-                let slot = match slot {
-                    Some(slot) => slot,
-                    None => &mut t.other_topics,
-                };
-                slot.messages += 1;
-                slot.bytes += len;
+                    t.other_topics.add(len);
+                }
             }
             Event::OnRegister(r) => {
                 t.online.insert((r.mountpoint.clone(), r.client_id.clone()));

@@ -43,7 +43,8 @@ fn reason(r: DisconnectReason) -> i32 {
     }) as i32
 }
 
-/// The event for a notification, stamped `timestamp`.
+/// The event for a notification, stamped `timestamp`. The relay writes the per-message
+/// events with `frame.rs` instead; for those this is the reference its tests compare against.
 pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
     let timestamp = Some(timestamp);
     match *n {
