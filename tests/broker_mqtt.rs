@@ -18,7 +18,7 @@ use vmq_tests::broker::{Raw, start_broker, v4_client};
 /// Waits until the broker holds `n` subscriptions.
 async fn subscriptions(server: &vmq_broker::Server, n: usize) {
     let deadline = Instant::now() + WAIT;
-    while server.broker().router.subscription_count() < n {
+    while server.engine().subscription_count() < n {
         assert!(Instant::now() < deadline, "subscriptions never reached {n}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -27,7 +27,7 @@ async fn subscriptions(server: &vmq_broker::Server, n: usize) {
 /// Waits until the session of `client_id` has no connection.
 async fn offline(server: &vmq_broker::Server, client_id: &str) {
     let deadline = Instant::now() + WAIT;
-    while server.broker().registry.is_online("", client_id) {
+    while server.engine().is_online("", client_id) {
         assert!(Instant::now() < deadline, "{client_id} still online");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -108,7 +108,7 @@ async fn persistent_session_receives_qos1_and_qos2_published_while_offline() {
     }
     // Wait until all ten are queued for the offline session.
     let deadline = Instant::now() + WAIT;
-    while vmq_broker::metrics::Metrics::get(&server.broker().metrics.queue_message_in) < 10 {
+    while vmq_broker::metrics::Metrics::get(&server.engine().metrics().queue_message_in) < 10 {
         assert!(Instant::now() < deadline, "messages not queued");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -198,7 +198,7 @@ async fn retained_messages_are_set_delivered_and_cleared() {
         .await
         .unwrap();
     let deadline = Instant::now() + WAIT;
-    while server.broker().router.retained_count() == 0 {
+    while server.engine().retained_count() == 0 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -228,7 +228,7 @@ async fn retained_messages_are_set_delivered_and_cleared() {
         .await
         .unwrap();
     let deadline = Instant::now() + WAIT;
-    while server.broker().router.retained_count() != 0 {
+    while server.engine().retained_count() != 0 {
         assert!(
             Instant::now() < deadline,
             "empty retained publish did not clear"
@@ -333,7 +333,7 @@ async fn wills_are_sent_on_abnormal_loss_only() {
         "will delay honoured"
     );
     assert_eq!(
-        vmq_broker::metrics::Metrics::get(&server.broker().metrics.wills_published),
+        vmq_broker::metrics::Metrics::get(&server.engine().metrics().wills_published),
         3
     );
 }
@@ -553,7 +553,9 @@ async fn v5_topic_aliases_and_message_expiry() {
         (50..=58).contains(&left),
         "expiry decremented by time queued: {left}"
     );
-    assert!(vmq_broker::metrics::Metrics::get(&server.broker().metrics.queue_message_expired) >= 1);
+    assert!(
+        vmq_broker::metrics::Metrics::get(&server.engine().metrics().queue_message_expired) >= 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -212,7 +212,7 @@ async fn offline_queue_overflow_is_dropped_and_counted() {
     c.send(Packet::Disconnect(Disconnect::default())).await;
     c.until_closed().await;
     let deadline = Instant::now() + WAIT;
-    while server.broker().registry.is_online("", "full") {
+    while server.engine().is_online("", "full") {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -224,7 +224,10 @@ async fn offline_queue_overflow_is_dropped_and_counted() {
             .await;
         assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
     }
-    assert_eq!(Metrics::get(&server.broker().metrics.queue_message_drop), 5);
+    assert_eq!(
+        Metrics::get(&server.engine().metrics().queue_message_drop),
+        5
+    );
     let (mut back, present) =
         session(addr, Protocol::V311, "full", false, Properties::default()).await;
     assert!(present);
@@ -254,7 +257,7 @@ async fn v5_session_expiry_interval_ends_the_session() {
     drop(c);
     // Back within the interval: the session is there.
     let deadline = Instant::now() + WAIT;
-    while server.broker().registry.is_online("", "brief") {
+    while server.engine().is_online("", "brief") {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -263,13 +266,13 @@ async fn v5_session_expiry_interval_ends_the_session() {
     drop(c);
     // Gone once the interval has passed (the expiry timer is what is tested).
     let deadline = Instant::now() + WAIT;
-    while Metrics::get(&server.broker().metrics.sessions_expired) == 0 {
+    while Metrics::get(&server.engine().metrics().sessions_expired) == 0 {
         assert!(Instant::now() < deadline, "session never expired");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (_c, present) = session(addr, Protocol::V5, "brief", false, props()).await;
     assert!(!present);
-    assert_eq!(server.broker().router.subscription_count(), 0);
+    assert_eq!(server.engine().subscription_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +313,7 @@ async fn mountpoints_isolate_listeners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_publishers_are_paced_by_reading_subscribers_not_by_stuck_ones() {
     let (server, addr) = start_broker("max_online_messages = 100\n").await;
-    let metrics = server.broker().metrics.clone();
+    let metrics = server.engine().metrics().clone();
     let qos0 = SubOptions {
         qos: QoS::AtMostOnce,
         ..SubOptions::default()

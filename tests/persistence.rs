@@ -54,7 +54,7 @@ async fn expect(raw: &mut vmq_tests::broker::Raw, want: Packet) {
 }
 
 fn counter(server: &Server, pick: impl Fn(&Metrics) -> &std::sync::atomic::AtomicU64) -> u64 {
-    Metrics::get(pick(&server.broker().metrics))
+    Metrics::get(pick(server.engine().metrics()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,12 +90,8 @@ async fn retained_messages_subscriptions_and_queues_come_back() {
     drop(publisher);
 
     let (server, addr) = restart(server, dir.path()).await;
-    assert_eq!(
-        server.broker().router.retained_count(),
-        1,
-        "r/2 was cleared"
-    );
-    assert_eq!(server.broker().router.subscription_count(), 1);
+    assert_eq!(server.engine().retained_count(), 1, "r/2 was cleared");
+    assert_eq!(server.engine().subscription_count(), 1);
     assert_eq!(counter(&server, |m| &m.store_sessions_recovered), 1);
     assert_eq!(counter(&server, |m| &m.store_messages_recovered), 1);
     assert_eq!(counter(&server, |m| &m.store_retained_recovered), 1);
@@ -156,8 +152,8 @@ async fn session_expiry_keeps_counting_while_the_broker_is_down() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (server, addr) = start_on(dir.path()).await;
     assert_eq!(counter(&server, |m| &m.sessions_expired), 1);
-    assert_eq!(server.broker().registry.len(), 1);
-    assert_eq!(server.broker().router.subscription_count(), 1);
+    assert_eq!(server.engine().session_count(), 1);
+    assert_eq!(server.engine().subscription_count(), 1);
     let (_long, present) = session(addr, Protocol::V5, "long", false, expiry(3600)).await;
     assert!(present);
     let (_short, present) = session(addr, Protocol::V5, "short", false, expiry(1)).await;
@@ -242,7 +238,7 @@ async fn the_in_memory_backend_survives_an_in_process_restart() {
         .await
         .unwrap();
     let addr = server.local_addrs()[0];
-    assert_eq!(server.broker().router.retained_count(), 1);
+    assert_eq!(server.engine().retained_count(), 1);
     let (mut sub, present) =
         session(addr, Protocol::V311, "mem", false, Properties::default()).await;
     assert!(present);

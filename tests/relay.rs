@@ -13,7 +13,7 @@ use rumqttc::QoS as RQoS;
 use tokio::time::{Instant, timeout};
 use vmq_broker::hooks::{
     AuthResult, ClientInfo, Hook, MatchedAcl, MessageInfo, Plugin, PublishModifiers,
-    RegisterRequest, SubscribeModifiers,
+    RegisterModifiers, RegisterRequest, SubscribeModifiers,
 };
 use vmq_broker::mqtt::{Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS};
 use vmq_sidecar_sdk::proto::v1 as pb;
@@ -49,11 +49,11 @@ impl Plugin for TestAuth {
     fn auth_on_register<'a>(
         &'a self,
         req: &'a RegisterRequest<'a>,
-    ) -> BoxFuture<'a, AuthResult<()>> {
+    ) -> BoxFuture<'a, AuthResult<RegisterModifiers>> {
         let refuse = req.client.username.as_deref() == Some("intruder");
         Box::pin(async move {
             if refuse {
-                AuthResult::Error
+                AuthResult::refused_because("intruder")
             } else {
                 AuthResult::Ok(None)
             }

@@ -1,10 +1,12 @@
 //! vmq-broker: an MQTT 3.1/3.1.1/5.0 broker in the mould of VerneMQ.
 //!
-//! Data flows one way: [`listener`] -> connection ([`mqtt`] codec) -> [`session`] -> [`router`]
-//! -> session -> connection. [`Server`] ties them together for the binary and for tests.
+//! Data flows one way: [`listener`] -> [`connection`] ([`mqtt`] codec) -> [`engine`] (router,
+//! sessions) -> connection. [`Server`] ties them together for the binary and for tests;
+//! `ARCHITECTURE.md` draws the rooms.
 
-pub mod broker;
 pub mod config;
+pub mod connection;
+pub mod engine;
 pub mod hooks;
 pub mod http;
 pub mod listener;
@@ -12,9 +14,6 @@ pub mod message;
 pub mod metrics;
 pub mod mqtt;
 pub mod plugins;
-pub mod router;
-pub mod session;
-pub mod settings;
 pub mod store;
 pub mod topic;
 pub mod trace;
@@ -25,16 +24,24 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-pub use broker::Broker;
 pub use config::Config;
+pub use engine::Engine;
 
 /// A running broker: its listeners are bound and accepting.
 #[derive(Debug)]
 pub struct Server {
-    broker: Arc<Broker>,
+    engine: Arc<Engine>,
+    node: Arc<http::Node>,
     addrs: Vec<SocketAddr>,
     http_addrs: Vec<SocketAddr>,
     tasks: TaskTracker,
+}
+
+/// What a shutdown did, for the final log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Whether every connection had closed within the grace period.
+    pub connections_closed: bool,
 }
 
 impl Server {
@@ -75,7 +82,7 @@ impl Server {
 
     async fn start_inner(
         config: Config,
-        plugins: Vec<Arc<dyn hooks::Plugin>>,
+        extra: Vec<Arc<dyn hooks::Plugin>>,
         metrics: Arc<metrics::Metrics>,
         store: Option<(store::Store, store::Recovered)>,
     ) -> std::io::Result<Server> {
@@ -91,31 +98,52 @@ impl Server {
             Some((s, r)) => (Some(Arc::new(s)), r),
             None => (None, store::Recovered::default()),
         };
-        let broker =
-            Broker::assemble(config, plugins, metrics, store).map_err(std::io::Error::other)?;
+        let host = Arc::new(plugins::Host::start(&config, extra).map_err(std::io::Error::other)?);
+        let admission = Arc::new(listener::Admission::new(&config));
+        let api_keys = http::ApiKeys::new(&config.persistent_data_dir);
+        let engine = Engine::new(config, host.hooks(), metrics, store);
+        host.started(&engine.handle());
         // Everything stored is back before the first client is accepted.
-        session::persist::restore(&broker, recovered);
-        let tasks = TaskTracker::new();
-        let mut addrs = Vec::new();
+        engine.restore(recovered);
+        let ctx = connection::Context {
+            engine: engine.clone(),
+            tracer: Arc::default(),
+        };
         let mut handles = Vec::new();
-        for l in listeners {
+        let mut addrs = Vec::new();
+        for l in &listeners {
             addrs.push(l.local_addr()?);
-            let handle = l.handle()?;
-            handles.push(handle.clone());
-            tasks.spawn(l.run(broker.clone(), tasks.clone(), handle));
+            handles.push(l.handle()?);
         }
         let mut http_addrs = Vec::new();
-        for l in http_listeners {
+        for l in &http_listeners {
             http_addrs.push(l.local_addr()?);
             handles.push(l.handle()?);
-            tasks.spawn(l.run(broker.clone()));
         }
-        if let Ok(mut all) = broker.listeners.lock() {
-            *all = handles;
+        let node = Arc::new(http::Node {
+            engine: engine.clone(),
+            listeners: handles.clone(),
+            api_keys,
+            rates: Arc::default(),
+            tracer: ctx.tracer.clone(),
+            plugins: host,
+        });
+        let tasks = TaskTracker::new();
+        for (l, handle) in listeners.into_iter().zip(&handles) {
+            tasks.spawn(l.run(
+                ctx.clone(),
+                admission.clone(),
+                tasks.clone(),
+                handle.clone(),
+            ));
         }
-        tasks.spawn(http::Rates::run(broker.clone()));
+        for l in http_listeners {
+            tasks.spawn(l.run(node.clone()));
+        }
+        tasks.spawn(node.rates.clone().run(engine.clone()));
         Ok(Server {
-            broker,
+            engine,
+            node,
             addrs,
             http_addrs,
             tasks,
@@ -132,21 +160,43 @@ impl Server {
         &self.http_addrs
     }
 
-    /// The shared broker context (metrics, router, sessions).
-    pub fn broker(&self) -> &Arc<Broker> {
-        &self.broker
+    /// The broker's core (sessions, subscriptions, retained messages, counters).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
-    /// Stops accepting, tells clients the server is going (v5 DISCONNECT 0x8B), and waits up
-    /// to `grace` for connections to close.
-    pub async fn shutdown(self, grace: Duration) {
-        self.broker.shutdown.cancel();
+    /// The running plugin of type `T`, if the config turned it on.
+    pub fn plugin<T: plugins::Hosted>(&self) -> Option<Arc<T>> {
+        self.node.plugins.plugin::<T>()
+    }
+
+    /// Every listener (MQTT and HTTP), as operators see them.
+    pub fn listeners(&self) -> &[Arc<listener::ListenerHandle>] {
+        &self.node.listeners
+    }
+
+    /// Stops the broker in order, losing nothing it could keep:
+    /// 1. stops accepting and tells every client the server is going (v5 DISCONNECT 0x8B),
+    ///    waiting up to `grace` for the connections to close (their gone/offline hooks fire);
+    /// 2. lets the plugins finish: the events relay writes out its backlog for up to
+    ///    `vmq_events_sidecar.shutdown_timeout` and counts the rest as dropped (`shutdown`);
+    /// 3. commits what the store has pending and closes it.
+    pub async fn shutdown(self, grace: Duration) -> Stopped {
+        self.engine.stop();
         self.tasks.close();
-        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
-        if let Some(store) = self.broker.store.clone() {
+        let connections_closed = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
+        if !connections_closed {
+            tracing::warn!(
+                ?grace,
+                "some connections had not closed within the grace period"
+            );
+        }
+        self.node.plugins.stop(Duration::MAX).await;
+        if let Some(store) = self.engine.store().cloned() {
             // Commits what is pending and closes the file.
             let _ = tokio::task::spawn_blocking(move || store.close()).await;
         }
+        Stopped { connections_closed }
     }
 }
 

@@ -4,7 +4,7 @@
 //! payload is the `Bytes` slice of the publisher's read buffer, never copied.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 

@@ -94,6 +94,37 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// Topic names and filters for property tests: few levels and level names (with a `$` one and
+/// an empty one), so that matches are common.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use proptest::prelude::*;
+
+    fn level() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("$sys".to_owned()),
+            Just(String::new()),
+        ]
+    }
+
+    /// A topic name of 1 to 4 levels.
+    pub fn topic_name() -> impl Strategy<Value = String> {
+        prop::collection::vec(level(), 1..5).prop_map(|l| l.join("/"))
+    }
+
+    /// A valid filter of 1 to 4 levels, with `+` and `#`.
+    pub fn filter() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![level(), Just("+".to_owned()), Just("#".to_owned())],
+            1..5,
+        )
+        .prop_map(|l| l.join("/"))
+        .prop_filter("valid filter", |f| super::validate_filter(f).is_ok())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::broker::Broker;
+use tokio_util::sync::CancellationToken;
+
 use crate::mqtt::Packet;
 
 /// Lines a trace may have waiting; beyond that, lines are dropped and counted in the stream.
@@ -112,13 +113,13 @@ impl Drop for Untap<'_> {
 
 /// Starts tracing the client named in `params` (`client-id=`, optional `mountpoint=`); the
 /// stream yields the trace's lines until it is dropped.
+/// `online` says whether a client is connected, for the header line.
 pub fn start(
-    broker: &Arc<Broker>,
+    tracer: &Arc<Tracer>,
+    stopping: CancellationToken,
     params: &[(String, String)],
-) -> Result<
-    impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
-    crate::http::api::ApiError,
-> {
+    online: impl Fn(&str, &str) -> bool,
+) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, String> {
     let get = |k: &str| {
         params
             .iter()
@@ -127,36 +128,38 @@ pub fn start(
     };
     for (k, _) in params {
         if k != "client-id" && k != "mountpoint" {
-            return Err(crate::http::api::ApiError {
-                status: 400,
-                text: format!("unknown argument {k:?} (expected: client-id, mountpoint)"),
-            });
+            return Err(format!(
+                "unknown argument {k:?} (expected: client-id, mountpoint)"
+            ));
         }
     }
     let Some(client_id) = get("client-id").filter(|c| !c.is_empty()) else {
-        return Err(crate::http::api::ApiError {
-            status: 400,
-            text: "missing argument client-id=<id>".into(),
-        });
+        return Err("missing argument client-id=<id>".into());
     };
     let mountpoint = get("mountpoint").unwrap_or_default();
-    let online = usize::from(broker.registry.is_online(&mountpoint, &client_id));
+    let online = usize::from(online(&mountpoint, &client_id));
     let header = format!(
         "Starting trace for {online} existing sessions for client {client_id:?} in mountpoint {mountpoint:?}\n"
     );
-    let broker = broker.clone();
-    Ok(async_stream(broker, mountpoint, client_id, header))
+    Ok(async_stream(
+        tracer.clone(),
+        stopping,
+        mountpoint,
+        client_id,
+        header,
+    ))
 }
 
 fn async_stream(
-    broker: Arc<Broker>,
+    tracer: Arc<Tracer>,
+    stopping: CancellationToken,
     mountpoint: String,
     client_id: String,
     header: String,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
-        let (untap, mut lines, dropped) = broker.tracer.add(&mountpoint, &client_id);
+        let (untap, mut lines, dropped) = tracer.add(&mountpoint, &client_id);
         if tx.send(Bytes::from(header)).await.is_err() {
             return;
         }
@@ -164,7 +167,7 @@ fn async_stream(
         loop {
             tokio::select! {
                 () = tx.closed() => break,
-                () = broker.shutdown.cancelled() => break,
+                () = stopping.cancelled() => break,
                 line = lines.recv() => {
                     let Some(line) = line else { break };
                     let lost = dropped.load(Ordering::Relaxed);
@@ -205,7 +208,7 @@ pub fn outcome<M>(asked: bool, decision: Option<&crate::hooks::AuthResult<M>>) -
         Some(AuthResult::Ok(_)) => "Hook returned \"ok\"",
         Some(AuthResult::OkWith(..)) => "Hook returned \"ok\" with modifiers",
         Some(AuthResult::Next) => "Hook returned \"next\" (no plugin decided)",
-        Some(AuthResult::Error) => "Hook returned \"error\"",
+        Some(AuthResult::Error(_)) => "Hook returned \"error\"",
         None => "No plugin implements the hook: allowed by default",
     }
 }

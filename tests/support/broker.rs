@@ -49,12 +49,7 @@ pub async fn relay_broker(
         .await
         .expect("broker starts");
     let addr = server.local_addrs()[0];
-    let relay = server
-        .broker()
-        .plugins
-        .events_sidecar
-        .clone()
-        .expect("relay on");
+    let relay = server.plugin::<EventsSidecar>().expect("relay on");
     (server, addr, relay)
 }
 

@@ -19,13 +19,13 @@ use clap::Parser;
 use serde_json::Value;
 use vmq_broker::Config;
 use vmq_broker::http::ApiKeys;
-use vmq_broker::http::api::USAGE;
+use vmq_broker::http::api::usage;
 
 #[derive(Parser, Debug)]
 #[command(
     version,
     about = "Manage a running vmq-broker (VerneMQ's vmq-admin commands)",
-    after_help = USAGE
+    after_help = usage()
 )]
 struct Args {
     /// Base URL of the node's HTTP listener, e.g. http://127.0.0.1:8888.
@@ -104,7 +104,7 @@ fn api_keys_locally(args: &Args, verb: &str, params: &[(String, String)]) -> any
             keys.delete(key)?;
             println!("Done");
         }
-        other => bail!("unknown command \"api-key {other}\"\n{USAGE}"),
+        other => bail!("unknown command \"api-key {other}\"\n{}", usage()),
     }
     Ok(())
 }
@@ -167,7 +167,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if words.is_empty() {
-        eprintln!("no command given\n{USAGE}");
+        eprintln!("no command given\n{}", usage());
         return Ok(ExitCode::from(2));
     }
     let config = if args.url.is_none() || args.api_key.is_none() {
@@ -268,7 +268,7 @@ fn call(
                 .map_or(json.to_string(), str::to_owned);
             eprintln!("{msg}");
             if status == 404 && !msg.contains("Commands") {
-                eprintln!("{USAGE}");
+                eprintln!("{}", usage());
             }
             Ok(ExitCode::from(if status == 401 { 1 } else { 2 }))
         }

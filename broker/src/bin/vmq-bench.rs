@@ -90,6 +90,14 @@ struct PubSub {
     /// reported, in order, as `cpu_ms` (e.g. the broker and a sidecar).
     #[arg(long = "cpu-pid")]
     cpu_pids: Vec<u32>,
+    /// During the run, a client on this port (a listener with another mountpoint) sends
+    /// SUBSCRIBE and UNSUBSCRIBE packets at --storm-rate per second: does a subscription storm
+    /// elsewhere slow this run's publishes down?
+    #[arg(long)]
+    storm_port: Option<u16>,
+    /// SUBSCRIBEs per second of the storm (each followed by an UNSUBSCRIBE of an older one).
+    #[arg(long, default_value_t = 1000)]
+    storm_rate: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -185,6 +193,45 @@ async fn subscribe(conn: &mut Conn, filter: &str, qos: QoS) -> anyhow::Result<()
             other => bail!("no SUBACK: {other:?}"),
         }
     }
+}
+
+/// Sends SUBSCRIBE (a new filter each time) and UNSUBSCRIBE (of the filter subscribed 100
+/// before) at `rate` per second, without waiting for the acknowledgements (a task reads them),
+/// until `stop`. Returns the number of SUBSCRIBEs sent.
+async fn storm(mut conn: Conn, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<u64> {
+    use futures::FutureExt;
+    use vmq_broker::mqtt::Unsubscribe;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut n: u64 = 0;
+    while !stop.load(Relaxed) {
+        tick.tick().await;
+        // Acknowledgements read as they come, never waited for.
+        while let Some(Some(Ok(_))) = conn.next().now_or_never() {}
+        let id = (n % 60_000) as u16 + 1;
+        conn.send(&Packet::Subscribe(Subscribe {
+            packet_id: id,
+            filters: vec![(
+                format!("storm/{n}/+/#"),
+                SubOptions {
+                    qos: QoS::AtMostOnce,
+                    ..Default::default()
+                },
+            )],
+            properties: Properties::default(),
+        }))
+        .await?;
+        if n >= 100 {
+            conn.send(&Packet::Unsubscribe(Unsubscribe {
+                packet_id: id,
+                filters: vec![format!("storm/{}/+/#", n - 100)],
+                properties: Properties::default(),
+            }))
+            .await?;
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Shared counters of a run.
@@ -424,6 +471,18 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
             stop.clone(),
         )));
     }
+    let storm = match a.storm_port {
+        Some(port) => {
+            let c = connect(
+                SocketAddr::new(a.host, port),
+                format!("bench-storm-{run}"),
+                None,
+            )
+            .await?;
+            Some(tokio::spawn(storm(c, a.storm_rate, stop.clone())))
+        }
+        None => None,
+    };
     // Warm up, then measure.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent_before = tally.sent.load(Relaxed);
@@ -453,6 +512,16 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
             Ok(r) => r??,
             Err(_) => eprintln!("vmq-bench: a publisher did not stop in time"),
         }
+    }
+    let storm_subscribes = match storm {
+        Some(t) => match tokio::time::timeout(give_up, t).await {
+            Ok(r) => Some(r??),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    if let Some(n) = storm_subscribes {
+        eprintln!("vmq-bench: the storm client sent {n} SUBSCRIBEs");
     }
     let mut latencies = Vec::new();
     for s in subs {

@@ -33,7 +33,7 @@ async fn shutdown_signal() {
 
 /// SIGHUP reloads the TLS certificates of every listener (new connections get them; a
 /// certificate that does not load leaves the old one in place, and says so).
-fn reload_on_sighup(broker: std::sync::Arc<vmq_broker::Broker>) {
+fn reload_on_sighup(listeners: Vec<std::sync::Arc<vmq_broker::listener::ListenerHandle>>) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -41,12 +41,7 @@ fn reload_on_sighup(broker: std::sync::Arc<vmq_broker::Broker>) {
             return;
         };
         while hup.recv().await.is_some() {
-            let listeners = broker
-                .listeners
-                .lock()
-                .map(|l| l.clone())
-                .unwrap_or_default();
-            for l in listeners {
+            for l in &listeners {
                 if let Err(e) = l.reload_tls() {
                     tracing::error!(listener = %l.name, error = %e, "TLS reload failed; keeping the current certificates");
                 }
@@ -68,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let server = Server::start(config)
@@ -79,9 +75,20 @@ async fn main() -> anyhow::Result<()> {
     for addr in server.http_addrs() {
         eprintln!("vmq-broker: HTTP listening on {addr}");
     }
-    reload_on_sighup(server.broker().clone());
+    reload_on_sighup(server.listeners().to_vec());
     shutdown_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown(Duration::from_secs(5)).await;
+    tracing::info!(
+        "shutting down: disconnecting clients, then draining the events relay (a second signal exits at once)"
+    );
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("vmq-broker: second signal, exiting at once");
+        std::process::exit(130);
+    });
+    let stopped = server.shutdown(Duration::from_secs(5)).await;
+    tracing::info!(
+        connections_closed = stopped.connections_closed,
+        "broker stopped"
+    );
     Ok(())
 }

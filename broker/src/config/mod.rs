@@ -8,14 +8,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::plugins::events_sidecar::EventsSidecarConfig;
-
 mod listeners;
 mod values;
 
 pub use listeners::{HttpListenerConfig, TcpListenerConfig, TlsConfig, Transport};
-pub use values::{parse_duration, parse_flag, parse_size};
-use values::{parse_limit, parse_num, reload_interval};
+use values::parse_limit;
+pub use values::{parse_duration, parse_flag, parse_num, parse_size, reload_interval};
 
 /// A configuration error, with the line it comes from.
 #[derive(Debug, thiserror::Error)]
@@ -101,16 +99,9 @@ pub struct Config {
     pub plugins: BTreeMap<String, bool>,
     /// `plugins.<name>.priority = <n>`: lower runs first in the auth chains.
     pub plugin_priority: BTreeMap<String, i32>,
-    /// `vmq_events_sidecar.*`.
-    pub events_sidecar: EventsSidecarConfig,
-    /// `vmq_passwd.password_file`.
-    pub password_file: PathBuf,
-    /// `vmq_passwd.password_reload_interval` (zero: never reloaded).
-    pub password_reload_interval: Duration,
-    /// `vmq_acl.acl_file`.
-    pub acl_file: PathBuf,
-    /// `vmq_acl.acl_reload_interval` (zero: never reloaded).
-    pub acl_reload_interval: Duration,
+    /// `<plugin>.<key> = value` lines of the known plugins, as written: each plugin parses
+    /// its own, when the plugin host starts it.
+    pub plugin_keys: BTreeMap<String, Vec<PluginSetting>>,
     /// `listener.max_connections`: the default limit of each listener (`None`: none).
     pub listener_max_connections: Option<usize>,
     /// `max_connections`: connections across all listeners (`None`: no limit).
@@ -121,6 +112,30 @@ pub struct Config {
     pub max_subscriptions_per_client: Option<usize>,
     /// How long a new connection has to send its CONNECT.
     pub connect_timeout: Duration,
+}
+
+/// One `<plugin>.<key> = value` line, kept for the plugin to parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSetting {
+    /// The key after `<plugin>.`.
+    pub key: String,
+    /// The value, trimmed.
+    pub value: String,
+    /// The file it was read from.
+    pub file: String,
+    /// Its 1-based line.
+    pub line: usize,
+}
+
+impl PluginSetting {
+    /// An error about this line.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Line {
+            file: self.file.clone(),
+            line: self.line,
+            message: message.into(),
+        }
+    }
 }
 
 /// When a QoS 1/2 publish whose message had to be stored is acknowledged.
@@ -161,11 +176,7 @@ impl Default for Config {
             log_console_level: "info".into(),
             plugins: BTreeMap::new(),
             plugin_priority: BTreeMap::new(),
-            events_sidecar: EventsSidecarConfig::default(),
-            password_file: PathBuf::from("./vmq.passwd"),
-            password_reload_interval: Duration::from_secs(10),
-            acl_file: PathBuf::from("./vmq.acl"),
-            acl_reload_interval: Duration::from_secs(10),
+            plugin_keys: BTreeMap::new(),
             listener_max_connections: None,
             max_connections: None,
             max_connect_rate: None,
@@ -269,14 +280,6 @@ impl Config {
                             ));
                         }
                     },
-                    "vmq_passwd.password_file" => c.password_file = PathBuf::from(value),
-                    "vmq_passwd.password_reload_interval" => {
-                        c.password_reload_interval = reload_interval(value)?
-                    }
-                    "vmq_acl.acl_file" => c.acl_file = PathBuf::from(value),
-                    "vmq_acl.acl_reload_interval" => {
-                        c.acl_reload_interval = reload_interval(value)?
-                    }
                     _ if key.starts_with("plugins.") && key.ends_with(".priority") => {
                         let name = &key["plugins.".len()..key.len() - ".priority".len()];
                         if !KNOWN_PLUGINS.contains(&name) {
@@ -297,9 +300,18 @@ impl Config {
                         }
                         c.plugins.insert(name.to_owned(), parse_flag(value)?);
                     }
-                    _ if key.starts_with("vmq_events_sidecar.") => {
-                        c.events_sidecar
-                            .set(&key["vmq_events_sidecar.".len()..], value)?;
+                    _ if let Some((plugin, rest)) = key.split_once('.')
+                        && KNOWN_PLUGINS.contains(&plugin) =>
+                    {
+                        c.plugin_keys
+                            .entry(plugin.to_owned())
+                            .or_default()
+                            .push(PluginSetting {
+                                key: rest.to_owned(),
+                                value: value.to_owned(),
+                                file: file.to_owned(),
+                                line: i + 1,
+                            });
                     }
                     _ if key.starts_with("listener.http.") => {
                         listeners::set_http(&mut c.http_listeners, key, value)?
@@ -332,6 +344,11 @@ impl Config {
             )));
         }
         Ok(c)
+    }
+
+    /// The `<plugin>.*` lines of `plugin`, in file order.
+    pub fn plugin_settings(&self, plugin: &str) -> &[PluginSetting] {
+        self.plugin_keys.get(plugin).map_or(&[], Vec::as_slice)
     }
 
     /// The largest inbound packet, in bytes.
@@ -378,11 +395,7 @@ mod tests {
             let e = parse_duration(v).unwrap_err();
             assert!(e.contains("too long"), "{v}: {e}");
         }
-        assert!(Config::parse(
-            "listener.tcp.a = 127.0.0.1:1\nvmq_passwd.password_reload_interval= 037w547814851762060w\n",
-            "f"
-        )
-        .is_err());
+        assert!(reload_interval("037w547814851762060w").is_err());
     }
 
     #[test]
@@ -407,8 +420,16 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         let e = Config::parse("plugins.vmq_nothing = on", "f").unwrap_err();
         assert!(e.to_string().contains("unknown plugin"), "{e}");
-        let e = Config::parse("vmq_events_sidecar.hooks = on_tuesday", "f").unwrap_err();
-        assert!(e.to_string().starts_with("f:1: unknown hook"), "{e}");
+        let c = Config::parse(
+            "listener.tcp.a = 127.0.0.1:1\nvmq_events_sidecar.hooks = on_tuesday",
+            "f",
+        )
+        .unwrap();
+        let s = &c.plugin_settings("vmq_events_sidecar")[0];
+        assert_eq!(
+            (s.key.as_str(), s.value.as_str(), s.line),
+            ("hooks", "on_tuesday", 2)
+        );
         assert_eq!(parse_duration("never").unwrap(), None);
     }
 }

@@ -88,14 +88,16 @@ pub fn parse_size(v: &str) -> Result<usize, String> {
 }
 
 /// A reload interval: seconds as a bare number (VerneMQ's form) or a duration; 0 disables.
-pub(super) fn reload_interval(v: &str) -> Result<Duration, String> {
+/// A reload interval: seconds, or a duration (`never`: zero, never reloaded).
+pub fn reload_interval(v: &str) -> Result<Duration, String> {
     if let Ok(secs) = v.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
     Ok(parse_duration(v)?.unwrap_or(Duration::ZERO))
 }
 
-pub(super) fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+/// A number.
+pub fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| format!("expected a number, got {v:?}"))
 }

@@ -12,8 +12,11 @@
 //!
 //! Nothing is built for a hook no plugin wants: [`Hooks::wants`] is checked first.
 
+pub mod args;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -215,8 +218,105 @@ pub enum AuthResult<M> {
     OkWith(M, Option<MatchedAcl>),
     /// This plugin has no opinion: ask the next one.
     Next,
-    /// Refused.
-    Error,
+    /// Refused, with the plugin's reason if it gave one (logged, and passed to the
+    /// `on_register_failed` notification).
+    Error(Option<String>),
+}
+
+impl<M> AuthResult<M> {
+    /// Refused without a reason.
+    pub const fn refused() -> AuthResult<M> {
+        AuthResult::Error(None)
+    }
+
+    /// Refused, saying why.
+    pub fn refused_because(reason: impl Into<String>) -> AuthResult<M> {
+        AuthResult::Error(Some(reason.into()))
+    }
+}
+
+/// Changes an `auth_on_register` may make to the client's session, as VerneMQ's
+/// `auth_on_register` modifiers (`specs/webhooks.md` 4.1). The broker applies `mountpoint`,
+/// `client_id`, `username`, `clean_session`, `max_message_size`, `max_inflight_messages` and
+/// the queue sizes to the connection it accepts; the others are carried for plugins that
+/// speak VerneMQ's protocol and have no effect here yet (the connection logs them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterModifiers {
+    /// Another mountpoint for this client.
+    pub mountpoint: Option<String>,
+    /// Another client id.
+    pub client_id: Option<String>,
+    /// Another user name.
+    pub username: Option<String>,
+    /// Clean session (v3) / clean start (v5), overriding CONNECT's.
+    pub clean_session: Option<bool>,
+    /// Largest packet this client may send, in bytes.
+    pub max_message_size: Option<u32>,
+    /// Unacknowledged QoS 1/2 messages towards this client.
+    pub max_inflight_messages: Option<u16>,
+    /// Its queue while online.
+    pub max_online_messages: Option<usize>,
+    /// Its queue while offline.
+    pub max_offline_messages: Option<usize>,
+    /// Seconds after which the connection is closed (not applied yet).
+    pub max_connection_lifetime: Option<u64>,
+    /// Milliseconds between redeliveries (not applied yet).
+    pub retry_interval: Option<u64>,
+    /// Deliver at the subscription's QoS rather than the publish's (not applied yet).
+    pub upgrade_qos: Option<bool>,
+    /// Publishes per second allowed (not applied yet).
+    pub max_message_rate: Option<u32>,
+    /// `prefer_local`, `local_only` or `random` (not applied yet).
+    pub shared_subscription_policy: Option<String>,
+    /// `fifo` or `lifo` (not applied yet).
+    pub queue_type: Option<String>,
+    /// During a netsplit: may this client register, publish, subscribe, unsubscribe.
+    pub allow_register: Option<bool>,
+    /// See `allow_register`.
+    pub allow_publish: Option<bool>,
+    /// See `allow_register`.
+    pub allow_subscribe: Option<bool>,
+    /// See `allow_register`.
+    pub allow_unsubscribe: Option<bool>,
+    /// Queue draining (not applied: no queue migration here).
+    pub max_drain_time: Option<u64>,
+    /// Queue draining (not applied: no queue migration here).
+    pub max_msgs_per_drain_step: Option<u64>,
+}
+
+impl RegisterModifiers {
+    /// The names of the modifiers set that the broker does not apply yet.
+    pub fn not_applied(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut note = |set: bool, name| {
+            if set {
+                v.push(name)
+            }
+        };
+        note(
+            self.max_connection_lifetime.is_some(),
+            "max_connection_lifetime",
+        );
+        note(self.retry_interval.is_some(), "retry_interval");
+        note(self.upgrade_qos.is_some(), "upgrade_qos");
+        note(self.max_message_rate.is_some(), "max_message_rate");
+        note(
+            self.shared_subscription_policy.is_some(),
+            "shared_subscription_policy",
+        );
+        note(self.queue_type.is_some(), "queue_type");
+        note(self.allow_register.is_some(), "allow_register");
+        note(self.allow_publish.is_some(), "allow_publish");
+        note(self.allow_subscribe.is_some(), "allow_subscribe");
+        note(self.allow_unsubscribe.is_some(), "allow_unsubscribe");
+        note(self.max_drain_time.is_some(), "max_drain_time");
+        note(
+            self.max_msgs_per_drain_step.is_some(),
+            "max_msgs_per_drain_step",
+        );
+        v
+    }
 }
 
 /// Changes an `auth_on_publish` may make.
@@ -230,8 +330,12 @@ pub struct PublishModifiers {
     pub qos: Option<QoS>,
     /// New retain flag.
     pub retain: Option<bool>,
-    /// New v5 properties.
+    /// New v5 properties (replacing the message's whole property map, as VerneMQ does).
     pub properties: Option<Properties>,
+    /// Publish into this mountpoint instead of the client's.
+    pub mountpoint: Option<String>,
+    /// Stop reading from the publisher for this long (VerneMQ's `throttle`, in ms there).
+    pub throttle: Option<Duration>,
 }
 
 /// Changes an `auth_on_subscribe` may make to one topic.
@@ -274,6 +378,8 @@ pub enum Notification<'a> {
         clean_session: bool,
         /// Why.
         reason: RegisterFailure,
+        /// The refusing plugin's own words, if it gave any.
+        reason_text: Option<&'a str>,
     },
     /// A publish was accepted and routed.
     Publish {
@@ -414,7 +520,7 @@ pub trait Plugin: Send + Sync + 'static {
     fn auth_on_register<'a>(
         &'a self,
         _req: &'a RegisterRequest<'a>,
-    ) -> BoxFuture<'a, AuthResult<()>> {
+    ) -> BoxFuture<'a, AuthResult<RegisterModifiers>> {
         Box::pin(async { AuthResult::Next })
     }
 
@@ -484,7 +590,10 @@ impl Hooks {
     }
 
     /// Runs the `auth_on_register` chain. `None`: nobody decided.
-    pub async fn auth_on_register(&self, req: &RegisterRequest<'_>) -> Option<AuthResult<()>> {
+    pub async fn auth_on_register(
+        &self,
+        req: &RegisterRequest<'_>,
+    ) -> Option<AuthResult<RegisterModifiers>> {
         for p in self
             .plugins
             .iter()
@@ -531,5 +640,163 @@ impl Hooks {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A plugin that answers every auth hook as told and records that it was asked.
+    struct Scripted {
+        name: &'static str,
+        priority: i32,
+        answer: AuthResult<RegisterModifiers>,
+        asked: Arc<Mutex<Vec<&'static str>>>,
+        notified: Arc<Mutex<Vec<(&'static str, Hook)>>>,
+        wants: HookSet,
+    }
+
+    impl Plugin for Scripted {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn priority(&self) -> i32 {
+            self.priority
+        }
+        fn wants(&self, hook: Hook) -> bool {
+            self.wants.contains(hook)
+        }
+        fn auth_on_register<'a>(
+            &'a self,
+            _req: &'a RegisterRequest<'a>,
+        ) -> BoxFuture<'a, AuthResult<RegisterModifiers>> {
+            self.asked.lock().unwrap().push(self.name);
+            let answer = self.answer.clone();
+            Box::pin(async move { answer })
+        }
+        fn notify(&self, event: &Notification<'_>) {
+            self.notified
+                .lock()
+                .unwrap()
+                .push((self.name, event.hook()));
+        }
+    }
+
+    struct Log {
+        asked: Arc<Mutex<Vec<&'static str>>>,
+        notified: Arc<Mutex<Vec<(&'static str, Hook)>>>,
+    }
+
+    fn chain(spec: Vec<(&'static str, i32, AuthResult<RegisterModifiers>)>) -> (Hooks, Log) {
+        let log = Log {
+            asked: Arc::default(),
+            notified: Arc::default(),
+        };
+        let plugins = spec
+            .into_iter()
+            .map(|(name, priority, answer)| {
+                Arc::new(Scripted {
+                    name,
+                    priority,
+                    answer,
+                    asked: log.asked.clone(),
+                    notified: log.notified.clone(),
+                    wants: HookSet::default()
+                        .with(Hook::AuthOnRegister)
+                        .with(Hook::OnClientWakeup),
+                }) as Arc<dyn Plugin>
+            })
+            .collect();
+        (Hooks::new(plugins), log)
+    }
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            mountpoint: String::new(),
+            client_id: Arc::from("c"),
+            username: None,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            session_id: Arc::from("s"),
+            protocol: Protocol::V5,
+        }
+    }
+
+    async fn register(hooks: &Hooks) -> Option<AuthResult<RegisterModifiers>> {
+        let c = client();
+        let props = Properties::default();
+        hooks
+            .auth_on_register(&RegisterRequest {
+                client: &c,
+                password: None,
+                clean_start: true,
+                properties: &props,
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn the_first_plugin_by_priority_that_decides_wins() {
+        let modifiers = RegisterModifiers {
+            mountpoint: Some("m".into()),
+            ..Default::default()
+        };
+        // Config order c, a, b; priorities put a (-1) first, then b and c (0, in config order).
+        let (hooks, log) = chain(vec![
+            ("c", 0, AuthResult::refused()),
+            ("a", -1, AuthResult::Next),
+            ("b", 0, AuthResult::OkWith(modifiers.clone(), None)),
+        ]);
+        let names: Vec<&str> = hooks.plugins().iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["a", "c", "b"]);
+        // a says next, c refuses: b is never asked.
+        assert_eq!(register(&hooks).await, Some(AuthResult::Error(None)));
+        assert_eq!(*log.asked.lock().unwrap(), ["a", "c"]);
+
+        let (hooks, log) = chain(vec![
+            ("a", 0, AuthResult::Next),
+            ("b", 1, AuthResult::OkWith(modifiers.clone(), None)),
+            ("c", 2, AuthResult::refused_because("too late")),
+        ]);
+        assert_eq!(
+            register(&hooks).await,
+            Some(AuthResult::OkWith(modifiers, None))
+        );
+        assert_eq!(*log.asked.lock().unwrap(), ["a", "b"]);
+
+        // Everyone says next: nobody decided.
+        let (hooks, _) = chain(vec![("a", 0, AuthResult::Next), ("b", 0, AuthResult::Next)]);
+        assert_eq!(register(&hooks).await, None);
+    }
+
+    #[tokio::test]
+    async fn notifications_reach_every_plugin_that_wants_them_in_order() {
+        let (hooks, log) = chain(vec![("b", 1, AuthResult::Next), ("a", 0, AuthResult::Next)]);
+        assert!(hooks.wants(Hook::OnClientWakeup));
+        assert!(!hooks.wants(Hook::OnPublish));
+        let c = client();
+        hooks.notify(&Notification::ClientWakeup { client: &c });
+        assert_eq!(
+            *log.notified.lock().unwrap(),
+            [("a", Hook::OnClientWakeup), ("b", Hook::OnClientWakeup)]
+        );
+    }
+
+    #[test]
+    fn register_modifiers_are_vernemqs_names_and_unknown_ones_are_refused() {
+        let m: RegisterModifiers = serde_json::from_value(serde_json::json!({
+            "mountpoint": "mynewmount", "client_id": "changed_client_id",
+            "max_inflight_messages": 10000, "retry_interval": 20000
+        }))
+        .unwrap();
+        assert_eq!(m.mountpoint.as_deref(), Some("mynewmount"));
+        assert_eq!(m.not_applied(), ["retry_interval"]);
+        // VerneMQ's validator allows clean_session, not clean_start.
+        assert!(
+            serde_json::from_value::<RegisterModifiers>(serde_json::json!({"clean_start": true}))
+                .is_err()
+        );
     }
 }

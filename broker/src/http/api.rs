@@ -3,13 +3,12 @@
 //! `GET /api/v1/events/enable?hook=on_publish`), and the answer is VerneMQ's JSON:
 //! `{"table":[{...}],"type":"table"}` or `{"text":"...","type":"text"}`.
 
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
-
-use crate::broker::Broker;
+use super::Node;
 use crate::config::parse_duration;
+use crate::engine::Engine;
 use crate::hooks::Hook;
 use crate::mqtt::reason;
 
@@ -17,9 +16,6 @@ use crate::mqtt::reason;
 pub const USAGE: &str = "\
 Commands (arguments as key=value, session show columns and filters as --column[=value]):
   api-key create [expires=<duration>] | api-key show | api-key delete key=<key or id>
-  events show | events enable hook=<hook> | events disable hook=<hook>
-  events sampling show | events sampling enable hook=<hook> acl_name=<name> percentage=<0-100>
-  events sampling disable hook=<hook> acl_name=<name>
   session show [--<column>...] [--<column>=<value>...] [--limit=<n>]
   session disconnect client-id=<id> [mountpoint=<mp>]
   retain show [--topic=<topic>] [--limit=<n>]
@@ -28,101 +24,20 @@ Commands (arguments as key=value, session show columns and filters as --column[=
   set <key>=<value>... | show <key>
   trace client client-id=<id> [mountpoint=<mp>]";
 
-/// A command's answer.
-#[derive(Debug)]
-pub enum Answer {
-    /// Rows of named columns.
-    Table(Vec<Map<String, Value>>),
-    /// A message.
-    Text(String),
+/// Every command: the broker's and the shipped plugins'.
+pub fn usage() -> String {
+    format!("{USAGE}\n{}", crate::plugins::usage())
 }
 
-impl Answer {
-    /// VerneMQ's JSON shape.
-    pub fn to_json(&self) -> Value {
-        match self {
-            Answer::Table(rows) => json!({"table": rows, "type": "table"}),
-            Answer::Text(t) => json!({"text": t, "type": "text"}),
-        }
-    }
-}
-
-/// Why a command failed: a bad request (400) or an unknown command (404), with a message.
-#[derive(Debug)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: u16,
-    /// What is wrong.
-    pub text: String,
-}
-
-impl ApiError {
-    fn bad(text: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 400,
-            text: text.into(),
-        }
-    }
-
-    fn not_found(text: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 404,
-            text: text.into(),
-        }
-    }
-}
-
-/// A command's arguments; every one must be used, so a misspelt one is an error.
-pub struct Args {
-    params: Vec<(String, String)>,
-}
-
-impl Args {
-    /// The query's parameters, in order.
-    pub fn new(params: Vec<(String, String)>) -> Args {
-        Args { params }
-    }
-
-    fn check(&self, allowed: &[&str]) -> Result<(), ApiError> {
-        for (k, _) in &self.params {
-            if !allowed.contains(&k.as_str()) {
-                return Err(ApiError::bad(format!(
-                    "unknown argument {k:?} (expected: {})",
-                    if allowed.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        allowed.join(", ")
-                    }
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn need(&self, key: &str) -> Result<&str, ApiError> {
-        self.get(key)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ApiError::bad(format!("missing argument {key}=<value>")))
-    }
-}
-
-fn row(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-}
-
-fn text(t: impl Into<String>) -> Result<Answer, ApiError> {
-    Ok(Answer::Text(t.into()))
-}
+pub use crate::plugins::command::{Answer, Args, CommandError as ApiError};
+use crate::plugins::command::{row, text};
 
 /// Runs one command.
-pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Answer, ApiError> {
+pub async fn run(node: &Node, words: &[&str], args: Args) -> Result<Answer, ApiError> {
+    if let Some(answer) = node.plugins.command(words, &args) {
+        return answer;
+    }
+    let engine = &node.engine;
     match words {
         ["api-key", "create"] => {
             args.check(&["expires"])?;
@@ -130,7 +45,7 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
                 Some(v) => parse_duration(v).map_err(ApiError::bad)?,
                 None => None,
             };
-            let key = broker
+            let key = node
                 .api_keys
                 .create(ttl)
                 .map_err(|e| ApiError::bad(e.to_string()))?;
@@ -138,7 +53,7 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
         }
         ["api-key", "show"] => {
             args.check(&[])?;
-            let keys = broker
+            let keys = node
                 .api_keys
                 .list()
                 .map_err(|e| ApiError::bad(e.to_string()))?;
@@ -159,20 +74,20 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
         }
         ["api-key", "delete"] => {
             args.check(&["key"])?;
-            broker
-                .api_keys
+            node.api_keys
                 .delete(args.need("key")?)
                 .map_err(|e| ApiError::bad(e.to_string()))?;
             text("Done")
         }
-        ["events", rest @ ..] => events(broker, rest, &args),
-        ["session", "show"] => session_show(broker, &args),
+        ["events", ..] => Err(ApiError::bad(
+            "the events sidecar plugin is off (plugins.vmq_events_sidecar = on)",
+        )),
+        ["session", "show"] => session_show(engine, &args),
         ["session", "disconnect"] => {
             args.check(&["client-id", "mountpoint"])?;
             let client_id = args.need("client-id")?;
             let mountpoint = args.get("mountpoint").unwrap_or("");
-            if broker
-                .registry
+            if engine
                 .disconnect(mountpoint, client_id, reason::ADMINISTRATIVE_ACTION)
                 .await
             {
@@ -187,8 +102,7 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
             args.check(&["--topic", "--limit"])?;
             let limit = limit(&args)?;
             let topic = args.get("--topic").filter(|t| !t.is_empty());
-            let rows = broker
-                .router
+            let rows = engine
                 .retained_all()
                 .into_iter()
                 .filter(|(_, m)| topic.is_none_or(|t| *m.topic == *t))
@@ -206,7 +120,8 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
         }
         ["listener", "show"] => {
             args.check(&[])?;
-            let rows = listeners(broker)
+            let rows = node
+                .listeners
                 .iter()
                 .map(|l| {
                     row([
@@ -230,7 +145,7 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
         ["listener", "restart"] => {
             args.check(&["name"])?;
             let name = args.need("name")?;
-            let all = listeners(broker);
+            let all = &node.listeners;
             let matching: Vec<_> = all
                 .iter()
                 .filter(|l| l.kind != "http" && l.name == name)
@@ -252,7 +167,7 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
         ["listener", verb @ ("stop" | "start")] => {
             args.check(&["name"])?;
             let name = args.need("name")?;
-            let all = listeners(broker);
+            let all = &node.listeners;
             let l = all
                 .iter()
                 .filter(|l| l.kind != "http" && l.name == name)
@@ -273,7 +188,7 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
         }
         ["plugin", "show"] => {
             args.check(&[])?;
-            let rows = broker
+            let rows = engine
                 .hooks()
                 .plugins()
                 .iter()
@@ -283,9 +198,11 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
                         .filter(|h| p.wants(**h))
                         .map(|h| h.name())
                         .collect();
+                    let status = node.plugins.get(p.name()).map(|h| h.status());
                     row([
                         ("plugin", json!(p.name())),
                         ("hooks", json!(hooks.join(","))),
+                        ("status", status.unwrap_or_default()),
                     ])
                 })
                 .collect();
@@ -293,8 +210,8 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
         }
         ["metrics", "show"] => {
             args.check(&[])?;
-            let rows = broker
-                .metrics
+            let rows = engine
+                .metrics()
                 .snapshot()
                 .into_iter()
                 .map(|(name, value)| row([("metric", json!(name)), ("value", json!(value))]))
@@ -302,12 +219,12 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
             Ok(Answer::Table(rows))
         }
         ["set"] => {
-            if args.params.is_empty() {
+            if args.params().is_empty() {
                 return Err(ApiError::bad("usage: set <key>=<value>..."));
             }
-            for (k, v) in &args.params {
-                broker
-                    .settings
+            for (k, v) in args.params() {
+                engine
+                    .settings()
                     .set(k, v)
                     .map_err(|e| ApiError::bad(format!("{k}: {e}")))?;
                 tracing::info!(key = %k, value = %v, "setting changed at run time");
@@ -316,25 +233,18 @@ pub async fn run(broker: &Arc<Broker>, words: &[&str], args: Args) -> Result<Ans
         }
         ["show", key] => {
             args.check(&[])?;
-            let value = broker.settings.show(key).map_err(ApiError::bad)?;
+            let value = engine.settings().show(key).map_err(ApiError::bad)?;
             Ok(Answer::Table(vec![row([
                 ("key", json!(key)),
                 ("value", json!(value)),
             ])]))
         }
         _ => Err(ApiError::not_found(format!(
-            "unknown command {:?}\n{USAGE}",
-            words.join(" ")
+            "unknown command {:?}\n{}",
+            words.join(" "),
+            usage()
         ))),
     }
-}
-
-fn listeners(broker: &Broker) -> Vec<Arc<crate::listener::ListenerHandle>> {
-    broker
-        .listeners
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default()
 }
 
 fn limit(args: &Args) -> Result<usize, ApiError> {
@@ -343,84 +253,6 @@ fn limit(args: &Args) -> Result<usize, ApiError> {
         Some(v) => v
             .parse()
             .map_err(|_| ApiError::bad(format!("--limit expects a number, got {v:?}"))),
-    }
-}
-
-fn events(broker: &Broker, words: &[&str], args: &Args) -> Result<Answer, ApiError> {
-    let relay = broker.plugins.events_sidecar.as_ref().ok_or_else(|| {
-        ApiError::bad("the events sidecar plugin is off (plugins.vmq_events_sidecar = on)")
-    })?;
-    let err = |e: crate::plugins::events_sidecar::EventsError| ApiError::bad(e.to_string());
-    match words {
-        ["show"] => {
-            args.check(&[])?;
-            let enabled = relay.enabled_hooks();
-            let m = relay.metrics();
-            let rows = crate::plugins::events_sidecar::config::RELAYABLE
-                .iter()
-                .map(|h| {
-                    row([
-                        ("hook", json!(h.name())),
-                        ("enabled", json!(enabled.contains(h))),
-                        ("sent", json!(m.sent_count(*h))),
-                    ])
-                })
-                .collect();
-            Ok(Answer::Table(rows))
-        }
-        ["enable"] => {
-            args.check(&["hook"])?;
-            relay.enable(args.need("hook")?).map_err(err)?;
-            text("Done")
-        }
-        ["disable"] => {
-            args.check(&["hook"])?;
-            relay.disable(args.need("hook")?).map_err(err)?;
-            text("Done")
-        }
-        ["sampling", "show"] => {
-            args.check(&[])?;
-            let rows = relay
-                .sampling_rules()
-                .into_iter()
-                .map(|(h, acl, pct)| {
-                    row([
-                        ("hook", json!(h.name())),
-                        ("acl_name", json!(acl)),
-                        ("percentage", json!(pct)),
-                    ])
-                })
-                .collect();
-            Ok(Answer::Table(rows))
-        }
-        ["sampling", "enable"] => {
-            args.check(&["hook", "acl_name", "percentage"])?;
-            let pct: u8 = args
-                .need("percentage")?
-                .parse()
-                .ok()
-                .filter(|p| *p <= 100)
-                .ok_or_else(|| ApiError::bad("percentage must be 0 to 100"))?;
-            relay
-                .set_sampling(args.need("hook")?, args.need("acl_name")?, u32::from(pct))
-                .map_err(err)?;
-            text("Done")
-        }
-        ["sampling", "disable"] => {
-            args.check(&["hook", "acl_name"])?;
-            let removed = relay
-                .clear_sampling(args.need("hook")?, args.need("acl_name")?)
-                .map_err(err)?;
-            if removed {
-                text("Done")
-            } else {
-                Err(ApiError::not_found("no such sampling rule"))
-            }
-        }
-        _ => Err(ApiError::not_found(format!(
-            "unknown command \"events {}\"\n{USAGE}",
-            words.join(" ")
-        ))),
     }
 }
 
@@ -445,10 +277,10 @@ const SESSION_DEFAULT: [&str; 6] = [
     "user",
 ];
 
-fn session_show(broker: &Broker, args: &Args) -> Result<Answer, ApiError> {
+fn session_show(engine: &Engine, args: &Args) -> Result<Answer, ApiError> {
     let mut columns = BTreeSet::new();
     let mut filters = Vec::new();
-    for (k, v) in &args.params {
+    for (k, v) in args.params() {
         if k == "--limit" {
             continue;
         }
@@ -475,8 +307,8 @@ fn session_show(broker: &Broker, args: &Args) -> Result<Answer, ApiError> {
     };
     let limit = limit(args)?;
     let mut rows = Vec::new();
-    for s in broker.registry.sessions() {
-        let info = s.info.lock().ok().and_then(|i| i.clone());
+    for s in engine.sessions() {
+        let info = s.info.lock().clone();
         let value = |col: &str| -> Value {
             match col {
                 "client_id" => json!(&*s.client_id),

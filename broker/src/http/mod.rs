@@ -19,16 +19,35 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine;
+use base64::Engine as _;
 use tokio::net::TcpListener;
 
 pub use keys::{ApiKeys, KeyEntry, KeyError};
 
-use crate::broker::Broker;
 use crate::config::HttpListenerConfig;
+use crate::engine::Engine;
 use crate::listener::ListenerHandle;
 use crate::metrics::Metrics;
+use crate::plugins::Host;
+use crate::trace::Tracer;
 
+/// What the operating surface serves from: the engine, and the node's own state (its
+/// listeners, API keys, publish rates, traces and plugins).
+#[derive(Debug)]
+pub struct Node {
+    /// The broker's core.
+    pub engine: Arc<Engine>,
+    /// Every listener (MQTT and HTTP), as operators see them.
+    pub listeners: Vec<Arc<ListenerHandle>>,
+    /// The management API's keys (in the data directory).
+    pub api_keys: ApiKeys,
+    /// Publish rates, sampled each second for the status page.
+    pub rates: Arc<Rates>,
+    /// Live traces of clients.
+    pub tracer: Arc<Tracer>,
+    /// The plugins.
+    pub plugins: Arc<Host>,
+}
 /// Publish rates over the last second, for the status page (sampled by [`Rates::run`]).
 #[derive(Debug, Default)]
 pub struct Rates {
@@ -42,24 +61,24 @@ impl Rates {
         (self.received.load(Relaxed), self.sent.load(Relaxed))
     }
 
-    /// Samples the counters each second until the broker stops.
-    pub async fn run(broker: Arc<Broker>) {
+    /// Samples the counters each second until the engine stops.
+    pub async fn run(self: Arc<Self>, engine: Arc<Engine>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let read = |b: &Broker| {
+        let read = |b: &Engine| {
             (
-                Metrics::get(&b.metrics.mqtt_publish_received),
-                Metrics::get(&b.metrics.mqtt_publish_sent),
+                Metrics::get(&b.metrics().mqtt_publish_received),
+                Metrics::get(&b.metrics().mqtt_publish_sent),
             )
         };
-        let mut last = read(&broker);
+        let mut last = read(&engine);
         loop {
             tokio::select! {
-                () = broker.shutdown.cancelled() => return,
+                () = engine.stopping().cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let now = read(&broker);
-            broker.rates.received.store(now.0 - last.0, Relaxed);
-            broker.rates.sent.store(now.1 - last.1, Relaxed);
+            let now = read(&engine);
+            self.received.store(now.0 - last.0, Relaxed);
+            self.sent.store(now.1 - last.1, Relaxed);
             last = now;
         }
     }
@@ -103,10 +122,10 @@ impl HttpListener {
     }
 
     /// Serves until the broker shuts down.
-    pub async fn run(self, broker: Arc<Broker>) {
+    pub async fn run(self, node: Arc<Node>) {
         tracing::info!(name = %self.config.name, addr = ?self.local_addr().ok(), "HTTP listener accepting");
-        let shutdown = broker.shutdown.clone();
-        let app = router(broker);
+        let shutdown = node.engine.stopping().clone();
+        let app = router(node);
         let served = axum::serve(self.socket, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
@@ -117,34 +136,30 @@ impl HttpListener {
 }
 
 /// The routes.
-pub fn router(broker: Arc<Broker>) -> Router {
+pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/status", get(status_page))
         .route("/status.json", get(status_json))
         .route("/api/v1/{*command}", get(api).post(api))
-        .with_state(broker)
+        .with_state(node)
 }
 
-async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        prometheus::render(&broker),
+        prometheus::render(&node),
     )
         .into_response()
 }
 
-async fn health(State(broker): State<Arc<Broker>>) -> Response {
-    let listeners = broker
+async fn health(State(node): State<Arc<Node>>) -> Response {
+    let down: Vec<String> = node
         .listeners
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default();
-    let down: Vec<String> = listeners
         .iter()
         .filter(|l| !l.is_accepting())
         .map(|l| format!("{}.{}", l.kind, l.name))
@@ -161,12 +176,12 @@ async fn health(State(broker): State<Arc<Broker>>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-async fn status_json(State(broker): State<Arc<Broker>>) -> Response {
-    axum::Json(status::snapshot(&broker)).into_response()
+async fn status_json(State(node): State<Arc<Node>>) -> Response {
+    axum::Json(status::snapshot(&node)).into_response()
 }
 
-async fn status_page(State(broker): State<Arc<Broker>>) -> Html<String> {
-    Html(status::page(&broker))
+async fn status_page(State(node): State<Arc<Node>>) -> Html<String> {
+    Html(status::page(&node))
 }
 
 /// The API key of a request: the basic-auth user (`http://KEY@host/...`), or a bearer token.
@@ -193,12 +208,12 @@ fn error(status: u16, text: &str) -> Response {
 }
 
 async fn api(
-    State(broker): State<Arc<Broker>>,
+    State(node): State<Arc<Node>>,
     Path(command): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let authorized = api_key(&headers).is_some_and(|k| broker.api_keys.check(&k));
+    let authorized = api_key(&headers).is_some_and(|k| node.api_keys.check(&k));
     if !authorized {
         let mut r = error(
             401,
@@ -216,16 +231,21 @@ async fn api(
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
     if words == ["trace", "client"] {
-        return match crate::trace::start(&broker, &params) {
+        return match crate::trace::start(
+            &node.tracer,
+            node.engine.stopping().clone(),
+            &params,
+            |mp, id| node.engine.is_online(mp, id),
+        ) {
             Ok(stream) => (
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
                 Body::from_stream(stream),
             )
                 .into_response(),
-            Err(e) => error(e.status, &e.text),
+            Err(e) => error(400, &e),
         };
     }
-    match api::run(&broker, &words, api::Args::new(params)).await {
+    match api::run(&node, &words, api::Args::new(params)).await {
         Ok(answer) => axum::Json(answer.to_json()).into_response(),
         Err(e) => error(e.status, &e.text),
     }

@@ -2,24 +2,21 @@
 //! self-contained HTML page, no external assets, refreshing itself from `/status.json`).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
 
 use serde_json::{Value, json};
 
-use crate::broker::Broker;
+use super::Node;
 use crate::metrics::Metrics;
 
 /// The node's state as JSON.
-pub fn snapshot(broker: &Broker) -> Value {
-    let m = &broker.metrics;
-    let (received, sent) = broker.rates.get();
-    let online = broker.registry.online();
-    let sessions = broker.registry.len();
-    let listeners: Vec<Value> = broker
+pub fn snapshot(node: &Node) -> Value {
+    let engine = &node.engine;
+    let m = &engine.metrics();
+    let (received, sent) = node.rates.get();
+    let online = engine.online_count();
+    let sessions = engine.session_count();
+    let listeners: Vec<Value> = node
         .listeners
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default()
         .iter()
         .map(|l| {
             json!({
@@ -31,30 +28,20 @@ pub fn snapshot(broker: &Broker) -> Value {
             })
         })
         .collect();
-    let relay = broker
-        .plugins
-        .events_sidecar
-        .as_ref()
-        .map_or(json!({"enabled": false}), |r| {
-            let rm = r.metrics();
-            json!({
-                "enabled": true,
-                "hooks": r.enabled_hooks().iter().map(|h| h.name()).collect::<Vec<_>>(),
-                "sent": rm.total_sent(),
-                "dropped": rm.total_dropped(),
-                "backlog": r.backlog(),
-                "connections_up": rm.connections_up.load(Relaxed),
-            })
-        });
+    let plugins = node.plugins.status();
+    let relay = plugins
+        .get(crate::plugins::events_sidecar::NAME)
+        .cloned()
+        .unwrap_or_else(|| json!({"enabled": false}));
     json!({
-        "node": broker.config.nodename,
+        "node": engine.config().nodename,
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": broker.started.elapsed().as_secs(),
+        "uptime_seconds": engine.uptime().as_secs(),
         "clients_online": online,
         "sessions": sessions,
         "sessions_offline": sessions.saturating_sub(online),
-        "subscriptions": broker.router.subscription_count(),
-        "retained_messages": broker.router.retained_count(),
+        "subscriptions": engine.subscription_count(),
+        "retained_messages": engine.retained_count(),
         "rates": {
             "publish_received_per_s": received,
             "publish_sent_per_s": sent,
@@ -66,12 +53,13 @@ pub fn snapshot(broker: &Broker) -> Value {
             "queue_message_drop": Metrics::get(&m.queue_message_drop),
         },
         "store": {
-            "enabled": broker.store.is_some(),
+            "enabled": engine.has_store(),
             "size_bytes": Metrics::get(&m.store_size_bytes),
             "commits": Metrics::get(&m.store_commits),
         },
         "listeners": listeners,
         "relay": relay,
+        "plugins": plugins,
     })
 }
 
@@ -84,8 +72,8 @@ fn esc(s: &str) -> String {
 
 /// The status page: the numbers rendered on the server (so the page is right without
 /// JavaScript), refreshed every two seconds by a small inline script.
-pub fn page(broker: &Broker) -> String {
-    let s = snapshot(broker);
+pub fn page(node: &Node) -> String {
+    let s = snapshot(node);
     let num = |v: &Value| v.as_u64().unwrap_or(0).to_string();
     let card = |id: &str, label: &str, value: String| {
         format!(

@@ -19,10 +19,9 @@ use tracing::{error, info, warn};
 pub mod tls;
 pub mod ws;
 
-use crate::broker::Broker;
-use crate::config::TcpListenerConfig;
-use crate::config::Transport;
-use crate::session::connection;
+use crate::config::{Config, TcpListenerConfig, Transport};
+use crate::connection::{self, Context, Refusal};
+use crate::metrics::Metrics;
 
 /// What operators see of a listener, and how they stop and start it.
 #[derive(Debug)]
@@ -99,36 +98,56 @@ impl ListenerHandle {
     }
 }
 
-/// Why a new connection is turned away (it still gets a CONNACK saying so).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Its listener is at `max_connections`.
-    ListenerFull,
-    /// The node is at `max_connections`.
-    NodeFull,
-    /// More than `max_connect_rate` connections arrived this second.
-    RateExceeded,
+/// The node's connection limits, shared by its MQTT listeners: `max_connections` across
+/// listeners and `max_connect_rate`.
+#[derive(Debug)]
+pub struct Admission {
+    /// MQTT connections open now, across listeners.
+    connections: AtomicUsize,
+    /// Start of the current one-second window of `max_connect_rate`, and connections in it.
+    window: parking_lot::Mutex<(std::time::Instant, usize)>,
+    max_connections: Option<usize>,
+    max_connect_rate: Option<usize>,
+}
+
+impl Admission {
+    /// The limits `config` sets.
+    pub fn new(config: &Config) -> Admission {
+        Admission {
+            connections: AtomicUsize::new(0),
+            window: parking_lot::Mutex::new((std::time::Instant::now(), 0)),
+            max_connections: config.max_connections,
+            max_connect_rate: config.max_connect_rate,
+        }
+    }
+
+    /// MQTT connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
 }
 
 /// A connection's place under the limits; released when dropped.
 #[derive(Debug)]
-pub struct Admitted {
+struct Admitted {
     handle: Arc<ListenerHandle>,
-    broker: Arc<Broker>,
+    admission: Arc<Admission>,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.handle.active.fetch_sub(1, Ordering::AcqRel);
-        self.broker.connections.fetch_sub(1, Ordering::AcqRel);
+        self.admission.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Counts a new connection against the connect rate, its listener's and the node's limits.
-pub fn admit(broker: &Arc<Broker>, handle: &Arc<ListenerHandle>) -> Result<Admitted, Refusal> {
-    if let Some(rate) = broker.config.max_connect_rate
-        && let Ok(mut w) = broker.connect_window.lock()
-    {
+fn admit(
+    admission: &Arc<Admission>,
+    handle: &Arc<ListenerHandle>,
+) -> Result<connection::Admitted, Refusal> {
+    if let Some(rate) = admission.max_connect_rate {
+        let mut w = admission.window.lock();
         let now = std::time::Instant::now();
         if now.duration_since(w.0) >= Duration::from_secs(1) {
             *w = (now, 0);
@@ -139,18 +158,18 @@ pub fn admit(broker: &Arc<Broker>, handle: &Arc<ListenerHandle>) -> Result<Admit
         w.1 += 1;
     }
     let listener = handle.active.fetch_add(1, Ordering::AcqRel);
-    let node = broker.connections.fetch_add(1, Ordering::AcqRel);
+    let node = admission.connections.fetch_add(1, Ordering::AcqRel);
     let admitted = Admitted {
         handle: handle.clone(),
-        broker: broker.clone(),
+        admission: admission.clone(),
     };
     if handle.max_connections.is_some_and(|m| listener >= m) {
         return Err(Refusal::ListenerFull);
     }
-    if broker.config.max_connections.is_some_and(|m| node >= m) {
+    if admission.max_connections.is_some_and(|m| node >= m) {
         return Err(Refusal::NodeFull);
     }
-    Ok(admitted)
+    Ok(Box::new(admitted))
 }
 
 /// What a TLS or WebSocket connection goes through before MQTT.
@@ -162,13 +181,9 @@ struct Handshake {
 
 impl Handshake {
     /// Runs the handshakes under the connect timeout, then the connection.
-    async fn run(
-        self,
-        tcp: tokio::net::TcpStream,
-        mut arrival: connection::Arrival,
-        broker: Arc<Broker>,
-    ) {
-        let max = broker.config.max_packet_size().saturating_add(16);
+    async fn run(self, tcp: tokio::net::TcpStream, mut arrival: connection::Arrival, ctx: Context) {
+        let engine = ctx.engine.clone();
+        let max = engine.config().max_packet_size().saturating_add(16);
         let peer = arrival.peer;
         let shake = async {
             let (stream, identity): (connection::Stream, Option<String>) =
@@ -196,17 +211,17 @@ impl Handshake {
             Ok::<_, std::io::Error>((stream, identity))
         };
         // Boxed: a TLS or WebSocket handshake's state is large and only needed until it ends.
-        match Box::pin(tokio::time::timeout(broker.config.connect_timeout, shake)).await {
+        match Box::pin(tokio::time::timeout(engine.config().connect_timeout, shake)).await {
             Ok(Ok((stream, identity))) => {
                 arrival.identity = identity;
-                connection::run(stream, arrival, broker).await;
+                connection::run(stream, arrival, ctx).await;
             }
             Ok(Err(e)) => {
-                crate::metrics::Metrics::inc(&broker.metrics.listener_handshake_errors);
+                Metrics::inc(&engine.metrics().listener_handshake_errors);
                 tracing::debug!(%peer, transport = self.transport.key(), error = %e, "handshake failed");
             }
             Err(_) => {
-                crate::metrics::Metrics::inc(&broker.metrics.connections_connect_timeout);
+                Metrics::inc(&engine.metrics().connections_connect_timeout);
                 tracing::debug!(%peer, "handshake did not complete within the connect timeout");
             }
         }
@@ -260,7 +275,7 @@ impl Listener {
         self.socket.local_addr()
     }
 
-    /// Its handle (to be registered with the broker before [`Listener::run`]).
+    /// Its handle (to be registered with the engine before [`Listener::run`]).
     pub fn handle(&self) -> std::io::Result<Arc<ListenerHandle>> {
         let mut h = ListenerHandle::new(
             match self.config.transport {
@@ -279,8 +294,15 @@ impl Listener {
         Ok(Arc::new(h))
     }
 
-    /// Accepts clients until the broker shuts down; connection tasks are tracked by `tasks`.
-    pub async fn run(self, broker: Arc<Broker>, tasks: TaskTracker, handle: Arc<ListenerHandle>) {
+    /// Accepts clients until the engine shuts down; connection tasks are tracked by `tasks`.
+    pub async fn run(
+        self,
+        ctx: Context,
+        admission: Arc<Admission>,
+        tasks: TaskTracker,
+        handle: Arc<ListenerHandle>,
+    ) {
+        let stopping = ctx.engine.stopping().clone();
         let mut wanted = handle.wanted.subscribe();
         let name = self.config.name.clone();
         let transport = self.config.transport;
@@ -292,7 +314,7 @@ impl Listener {
             let Some(listener) = &socket else {
                 // Stopped: wait to be started (or for the end), then bind again.
                 tokio::select! {
-                    () = broker.shutdown.cancelled() => break,
+                    () = stopping.cancelled() => break,
                     changed = wanted.wait_for(|w| *w) => if changed.is_err() { break },
                 }
                 match TcpListener::bind(handle.addr).await {
@@ -309,7 +331,7 @@ impl Listener {
                 continue;
             };
             let accepted = tokio::select! {
-                () = broker.shutdown.cancelled() => break,
+                () = stopping.cancelled() => break,
                 _ = wanted.wait_for(|w| !*w) => {
                     socket = None;
                     handle.accepting.store(false, Ordering::Release);
@@ -324,18 +346,18 @@ impl Listener {
                     let arrival = connection::Arrival {
                         peer,
                         mountpoint: mountpoint.clone(),
-                        admission: admit(&broker, &handle),
+                        admission: admit(&admission, &handle),
                         identity: None,
                     };
                     if transport == Transport::Tcp {
-                        tasks.spawn(connection::run(Box::new(stream), arrival, broker.clone()));
+                        tasks.spawn(connection::run(Box::new(stream), arrival, ctx.clone()));
                     } else {
                         let handshake = Handshake {
                             transport,
                             tls: handle.acceptor(),
                             identity_as_username,
                         };
-                        tasks.spawn(handshake.run(stream, arrival, broker.clone()));
+                        tasks.spawn(handshake.run(stream, arrival, ctx.clone()));
                     }
                 }
                 Err(e) => {

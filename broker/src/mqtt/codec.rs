@@ -57,6 +57,11 @@ impl MqttCodec {
     pub fn max_packet_size(&self) -> usize {
         self.max_packet_size
     }
+
+    /// Lowers (or raises, up to the protocol's limit) the maximum size of an inbound packet.
+    pub fn set_max_packet_size(&mut self, max: usize) {
+        self.max_packet_size = max.clamp(2, MAX_REMAINING_LENGTH + 5);
+    }
 }
 
 /// Reads the remaining length after the first byte: `Ok(None)` if incomplete, else (value,

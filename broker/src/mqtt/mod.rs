@@ -41,6 +41,8 @@ pub mod reason {
     pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x86;
     /// Not authorized.
     pub const NOT_AUTHORIZED: u8 = 0x87;
+    /// Server unavailable.
+    pub const SERVER_UNAVAILABLE: u8 = 0x88;
     /// Server is shutting down.
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     /// Keep-alive expired.

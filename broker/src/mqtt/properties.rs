@@ -211,7 +211,12 @@ impl Properties {
                 0x28 => set_once(&mut p.wildcard_subscription_available, flag(b, id)?, id)?,
                 0x29 => set_once(&mut p.subscription_identifier_available, flag(b, id)?, id)?,
                 0x2A => set_once(&mut p.shared_subscription_available, flag(b, id)?, id)?,
-                _ => unreachable!("filtered by allowed()"),
+                other => {
+                    // `allowed` lets only known ids through; an unknown one is malformed anyway.
+                    return Err(DecodeError::Malformed(format!(
+                        "unknown property 0x{other:02X}"
+                    )));
+                }
             }
         }
         Ok(p)

@@ -214,6 +214,13 @@ impl Acl {
     }
 }
 
+super::file_plugin!(
+    Acl,
+    "vmq_acl",
+    ("acl_file", "acl_reload_interval"),
+    "./vmq.acl"
+);
+
 impl Plugin for Acl {
     fn name(&self) -> &str {
         "vmq_acl"

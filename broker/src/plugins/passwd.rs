@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha512};
 
 use super::reload::Watched;
-use crate::hooks::{AuthResult, Hook, Plugin, RegisterRequest};
+use crate::hooks::{AuthResult, Hook, Plugin, RegisterModifiers, RegisterRequest};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -119,6 +119,13 @@ impl Passwd {
     }
 }
 
+super::file_plugin!(
+    Passwd,
+    "vmq_passwd",
+    ("password_file", "password_reload_interval"),
+    "./vmq.passwd"
+);
+
 impl Plugin for Passwd {
     fn name(&self) -> &str {
         "vmq_passwd"
@@ -135,11 +142,11 @@ impl Plugin for Passwd {
     fn auth_on_register<'a>(
         &'a self,
         req: &'a RegisterRequest<'a>,
-    ) -> BoxFuture<'a, AuthResult<()>> {
+    ) -> BoxFuture<'a, AuthResult<RegisterModifiers>> {
         let decision = match (&req.client.username, req.password) {
             (Some(user), Some(password)) => match self.check(user, password) {
                 Some(true) => AuthResult::Ok(None),
-                Some(false) => AuthResult::Error,
+                Some(false) => AuthResult::refused_because("wrong password"),
                 None => AuthResult::Next,
             },
             _ => AuthResult::Next,
@@ -186,5 +193,26 @@ mod tests {
         );
         let line = "u:$6$AAECAwQFBgcICQoL$b4be9ENqb54sNj+csQTvm3qRtt6r5BJ4pdELhfw3543YRDKXy8YjBxqSsJubpfDSNaXeWIFnCuo6UMHsY83J5w==";
         assert_eq!(plugin(line).check("u", b"password"), Some(true));
+    }
+
+    #[test]
+    fn settings_are_checked_with_their_line() {
+        let config = crate::config::Config::parse(
+            "listener.tcp.a = 127.0.0.1:1\nvmq_passwd.password_reload_interval= 037w547814851762060w\n",
+            "f",
+        )
+        .unwrap();
+        let e = crate::plugins::check(&config).unwrap_err().to_string();
+        assert!(e.starts_with("f:2: ") && e.contains("too long"), "{e}");
+        let config = crate::config::Config::parse(
+            "listener.tcp.a = 127.0.0.1:1\nvmq_passwd.pasword_file = x\n",
+            "f",
+        )
+        .unwrap();
+        let e = crate::plugins::check(&config).unwrap_err().to_string();
+        assert!(
+            e.contains("f:2: unknown key \"vmq_passwd.pasword_file\""),
+            "{e}"
+        );
     }
 }

@@ -94,3 +94,42 @@ impl<T> std::fmt::Debug for Watched<T> {
         f.debug_struct("Watched").field("path", &self.path).finish()
     }
 }
+
+/// The settings of a plugin that reads one file: where it is and how often to look at it
+/// (`<plugin>.<file_key>`, `<plugin>.<reload_key>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    /// The file.
+    pub path: PathBuf,
+    /// How often its modification time is checked (zero: never).
+    pub reload: Duration,
+}
+
+impl FileSettings {
+    /// Reads the plugin's lines: `file_key` (default `default_path`) and `reload_key`
+    /// (default 10 s); any other key is an error naming its line.
+    pub fn parse(
+        settings: &[crate::config::PluginSetting],
+        plugin: &str,
+        (file_key, reload_key): (&str, &str),
+        default_path: &str,
+    ) -> Result<FileSettings, crate::config::ConfigError> {
+        let mut f = FileSettings {
+            path: PathBuf::from(default_path),
+            reload: Duration::from_secs(10),
+        };
+        for s in settings {
+            if s.key == file_key {
+                f.path = PathBuf::from(&s.value);
+            } else if s.key == reload_key {
+                f.reload = crate::config::reload_interval(&s.value).map_err(|e| s.error(e))?;
+            } else {
+                return Err(s.error(format!(
+                    "unknown key \"{plugin}.{}\" (known: {plugin}.{file_key}, {plugin}.{reload_key})",
+                    s.key
+                )));
+            }
+        }
+        Ok(f)
+    }
+}

@@ -18,16 +18,29 @@ mod record;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 
 pub use record::{RestoredQueued, RestoredSession};
 
+/// A subscription as a session keeps it (and the store writes it): enough to restore or
+/// remove it.
+#[derive(Debug, Clone)]
+pub struct SubRecord {
+    /// Granted options.
+    pub options: SubOptions,
+    /// v5 subscription identifier.
+    pub id: Option<u32>,
+    /// The ACL that authorized it.
+    pub acl: Option<Arc<crate::hooks::MatchedAcl>>,
+}
+
 use crate::config::Durability;
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
-use crate::session::SubRecord;
+use crate::mqtt::SubOptions;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]

@@ -3,11 +3,13 @@
 //! their MQTT wire form, which our codec already reads and writes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use prost::Message as _;
 
+use super::SubRecord;
 use super::{
     Op, Snapshot, StoreError, Write, queued_key_bytes, retained_key_bytes, session_key_bytes,
     take_str16, unix_ms,
@@ -16,7 +18,6 @@ use crate::hooks::MatchedAcl;
 use crate::message::{Delivery, Message};
 use crate::mqtt::PropertyContext;
 use crate::mqtt::{Properties, QoS, SubOptions};
-use crate::session::SubRecord;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct SessionRecord {

@@ -27,8 +27,11 @@ pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
         .unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let all = logs.clone();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
+            all.lock().unwrap().push(line.clone());
             if line.starts_with("Error:")
                 || line.starts_with("Caused by")
                 || line.starts_with("    ")
@@ -66,12 +69,15 @@ pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
         }
     }
     let first = mqtt[0].clone();
-    (BrokerProcess(Some(child), http, mqtt), first)
+    (BrokerProcess(Some(child), http, mqtt, logs), first)
 }
 
 /// A running broker process; killed if a failing test lets go of it, so no broker outlives
 /// its test (and holds the test harness's pipes open).
-pub struct BrokerProcess(Option<Child>, Option<String>, Vec<String>);
+pub struct BrokerProcess(Option<Child>, Option<String>, Vec<String>, Logs);
+
+/// Every line the broker wrote to stderr so far (the reading thread appends until it exits).
+pub type Logs = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl BrokerProcess {
     /// The ports of its MQTT listeners, in the order it printed them (with an HTTP listener in
@@ -83,6 +89,11 @@ impl BrokerProcess {
     /// The port of its first HTTP listener, if its config has one.
     pub fn http_port(&self) -> &str {
         self.1.as_deref().expect("an HTTP listener in the config")
+    }
+
+    /// Its stderr lines, as they arrive.
+    pub fn logs(&self) -> Logs {
+        self.3.clone()
     }
 
     /// SIGKILL, and wait for it to be gone.

@@ -1,5 +1,8 @@
 //! `vmq_events_sidecar.*` settings, as Gojek's plugin reads them.
 
+use std::time::Duration;
+
+use crate::config::{ConfigError, PluginSetting, parse_duration};
 use crate::hooks::Hook;
 
 /// Hooks the events sidecar can relay (the 13 events of the wire contract).
@@ -37,6 +40,9 @@ pub struct EventsSidecarConfig {
     pub hooks: Vec<Hook>,
     /// (hook, ACL name, percentage kept).
     pub sampling: Vec<(Hook, String, u8)>,
+    /// How long a stopping broker keeps writing the backlog to the sidecar before it counts
+    /// the rest as dropped (`shutdown_timeout`, ours).
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for EventsSidecarConfig {
@@ -48,6 +54,7 @@ impl Default for EventsSidecarConfig {
             backlog_size: 4096,
             hooks: Vec::new(),
             sampling: Vec::new(),
+            shutdown_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -81,6 +88,15 @@ pub fn names(hooks: &[Hook]) -> String {
 }
 
 impl EventsSidecarConfig {
+    /// Reads the `vmq_events_sidecar.*` lines; the first wrong one is an error with its line.
+    pub fn from_settings(settings: &[PluginSetting]) -> Result<Self, ConfigError> {
+        let mut c = EventsSidecarConfig::default();
+        for s in settings {
+            c.set(&s.key, &s.value).map_err(|e| s.error(e))?;
+        }
+        Ok(c)
+    }
+
     /// Applies one `vmq_events_sidecar.<key>` setting.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let num = |v: &str| {
@@ -107,6 +123,9 @@ impl EventsSidecarConfig {
                 }
             }
             "hooks" => self.hooks = parse_hooks(value)?,
+            "shutdown_timeout" => {
+                self.shutdown_timeout = parse_duration(value)?.unwrap_or(Duration::MAX)
+            }
             _ => {
                 // sample.<hook>.<acl_name>.percentage
                 let rule = key
@@ -164,5 +183,16 @@ mod tests {
         assert!(c.set("sample.on_register.x.percentage", "5").is_err());
         assert!(c.set("sample.on_publish.x.percentage", "101").is_err());
         assert!(c.set("colour", "blue").is_err());
+        c.set("shutdown_timeout", "2s").unwrap();
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn settings_errors_name_their_line() {
+        let text = "listener.tcp.a = 127.0.0.1:1\nvmq_events_sidecar.port = 9\nvmq_events_sidecar.hooks = on_tuesday\n";
+        let config = crate::config::Config::parse(text, "f").unwrap();
+        let e = EventsSidecarConfig::from_settings(config.plugin_settings("vmq_events_sidecar"))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("f:3: unknown hook"), "{e}");
     }
 }

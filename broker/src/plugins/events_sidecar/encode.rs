@@ -66,6 +66,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             client,
             clean_session,
             reason,
+            ..
         } => pb::OnRegisterFailed {
             timestamp,
             mountpoint: client.mountpoint.clone(),

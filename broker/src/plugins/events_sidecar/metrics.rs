@@ -17,15 +17,19 @@ pub enum DropReason {
     SocketDied,
     /// The event could not be encoded.
     EncodeError,
+    /// The broker stopped before the event could be written (sidecar away or too slow for
+    /// `vmq_events_sidecar.shutdown_timeout`).
+    Shutdown,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::BacklogFull,
         DropReason::SampledOut,
         DropReason::SocketDied,
         DropReason::EncodeError,
+        DropReason::Shutdown,
     ];
 
     /// Metric label.
@@ -35,6 +39,7 @@ impl DropReason {
             DropReason::SampledOut => "sampled_out",
             DropReason::SocketDied => "socket_died",
             DropReason::EncodeError => "encode_error",
+            DropReason::Shutdown => "shutdown",
         }
     }
 }
@@ -47,7 +52,7 @@ pub struct HookCounters {
     /// Events sent.
     pub sent: u64,
     /// Events dropped, per reason.
-    pub dropped: [(DropReason, u64); 4],
+    pub dropped: [(DropReason, u64); DropReason::ALL.len()],
 }
 
 /// How many copies of the per-hook counters there are. A counter bumped for every event by
@@ -61,7 +66,7 @@ pub const SHARDS: usize = 8;
 #[repr(align(128))]
 struct Shard {
     sent: [AtomicU64; 13],
-    dropped: [[AtomicU64; 4]; 13],
+    dropped: [[AtomicU64; DropReason::ALL.len()]; 13],
 }
 
 /// The relay's counters.
@@ -115,6 +120,13 @@ impl RelayMetrics {
     pub fn dropped_count(&self, hook: Hook, reason: DropReason) -> u64 {
         let i = index(hook);
         self.sum(|s| &s.dropped[i][reason as usize])
+    }
+
+    /// Events of every hook dropped for `reason`.
+    pub fn total_dropped_for(&self, reason: DropReason) -> u64 {
+        (0..RELAYABLE.len())
+            .map(|i| self.sum(|s| &s.dropped[i][reason as usize]))
+            .sum()
     }
 
     /// Events of every hook dropped for any reason.

@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::metrics::{DropReason, RelayMetrics};
@@ -40,6 +41,8 @@ const LINGER: Duration = Duration::from_millis(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a drain looks whether the backlogs are empty.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// A sidecar connection as the pool hands it out.
 #[derive(Debug)]
@@ -126,21 +129,34 @@ impl Lane {
     }
 
     /// Takes frames from the front, up to [`BATCH_BYTES`] (at least one): their bytes, and
-    /// their hooks into `hooks`.
-    fn take(&self, hooks: &mut Vec<u8>) -> Option<Bytes> {
+    /// their hooks and lengths into `frames`.
+    fn take(&self, frames: &mut Vec<(u8, u32)>) -> Option<Bytes> {
         let mut b = self.backlog.lock().ok()?;
         let mut total = 0;
         while let Some(&(hook, len)) = b.frames.front() {
-            let len = len as usize;
-            if total > 0 && total + len > BATCH_BYTES {
+            let n = len as usize;
+            if total > 0 && total + n > BATCH_BYTES {
                 break;
             }
-            total += len;
-            hooks.push(hook);
+            total += n;
+            frames.push((hook, len));
             b.frames.pop_front();
         }
-        self.in_flight.store(hooks.len(), Relaxed);
+        self.in_flight.store(frames.len(), Relaxed);
         (total > 0).then(|| b.bytes.split_to(total).freeze())
+    }
+
+    /// Empties the backlog, counting every frame in it as dropped for `reason`.
+    fn discard(&self, lane_no: usize, metrics: &RelayMetrics, reason: DropReason) -> usize {
+        let Ok(mut b) = self.backlog.lock() else {
+            return 0;
+        };
+        let n = b.frames.len();
+        for (hook, _) in b.frames.drain(..) {
+            metrics.dropped(lane_no, usize::from(hook), reason);
+        }
+        b.bytes.clear();
+        n
     }
 }
 
@@ -149,7 +165,21 @@ impl Lane {
 pub struct Relay {
     lanes: Vec<Arc<Lane>>,
     metrics: Arc<RelayMetrics>,
+    /// Cancelled to make the writers stop at once (what they hold is counted as dropped).
     stop: CancellationToken,
+    writers: TaskTracker,
+}
+
+/// What a drain at shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Events that were waiting when the drain began.
+    pub waiting: usize,
+    /// Of those and any that came after, the ones still not written when the time ran out:
+    /// counted as dropped with reason `shutdown`.
+    pub dropped: u64,
+    /// Whether everything was written in time.
+    pub complete: bool,
 }
 
 impl Drop for Relay {
@@ -184,8 +214,9 @@ impl Relay {
                 })
             })
             .collect();
+        let writers = TaskTracker::new();
         for (i, lane) in lanes.iter().enumerate() {
-            tokio::spawn(writer(
+            writers.spawn(writer(
                 i,
                 lane.clone(),
                 pool.clone(),
@@ -193,10 +224,39 @@ impl Relay {
                 stop.clone(),
             ));
         }
+        writers.close();
         Relay {
             lanes,
             metrics,
             stop,
+            writers,
+        }
+    }
+
+    /// Writes out what is waiting, for at most `within`, then stops the writers: whatever is
+    /// still not written (the sidecar is away, or reads too slowly) is counted as dropped with
+    /// reason `shutdown`. Afterwards every event pushed is either sent or counted as dropped.
+    pub async fn drain(&self, within: Duration) -> Drained {
+        let waiting = self.backlog();
+        let before = self.metrics.total_dropped_for(DropReason::Shutdown);
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(within)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        while self.backlog() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        self.stop.cancel();
+        // Writers stop at their next await, counting the batch they hold.
+        self.writers.wait().await;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            lane.discard(i, &self.metrics, DropReason::Shutdown);
+        }
+        let dropped = self.metrics.total_dropped_for(DropReason::Shutdown) - before;
+        Drained {
+            waiting,
+            dropped,
+            complete: dropped == 0,
         }
     }
 
@@ -268,7 +328,8 @@ fn jittered(backoff: Duration) -> Duration {
     Duration::from_millis(ms / 2 + fastrand::u64(0..=ms))
 }
 
-/// Writes one lane's backlog to the sidecar for as long as the relay lives.
+/// Writes one lane's backlog to the sidecar for as long as the relay lives; when stopped, the
+/// frames it holds and could not write are counted as dropped (`shutdown`).
 async fn writer(
     lane_no: usize,
     lane: Arc<Lane>,
@@ -276,11 +337,39 @@ async fn writer(
     metrics: Arc<RelayMetrics>,
     stop: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    // The hooks of the batch being written; a batch that could not be written because the
-    // sidecar went away is kept here (with its bytes) and goes first on the next connection.
-    let mut hooks: Vec<u8> = Vec::new();
+    // The frames of the batch being written (hook, length); a batch that could not be written
+    // because the sidecar went away is kept (with its bytes) and goes first on the next
+    // connection.
+    let mut frames: Vec<(u8, u32)> = Vec::new();
     let mut unsent: Option<Bytes> = None;
+    write_lane(
+        lane_no,
+        &lane,
+        &pool,
+        &metrics,
+        &stop,
+        &mut frames,
+        &mut unsent,
+    )
+    .await;
+    if unsent.is_some() {
+        for (hook, _) in frames.drain(..) {
+            metrics.dropped(lane_no, usize::from(hook), DropReason::Shutdown);
+        }
+    }
+    lane.in_flight.store(0, Relaxed);
+}
+
+async fn write_lane(
+    lane_no: usize,
+    lane: &Lane,
+    pool: &bb8::Pool<Connector>,
+    metrics: &RelayMetrics,
+    stop: &CancellationToken,
+    frames: &mut Vec<(u8, u32)>,
+    unsent: &mut Option<Bytes>,
+) {
+    let mut backoff = BACKOFF_MIN;
     loop {
         // Only connect when there is something to send.
         while unsent.is_none() && lane.is_empty() {
@@ -311,8 +400,8 @@ async fn writer(
             let batch = match unsent.take() {
                 Some(bytes) => Some(bytes),
                 None => {
-                    hooks.clear();
-                    lane.take(&mut hooks)
+                    frames.clear();
+                    lane.take(frames)
                 }
             };
             let Some(buf) = batch else {
@@ -330,24 +419,53 @@ async fn writer(
             };
             if conn.peer_closed() {
                 // Not written: it goes first on the next connection.
-                unsent = Some(buf);
+                *unsent = Some(buf);
                 break;
             }
-            let written = conn.stream.write_all(&buf).await;
+            // Written piece by piece, so that a stop in the middle knows which frames got out.
+            let mut off = 0;
+            let written: Result<(), Option<io::Error>> = loop {
+                if off == buf.len() {
+                    break Ok(());
+                }
+                tokio::select! {
+                    w = conn.stream.write(&buf[off..]) => match w {
+                        Ok(0) => break Err(Some(io::ErrorKind::WriteZero.into())),
+                        Ok(n) => off += n,
+                        Err(e) => break Err(Some(e)),
+                    },
+                    () = stop.cancelled() => break Err(None),
+                }
+            };
+            metrics.bytes_sent.fetch_add(off as u64, Relaxed);
             match &written {
                 Ok(()) => {
-                    metrics.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
-                    for hook in &hooks {
+                    for (hook, _) in frames.iter() {
                         metrics.sent(lane_no, usize::from(*hook), 1);
                     }
                 }
-                Err(e) => {
-                    warn!(lane = lane_no, error = %e, events = hooks.len(), "sidecar connection died with events in flight");
-                    for hook in &hooks {
+                Err(Some(e)) => {
+                    warn!(lane = lane_no, error = %e, events = frames.len(), "sidecar connection died with events in flight");
+                    for (hook, _) in frames.iter() {
                         metrics.dropped(lane_no, usize::from(*hook), DropReason::SocketDied);
                     }
                 }
+                Err(None) => {
+                    // Stopped while the sidecar was too slow to take the batch: the frames the
+                    // socket took are sent (the sidecar reads them before our FIN), the rest
+                    // dropped; the sidecar may see a partial last frame.
+                    let mut end = 0;
+                    for (hook, len) in frames.iter() {
+                        end += *len as usize;
+                        if end <= off {
+                            metrics.sent(lane_no, usize::from(*hook), 1);
+                        } else {
+                            metrics.dropped(lane_no, usize::from(*hook), DropReason::Shutdown);
+                        }
+                    }
+                }
             }
+            frames.clear();
             lane.in_flight.store(0, Relaxed);
             if written.is_err() {
                 break;
@@ -367,5 +485,123 @@ async fn writer(
         if stop.is_cancelled() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BufMut;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Pushes `n` frames of 100 bytes for (a different) client each.
+    fn push(relay: &Relay, n: usize) {
+        for i in 0..n {
+            let id = format!("c{i}");
+            relay.push(("", &id), 0, |buf| {
+                buf.put_u32(96);
+                buf.put_slice(&[7u8; 96]);
+                true
+            });
+        }
+    }
+
+    fn accounted(relay: &Relay, m: &RelayMetrics) -> u64 {
+        m.total_sent() + m.total_dropped() + relay.backlog() as u64
+    }
+
+    async fn until(mut done: impl FnMut() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("in time");
+    }
+
+    #[tokio::test]
+    async fn every_event_is_sent_dropped_or_waiting_across_a_socket_death() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let metrics = Arc::new(RelayMetrics::default());
+        let relay = Relay::start(addr, 2, 500, metrics.clone());
+        // More than the backlogs hold: the rest is dropped (backlog full) and counted.
+        push(&relay, 1500);
+        assert_eq!(accounted(&relay, &metrics), 1500);
+        assert!(metrics.total_dropped_for(DropReason::BacklogFull) > 0);
+        // A sidecar that reads a little, then dies with data unread.
+        let (mut a, _) = listener.accept().await.unwrap();
+        let (mut b, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 1000];
+        let _ = a.read(&mut buf).await.unwrap();
+        let _ = b.read(&mut buf).await.unwrap();
+        drop((a, b));
+        // A new sidecar: every connection it accepts is read to its end.
+        let (bytes_tx, mut bytes_rx) = tokio::sync::mpsc::unbounded_channel();
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let bytes_tx = bytes_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut n = 0;
+                    while let Ok(k) = s.read(&mut buf).await {
+                        if k == 0 {
+                            break;
+                        }
+                        n += k;
+                    }
+                    let _ = bytes_tx.send(n);
+                });
+            }
+        });
+        // Events keep coming: writers find their sockets dead (a failed write, counted as
+        // socket_died, or the sidecar's end seen before writing) and reconnect.
+        let mut pushed = 1500;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while metrics.connects.load(Relaxed) < 4 {
+                push(&relay, 20);
+                pushed += 20;
+                assert_eq!(accounted(&relay, &metrics), pushed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("writers reconnect");
+        until(|| relay.backlog() == 0).await;
+        assert_eq!(accounted(&relay, &metrics), pushed);
+        let drained = relay.drain(Duration::from_secs(1)).await;
+        assert!(drained.complete);
+        assert_eq!(accounted(&relay, &metrics), pushed);
+        // The new connections end (the writers shut them down): whole frames only.
+        for _ in 0..2 {
+            let bytes = tokio::time::timeout(Duration::from_secs(10), bytes_rx.recv())
+                .await
+                .expect("connection closed after the drain")
+                .unwrap();
+            assert_eq!(bytes % 100, 0);
+        }
+        acceptor.abort();
+    }
+
+    #[tokio::test]
+    async fn a_drain_with_no_sidecar_counts_everything_as_dropped_at_shutdown() {
+        // A port nobody listens on.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap().to_string();
+        drop(free);
+        let metrics = Arc::new(RelayMetrics::default());
+        let relay = Relay::start(addr, 3, 100, metrics.clone());
+        push(&relay, 250);
+        let drained = relay.drain(Duration::from_millis(50)).await;
+        assert!(!drained.complete);
+        assert_eq!(drained.waiting, 250);
+        assert_eq!(drained.dropped, 250);
+        assert_eq!(relay.backlog(), 0);
+        assert_eq!(metrics.total_dropped_for(DropReason::Shutdown), 250);
+        assert_eq!(accounted(&relay, &metrics), 250);
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use futures::SinkExt;
 use tracing::debug;
 
-use super::connection::{Conn, Exit};
-use super::{OutState, Pushed, SubRecord};
+use super::{Conn, Exit};
+use crate::engine::Subscription;
+use crate::engine::{Mailbox, OutState, Pushed, Subscriber};
 use crate::hooks::{AuthResult, Hook, MatchedAcl, MessageInfo, Notification};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
@@ -16,7 +17,7 @@ use crate::mqtt::{
     Packet, Properties, PubResp, Publish, PublishRef, QoS, SubAck, Subscribe, UnsubAck,
     Unsubscribe, reason,
 };
-use crate::router::Subscription;
+use crate::store::SubRecord;
 use crate::store::Ticket;
 use crate::topic;
 
@@ -59,9 +60,7 @@ impl Conn {
 
     /// Sends a line to the traces of this client, if any (`vmq-admin trace client`).
     pub(crate) fn trace(&self, make: impl FnOnce() -> String) {
-        self.broker
-            .tracer
-            .emit(&self.mountpoint, &self.client_id, make);
+        self.tracer.emit(&self.mountpoint, &self.client_id, make);
     }
 
     /// Handles one packet from the client.
@@ -146,7 +145,7 @@ impl Conn {
             }
             Packet::Connect(_) => {
                 debug!(client_id = %self.client_id, "second CONNECT");
-                Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
+                Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
                 Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)))
             }
             // Extended authentication is not offered, and server-to-client packets are not
@@ -156,7 +155,7 @@ impl Conn {
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp => {
-                Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
+                Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
                 Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)))
             }
         }
@@ -165,7 +164,7 @@ impl Conn {
     /// Resolves the topic of an inbound PUBLISH, applying v5 topic aliases.
     fn resolve_topic(&mut self, p: &mut Publish) -> Result<(), u8> {
         if let Some(alias) = p.properties.topic_alias {
-            if alias == 0 || alias > self.broker.config.topic_alias_max {
+            if alias == 0 || alias > self.engine.config().topic_alias_max {
                 return Err(reason::TOPIC_ALIAS_INVALID);
             }
             if p.topic.is_empty() {
@@ -181,20 +180,21 @@ impl Conn {
     }
 
     async fn on_publish(&mut self, mut p: Publish) -> Step {
-        Metrics::inc(&self.broker.metrics.mqtt_publish_received);
+        Metrics::inc(&self.engine.metrics().mqtt_publish_received);
         if let Err(code) = self.resolve_topic(&mut p) {
             debug!(client_id = %self.client_id, topic = %p.topic, code, "bad PUBLISH topic");
-            Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
+            Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
             return Ok(Some(Exit::Closed(code)));
         }
-        if p.retain && !self.broker.config.retain_available {
+        if p.retain && !self.engine.config().retain_available {
             return Ok(Some(Exit::Closed(reason::RETAIN_NOT_SUPPORTED)));
         }
         let mut acl = None;
-        let asked = self.broker.hooks().wants(Hook::AuthOnPublish);
+        let mut into = None;
+        let asked = self.engine.hooks().wants(Hook::AuthOnPublish);
         let decision = if asked {
             let info = publish_info(&p);
-            self.broker.hooks().auth_on_publish(&self.info, &info).await
+            self.engine.hooks().auth_on_publish(&self.info, &info).await
         } else {
             None
         };
@@ -230,9 +230,13 @@ impl Conn {
                     if let Some(props) = m.properties {
                         p.properties = props;
                     }
+                    into = m.mountpoint;
+                    if m.throttle.is_some() {
+                        self.throttle = m.throttle;
+                    }
                 }
                 // Plugins were asked and none allowed it: refused, as VerneMQ does.
-                Some(AuthResult::Error | AuthResult::Next) => {
+                Some(AuthResult::Error(_) | AuthResult::Next) => {
                     return self.refuse_publish(&p).await;
                 }
                 None if asked => return self.refuse_publish(&p).await,
@@ -247,12 +251,13 @@ impl Conn {
                     .await
                     .map(|()| None);
             }
-            if self.state.incoming_qos2.len() >= usize::from(self.broker.config.receive_max_broker)
+            if self.state.incoming_qos2.len()
+                >= usize::from(self.engine.config().receive_max_broker)
             {
                 return Ok(Some(Exit::Closed(reason::RECEIVE_MAXIMUM_EXCEEDED)));
             }
         }
-        let (routed, ticket, congested) = self.route(&p, acl.as_ref());
+        let (routed, ticket, congested) = self.route(&p, acl.as_ref(), into.as_deref());
         if congested.is_some() {
             self.pace = congested;
         }
@@ -276,7 +281,7 @@ impl Conn {
     /// connected).
     async fn refuse_publish(&mut self, p: &Publish) -> Step {
         debug!(client_id = %self.client_id, topic = %p.topic, "publish not authorized");
-        Metrics::inc(&self.broker.metrics.mqtt_publish_auth_error);
+        Metrics::inc(&self.engine.metrics().mqtt_publish_auth_error);
         if p.qos == QoS::ExactlyOnce {
             self.state.incoming_qos2.insert(p.packet_id);
         }
@@ -298,11 +303,14 @@ impl Conn {
 
     /// Routes a publish (and stores it if retained), fires the publish, offline-message and
     /// drop hooks; returns the number of deliveries and the store ticket they depend on.
+    /// `into`: another mountpoint an `auth_on_publish` modifier chose.
     fn route(
         &self,
         p: &Publish,
         acl: Option<&MatchedAcl>,
-    ) -> (usize, Option<Ticket>, Option<Arc<super::Mailbox>>) {
+        into: Option<&str>,
+    ) -> (usize, Option<Ticket>, Option<Arc<Mailbox>>) {
+        let mountpoint = into.unwrap_or(&self.mountpoint);
         let message = Arc::new(Message::from_publish(
             p,
             p.topic.as_str().into(),
@@ -310,14 +318,14 @@ impl Conn {
         ));
         let mut ticket = None;
         if p.retain {
-            ticket = self.broker.retain(&self.mountpoint, message.clone());
+            ticket = self.engine.retain(mountpoint, message.clone());
         }
-        let hooks = self.broker.hooks();
+        let hooks = self.engine.hooks();
         let report = hooks.wants(Hook::OnOfflineMessage) || hooks.wants(Hook::OnMessageDrop);
-        let routed = self.broker.router.route(&self.mountpoint, &message, report);
+        let routed = self.engine.publish(mountpoint, &message, report);
         let ticket = ticket.max(routed.ticket);
         if routed.queued == 0 {
-            Metrics::inc(&self.broker.metrics.router_matches_none);
+            Metrics::inc(&self.engine.metrics().router_matches_none);
         }
         let (want_publish, want_drop) = (
             hooks.wants(Hook::OnPublish),
@@ -369,8 +377,8 @@ impl Conn {
 
     /// Fires `on_delivery_complete` for an acknowledged delivery.
     fn delivery_complete(&self, d: &Delivery) {
-        if self.broker.hooks().wants(Hook::OnDeliveryComplete) {
-            self.broker.hooks().notify(&Notification::DeliveryComplete {
+        if self.engine.hooks().wants(Hook::OnDeliveryComplete) {
+            self.engine.hooks().notify(&Notification::DeliveryComplete {
                 client: &self.info,
                 message: d.info(),
                 persisted: d.persisted,
@@ -380,12 +388,12 @@ impl Conn {
     }
 
     async fn on_subscribe(&mut self, s: Subscribe) -> Step {
-        Metrics::inc(&self.broker.metrics.mqtt_subscribe_received);
+        Metrics::inc(&self.engine.metrics().mqtt_subscribe_received);
         let id = s.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
-        let want_auth = self.broker.hooks().wants(Hook::AuthOnSubscribe);
-        let want_notify = self.broker.hooks().wants(Hook::OnSubscribe);
+        let want_auth = self.engine.hooks().wants(Hook::AuthOnSubscribe);
+        let want_notify = self.engine.hooks().wants(Hook::OnSubscribe);
         let mut report: Vec<(String, u8, Option<MatchedAcl>)> = Vec::new();
         let refused = if self.protocol.is_v5() {
             reason::NOT_AUTHORIZED
@@ -407,7 +415,7 @@ impl Conn {
             };
             let mut acl = None;
             let decision = if want_auth {
-                self.broker
+                self.engine
                     .hooks()
                     .auth_on_subscribe(&self.info, &filter, options.qos)
                     .await
@@ -437,10 +445,10 @@ impl Conn {
                             options.qos = q;
                         }
                     }
-                    Some(AuthResult::Error) | Some(AuthResult::Next) | None
-                        if nobody_allowed || matches!(decision, Some(AuthResult::Error)) =>
+                    Some(AuthResult::Error(_)) | Some(AuthResult::Next) | None
+                        if nobody_allowed || matches!(decision, Some(AuthResult::Error(_))) =>
                     {
-                        Metrics::inc(&self.broker.metrics.mqtt_subscribe_auth_error);
+                        Metrics::inc(&self.engine.metrics().mqtt_subscribe_auth_error);
                         reasons.push(refused);
                         if want_notify {
                             report.push((filter, 0x80, None));
@@ -454,11 +462,11 @@ impl Conn {
                 continue;
             };
             let (filter, options) = (&filter, &options);
-            if let Some(max) = self.broker.config.max_subscriptions_per_client
+            if let Some(max) = self.engine.config().max_subscriptions_per_client
                 && self.state.subscriptions.len() >= max
                 && !self.state.subscriptions.contains_key(filter)
             {
-                Metrics::inc(&self.broker.metrics.subscriptions_refused_limit);
+                Metrics::inc(&self.engine.metrics().subscriptions_refused_limit);
                 reasons.push(if self.protocol.is_v5() {
                     reason::QUOTA_EXCEEDED
                 } else {
@@ -474,12 +482,12 @@ impl Conn {
                 // [MQTT-3.8.3-4]: no local on a shared subscription is a protocol error.
                 return Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)));
             }
-            let existed = self.broker.router.subscribe(
+            let existed = self.engine.subscribe(
                 &self.mountpoint,
                 filter,
                 Subscription {
                     client_id: self.client_id.clone(),
-                    mailbox: self.slot.mailbox.clone(),
+                    subscriber: Subscriber::Local(self.slot.mailbox.clone()),
                     options: *options,
                     id,
                     acl: acl.clone(),
@@ -505,8 +513,7 @@ impl Conn {
                 };
             if send_retained {
                 for m in self
-                    .broker
-                    .router
+                    .engine
                     .retained_matching(&self.mountpoint, parsed.filter)
                 {
                     retained.push(Delivery {
@@ -529,7 +536,7 @@ impl Conn {
         });
         self.feed(&ack).await?;
         if want_notify {
-            self.broker.hooks().notify(&Notification::Subscribe {
+            self.engine.hooks().notify(&Notification::Subscribe {
                 client: &self.info,
                 topics: &report,
             });
@@ -541,12 +548,11 @@ impl Conn {
     }
 
     async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Step {
-        Metrics::inc(&self.broker.metrics.mqtt_unsubscribe_received);
+        Metrics::inc(&self.engine.metrics().mqtt_unsubscribe_received);
         let mut reasons = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
             let existed = self.state.subscriptions.remove(filter).is_some();
-            self.broker
-                .router
+            self.engine
                 .unsubscribe(&self.mountpoint, filter, &self.client_id);
             reasons.push(if existed {
                 reason::SUCCESS
@@ -554,8 +560,8 @@ impl Conn {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
-        if self.broker.hooks().wants(Hook::OnUnsubscribe) {
-            self.broker.hooks().notify(&Notification::Unsubscribe {
+        if self.engine.hooks().wants(Hook::OnUnsubscribe) {
+            self.engine.hooks().notify(&Notification::Unsubscribe {
                 client: &self.info,
                 topics: &u.filters,
             });

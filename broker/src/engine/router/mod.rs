@@ -1,29 +1,29 @@
-//! The router: per-mountpoint subscription tries, shared subscription groups and the retained
-//! store. A publish takes only read locks and hands each subscriber its delivery through the
-//! subscriber's own mailbox; no global lock is held while deliveries are queued.
+//! The router: per-mountpoint subscription tries and shared subscription groups. A publish
+//! takes only read locks and hands each subscriber its delivery through the subscriber's own
+//! mailbox; no global lock is held while deliveries are queued. Each mountpoint's trie has its
+//! own lock, so a storm of SUBSCRIBEs on one mountpoint does not hold up publishes on another.
 
 mod trie;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-pub use trie::{Group, Subscription, Trie};
+use parking_lot::RwLock;
 
+pub use trie::{Group, Subscriber, Subscription, Trie};
+
+use super::{Mailbox, Pushed};
 use crate::hooks::MatchedAcl;
 use crate::message::{Delivery, Message};
 use crate::mqtt::QoS;
-use crate::session::{Mailbox, Pushed};
 use crate::store::Ticket;
 use crate::topic;
 
-/// The retained messages of one mountpoint, by topic.
-type RetainedStore = HashMap<Arc<str>, Arc<Message>>;
-
-/// Subscriptions and retained messages of every mountpoint.
+/// Subscriptions of every mountpoint, each mountpoint's behind its own lock (the map itself is
+/// only written when a mountpoint gets its first subscription).
 #[derive(Debug, Default)]
 pub struct Router {
-    tries: RwLock<HashMap<String, Trie>>,
-    retained: RwLock<HashMap<String, RetainedStore>>,
+    tries: RwLock<HashMap<String, Arc<RwLock<Trie>>>>,
 }
 
 /// One subscriber's share of a publish, before it is queued.
@@ -56,13 +56,17 @@ impl Router {
         let Ok(parsed) = topic::parse_filter(filter) else {
             return false;
         };
-        let Ok(mut tries) = self.tries.write() else {
-            return false;
+        let trie = self.tries.read().get(mountpoint).cloned();
+        let trie = match trie {
+            Some(t) => t,
+            None => self
+                .tries
+                .write()
+                .entry(mountpoint.to_owned())
+                .or_default()
+                .clone(),
         };
-        tries
-            .entry(mountpoint.to_owned())
-            .or_default()
-            .insert(parsed.filter, parsed.group, sub)
+        trie.write().insert(parsed.filter, parsed.group, sub)
     }
 
     /// Removes a subscription; returns whether it existed.
@@ -70,19 +74,14 @@ impl Router {
         let Ok(parsed) = topic::parse_filter(filter) else {
             return false;
         };
-        let Ok(mut tries) = self.tries.write() else {
-            return false;
-        };
-        tries
-            .get_mut(mountpoint)
-            .is_some_and(|t| t.remove(parsed.filter, parsed.group, client_id))
+        let trie = self.tries.read().get(mountpoint).cloned();
+        trie.is_some_and(|t| t.write().remove(parsed.filter, parsed.group, client_id))
     }
 
     /// Number of subscriptions in all mountpoints.
     pub fn subscription_count(&self) -> usize {
-        self.tries
-            .read()
-            .map_or(0, |t| t.values().map(Trie::len).sum())
+        let tries: Vec<Arc<RwLock<Trie>>> = self.tries.read().values().cloned().collect();
+        tries.iter().map(|t| t.read().len()).sum()
     }
 
     /// Queues `message` for every matching subscriber: one delivery per client (overlapping
@@ -95,12 +94,11 @@ impl Router {
         let mut index: Option<HashMap<*const Mailbox, usize, foldhash::fast::RandomState>> = None;
         let mut shared: Vec<Pending> = Vec::new();
         {
-            let Ok(tries) = self.tries.read() else {
-                return Routed::default();
-            };
+            let tries = self.tries.read();
             let Some(trie) = tries.get(mountpoint) else {
                 return Routed::default();
             };
+            let trie = trie.read();
             let publisher = message.publisher.as_deref();
             trie.matches(
                 &message.topic,
@@ -110,7 +108,8 @@ impl Router {
                     }
                     let qos = message.qos.min(sub.options.qos);
                     let retain = sub.options.retain_as_published && message.retain;
-                    let key = Arc::as_ptr(&sub.mailbox);
+                    let Subscriber::Local(mailbox) = &sub.subscriber;
+                    let key = Arc::as_ptr(mailbox);
                     let found = match &index {
                         Some(ix) => ix.get(&key).copied(),
                         None => by_client
@@ -121,7 +120,7 @@ impl Router {
                         Some(at) => at,
                         None => {
                             by_client.push(Pending {
-                                mailbox: sub.mailbox.clone(),
+                                mailbox: mailbox.clone(),
                                 qos,
                                 retain,
                                 ids: Vec::new(),
@@ -149,8 +148,9 @@ impl Router {
                 },
                 &mut |group: &Group| {
                     if let Some(sub) = group.pick() {
+                        let Subscriber::Local(mailbox) = &sub.subscriber;
                         shared.push(Pending {
-                            mailbox: sub.mailbox.clone(),
+                            mailbox: mailbox.clone(),
                             qos: message.qos.min(sub.options.qos),
                             retain: sub.options.retain_as_published && message.retain,
                             ids: sub.id.into_iter().collect(),
@@ -184,53 +184,5 @@ impl Router {
             }
         }
         routed
-    }
-
-    /// Stores (or, with an empty payload, clears) the retained message of its topic.
-    pub fn retain(&self, mountpoint: &str, message: Arc<Message>) {
-        let Ok(mut all) = self.retained.write() else {
-            return;
-        };
-        let store = all.entry(mountpoint.to_owned()).or_default();
-        if message.payload.is_empty() {
-            store.remove(&message.topic);
-        } else {
-            store.insert(message.topic.clone(), message);
-        }
-    }
-
-    /// Retained messages matching `filter` (without any `$share/` prefix), expired ones left out.
-    pub fn retained_matching(&self, mountpoint: &str, filter: &str) -> Vec<Arc<Message>> {
-        let now = std::time::Instant::now();
-        let Ok(all) = self.retained.read() else {
-            return Vec::new();
-        };
-        all.get(mountpoint).map_or_else(Vec::new, |store| {
-            store
-                .values()
-                .filter(|m| !m.is_expired(now) && topic::matches(filter, &m.topic))
-                .cloned()
-                .collect()
-        })
-    }
-
-    /// Every retained message with its mountpoint, sorted by mountpoint and topic.
-    pub fn retained_all(&self) -> Vec<(String, Arc<Message>)> {
-        let Ok(all) = self.retained.read() else {
-            return Vec::new();
-        };
-        let mut v: Vec<(String, Arc<Message>)> = all
-            .iter()
-            .flat_map(|(mp, store)| store.values().map(move |m| (mp.clone(), m.clone())))
-            .collect();
-        v.sort_by(|a, b| (&a.0, &a.1.topic).cmp(&(&b.0, &b.1.topic)));
-        v
-    }
-
-    /// Number of retained messages in all mountpoints.
-    pub fn retained_count(&self) -> usize {
-        self.retained
-            .read()
-            .map_or(0, |r| r.values().map(HashMap::len).sum())
     }
 }

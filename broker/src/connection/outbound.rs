@@ -1,10 +1,10 @@
 //! What goes to the client: deliveries from the session's mailbox within the inflight window,
 //! redelivery of unacknowledged messages (DUP) when a session resumes, outbound topic aliases.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
-use super::connection::Conn;
-use super::{OutState, Outgoing};
+use super::Conn;
+use crate::engine::{OutState, Outgoing};
 use crate::hooks::{Hook, Notification};
 use crate::message::Delivery;
 use crate::metrics::Metrics;
@@ -24,7 +24,7 @@ impl Conn {
             if batch.is_empty() {
                 return Ok(());
             }
-            Metrics::inc_by(&self.broker.metrics.queue_message_out, batch.len() as u64);
+            Metrics::inc_by(&self.engine.metrics().queue_message_out, batch.len() as u64);
             for d in batch.drain(..) {
                 self.send_delivery(d).await?;
             }
@@ -93,7 +93,7 @@ impl Conn {
     async fn send_delivery(&mut self, d: Delivery) -> Result<(), ()> {
         let now = Instant::now();
         if d.message.is_expired(now) {
-            Metrics::inc(&self.broker.metrics.queue_message_expired);
+            Metrics::inc(&self.engine.metrics().queue_message_expired);
             self.unstore(&d);
             self.dropped(&d, "expired");
             return Ok(());
@@ -122,12 +122,12 @@ impl Conn {
         if let Some(max) = self.client_max_packet
             && publish.encoded_len(self.protocol) > max
         {
-            Metrics::inc(&self.broker.metrics.queue_message_drop);
+            Metrics::inc(&self.engine.metrics().queue_message_drop);
             self.unstore(&d);
             self.dropped(&d, "too_large");
             return Ok(());
         }
-        let hooks = self.broker.hooks();
+        let hooks = self.engine.hooks();
         if hooks.wants(Hook::OnDeliver) {
             hooks.notify(&Notification::Deliver {
                 client: &self.info,
@@ -151,13 +151,13 @@ impl Conn {
                 },
             );
         }
-        Metrics::inc(&self.broker.metrics.mqtt_publish_sent);
+        Metrics::inc(&self.engine.metrics().mqtt_publish_sent);
         self.feed_publish(publish).await
     }
 
     /// Fires `on_message_drop` for a delivery that will not be sent.
     fn dropped(&self, d: &Delivery, reason: &str) {
-        let hooks = self.broker.hooks();
+        let hooks = self.engine.hooks();
         if hooks.wants(Hook::OnMessageDrop) {
             hooks.notify(&Notification::MessageDrop {
                 mountpoint: &self.mountpoint,
@@ -193,7 +193,7 @@ impl Conn {
                     let p = self.publish_for(&o.delivery, id, true, now);
                     self.out_aliases = saved;
                     self.client_alias_max = max;
-                    Metrics::inc(&self.broker.metrics.mqtt_publish_sent);
+                    Metrics::inc(&self.engine.metrics().mqtt_publish_sent);
                     Packet::Publish(p)
                 }
                 OutState::Released => Packet::PubRel(PubResp::ok(id)),

@@ -1,5 +1,14 @@
-//! One task per client connection: CONNECT (`accept.rs`), then a loop over the socket, the session's mailbox,
-//! the keep-alive deadline and takeover; at the end, the will and the session's fate.
+//! The connection state machine: one task per client connection. CONNECT (`accept.rs`), then a
+//! loop over the socket, the session's mailbox, the keep-alive deadline and takeover (this
+//! file), packets from the client (`inbound.rs`) and to it (`outbound.rs`); at the end, the
+//! will (`will.rs`) and the session's fate, written to the store when it is persistent
+//! (`persist.rs`). It speaks to the broker only through the [`Engine`] handle.
+
+mod accept;
+mod inbound;
+mod outbound;
+mod persist;
+mod will;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,12 +21,13 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tracing::{debug, warn};
 
-use crate::broker::Broker;
+use crate::engine::Engine;
+use crate::engine::{Mailbox, SessionSlot, SessionState};
 use crate::hooks::{ClientInfo, DisconnectReason, Hook, Notification};
 use crate::metrics::Metrics;
 use crate::mqtt::codec::CodecError;
 use crate::mqtt::{DecodeError, Disconnect, MqttCodec, Packet, Properties, Protocol, Will, reason};
-use crate::session::{SessionSlot, SessionState, will};
+use crate::trace::Tracer;
 
 /// The longest a publisher's connection pauses for one congested subscriber queue.
 const PACE_MAX: Duration = Duration::from_millis(100);
@@ -32,6 +42,21 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ByteStream 
 /// A client's stream, whatever the transport.
 pub type Stream = Box<dyn ByteStream>;
 
+/// Why a new connection is turned away (it still gets a CONNACK saying so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its listener is at `max_connections`.
+    ListenerFull,
+    /// The node is at `max_connections`.
+    NodeFull,
+    /// More than `max_connect_rate` connections arrived this second.
+    RateExceeded,
+}
+
+/// A connection's place under the listener's limits, whatever the listener made it of: held
+/// for as long as the connection lives and given back when dropped.
+pub type Admitted = Box<dyn std::any::Any + Send + Sync>;
+
 /// What the listener knows of a new connection.
 pub struct Arrival {
     /// The client's address.
@@ -39,9 +64,19 @@ pub struct Arrival {
     /// The listener's mountpoint.
     pub mountpoint: String,
     /// Its place under the connection limits, or why there is none.
-    pub admission: Result<crate::listener::Admitted, crate::listener::Refusal>,
+    pub admission: Result<Admitted, Refusal>,
     /// The username its TLS client certificate gives (`use_identity_as_username`).
     pub identity: Option<String>,
+}
+
+/// What every connection needs from the node: the engine, and the tracer that shows an
+/// operator one client's packets.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The broker's core.
+    pub engine: Arc<Engine>,
+    /// Live traces (`vmq-admin trace client`).
+    pub tracer: Arc<Tracer>,
 }
 
 /// The read buffer of a connection that sends in bursts: one read then takes many packets.
@@ -62,7 +97,8 @@ pub(crate) enum Exit {
 
 /// A connected client: the socket, the protocol it speaks and the session it is attached to.
 pub(crate) struct Conn {
-    pub broker: Arc<Broker>,
+    pub engine: Arc<Engine>,
+    pub tracer: Arc<Tracer>,
     pub framed: Framed<Stream, MqttCodec>,
     pub protocol: Protocol,
     pub peer: SocketAddr,
@@ -101,9 +137,11 @@ pub(crate) struct Conn {
     /// A subscriber queue this client's publishes congest: before reading more from the
     /// client, the connection waits (a bounded time) for it to drain. This is the flow control
     /// that keeps fast publishers from overrunning a subscriber that is reading.
-    pub pace: Option<Arc<super::Mailbox>>,
+    pub pace: Option<Arc<Mailbox>>,
+    /// How long to stop reading from the client, as an `auth_on_publish` said (`throttle`).
+    pub throttle: Option<Duration>,
     /// Its place under the connection limits, given back when the connection ends.
-    pub _admitted: crate::listener::Admitted,
+    pub _admitted: Admitted,
 }
 
 /// Runs one client connection to its end.
@@ -111,13 +149,14 @@ pub(crate) struct Conn {
 /// The task of a connection holds little more than pointers: each phase (reading and checking
 /// CONNECT, serving, finishing) is a boxed future of its own and the connection's state is
 /// boxed too, so an idle connection costs what it uses, not the size of the largest phase.
-pub async fn run(stream: Stream, arrival: Arrival, broker: Arc<Broker>) {
-    Metrics::inc(&broker.metrics.socket_open);
-    if let Some(mut conn) = Box::pin(super::accept::open(stream, arrival, &broker)).await {
+pub async fn run(stream: Stream, arrival: Arrival, ctx: Context) {
+    let metrics = ctx.engine.metrics().clone();
+    Metrics::inc(&metrics.socket_open);
+    if let Some(mut conn) = Box::pin(accept::open(stream, arrival, ctx)).await {
         let (exit, will_msg) = Box::pin(conn.serve()).await;
         Box::pin(conn.finish(exit, will_msg)).await;
     }
-    Metrics::inc(&broker.metrics.socket_close);
+    Metrics::inc(&metrics.socket_close);
 }
 
 impl Conn {
@@ -130,7 +169,7 @@ impl Conn {
             Box::pin(self.resend_inflight()).await;
         }
         // Long-lived futures, created once: no timer or waiter registration per packet.
-        let shutdown = self.broker.shutdown.clone();
+        let shutdown = self.engine.stopping().clone();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
         let mut last_seen = Instant::now();
@@ -165,8 +204,16 @@ impl Conn {
             {
                 // Not reading the socket for a moment pushes back on the publisher through
                 // TCP; a subscriber that stops reading is not waited for (its queue drops).
-                Metrics::inc(&self.broker.metrics.publishers_paced);
+                Metrics::inc(&self.engine.metrics().publishers_paced);
                 let _ = Box::pin(timeout(PACE_MAX, congested.drained())).await;
+            }
+            if let Some(pause) = self.throttle.take() {
+                // An auth plugin throttles this publisher: nothing is read for a while (TCP
+                // pushes back); deliveries to it still go out before and after.
+                tokio::select! {
+                    () = &mut cancelled => break Exit::Closed(reason::SERVER_SHUTTING_DOWN),
+                    () = tokio::time::sleep(pause) => {}
+                }
             }
             let room = self.state.outgoing.len() < self.window;
             // Only the read arm awaits, and not inside select!: the select's output (which can
@@ -224,7 +271,7 @@ impl Conn {
             budget -= 1;
             // A congested subscriber ends the batch: the pause comes before the next packet,
             // so a queue overruns by at most one packet per publisher.
-            if budget == 0 || self.pace.is_some() {
+            if budget == 0 || self.pace.is_some() || self.throttle.is_some() {
                 break;
             }
             match futures::FutureExt::now_or_never(self.framed.next()) {
@@ -264,9 +311,9 @@ impl Conn {
             }
             Some(Err(CodecError::Decode(e))) => {
                 if matches!(e, DecodeError::TooLarge { .. }) {
-                    Metrics::inc(&self.broker.metrics.mqtt_invalid_msg_size_error);
+                    Metrics::inc(&self.engine.metrics().mqtt_invalid_msg_size_error);
                 }
-                Metrics::inc(&self.broker.metrics.mqtt_protocol_error);
+                Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
                 warn!(client_id = %self.client_id, peer = %self.peer, error = %e, "bad packet; closing");
                 Some(Exit::Closed(e.reason_code()))
             }
@@ -314,9 +361,9 @@ impl Conn {
         }
         let state = std::mem::take(&mut self.state);
         let send_will = !matches!(exit, Exit::Disconnected);
-        let broker = self.broker.clone();
+        let engine = self.engine.clone();
         let persistent = self.session_expiry != Some(Duration::ZERO);
-        let hooks = broker.hooks();
+        let hooks = engine.hooks();
         let hook = if persistent {
             Hook::OnClientOffline
         } else {
@@ -350,9 +397,7 @@ impl Conn {
                 }
             });
         }
-        broker
-            .registry
-            .detach(&broker, &self.slot, state, self.session_expiry);
+        engine.detach(&self.slot, state, self.session_expiry);
         if let Some(w) = will_msg.filter(|_| send_will) {
             let delay =
                 Duration::from_secs(u64::from(w.properties.will_delay_interval.unwrap_or(0)));
@@ -360,7 +405,7 @@ impl Conn {
                 Some(expiry) => delay.min(expiry),
                 None => delay,
             };
-            will::schedule_will(broker.clone(), self.slot.clone(), w, delay);
+            will::schedule_will(&engine, &self.slot, &w, delay);
         }
         if let Some(done) = self.done.take() {
             let _ = done.send(());

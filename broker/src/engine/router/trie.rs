@@ -7,8 +7,26 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::engine::Mailbox;
 use crate::mqtt::SubOptions;
-use crate::session::Mailbox;
+
+/// Who receives a subscription's messages. Today every subscriber is a session of this node,
+/// reached through its mailbox; the cluster adds a variant for a session on another node
+/// (deliveries forwarded over that node's link), and the compiler then shows every place that
+/// must handle it.
+#[derive(Debug, Clone)]
+pub enum Subscriber {
+    /// A session on this node.
+    Local(Arc<Mailbox>),
+}
+
+impl Subscriber {
+    /// Whether the subscriber's client is connected now.
+    pub fn is_online(&self) -> bool {
+        let Subscriber::Local(mailbox) = self;
+        mailbox.is_online()
+    }
+}
 
 /// One client's subscription on one filter.
 #[derive(Debug, Clone)]
@@ -16,7 +34,7 @@ pub struct Subscription {
     /// The subscriber.
     pub client_id: Arc<str>,
     /// Where deliveries go.
-    pub mailbox: Arc<Mailbox>,
+    pub subscriber: Subscriber,
     /// Options granted.
     pub options: SubOptions,
     /// v5 subscription identifier.
@@ -43,7 +61,7 @@ impl Group {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|i| &self.members[(start + i) % n])
-            .find(|s| s.mailbox.is_online())
+            .find(|s| s.subscriber.is_online())
             .or_else(|| self.members.get(start % n))
     }
 }
@@ -199,6 +217,97 @@ impl Trie {
             if wildcards_allowed && let Some(plus) = node.children.get("+") {
                 walk(plus, rest, depth + 1, dollar, plain, shared);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::topic;
+    use crate::topic::strategies::{filter, topic_name};
+
+    fn sub(client: &str) -> Subscription {
+        let client_id: Arc<str> = client.into();
+        let mailbox = Mailbox::new(
+            "".into(),
+            client_id.clone(),
+            (10, 10),
+            Arc::new(Metrics::default()),
+            None,
+        );
+        Subscription {
+            client_id,
+            subscriber: Subscriber::Local(Arc::new(mailbox)),
+            options: SubOptions::default(),
+            id: None,
+            acl: None,
+        }
+    }
+
+    /// (client, filter, share group) triples.
+    fn subscriptions() -> impl Strategy<Value = Vec<(u8, String, Option<u8>)>> {
+        prop::collection::vec((0u8..6, filter(), prop::option::of(0u8..2)), 0..16)
+    }
+
+    proptest! {
+        /// What the trie finds for a topic is exactly what `topic::matches` says of the
+        /// subscriptions it holds (a model map, replaced on re-subscribe, with one removal):
+        /// every plain one, and every share group with its members.
+        #[test]
+        fn trie_agrees_with_matches(subs in subscriptions(), t in topic_name(), remove in 0usize..16) {
+            let mut trie = Trie::default();
+            // (group, filter, client) -> the subscription identifier of its latest insert.
+            let mut model: std::collections::BTreeMap<(Option<String>, String, String), u32> =
+                Default::default();
+            for (i, (client, f, group)) in subs.iter().enumerate() {
+                let g = group.map(|g| format!("g{g}"));
+                let client = format!("c{client}");
+                let mut s = sub(&client);
+                s.id = Some(i as u32);
+                let existed = trie.insert(f, g.as_deref(), s);
+                let key = (g.clone(), f.clone(), client.clone());
+                prop_assert_eq!(existed, model.insert(key.clone(), i as u32).is_some());
+                if i == remove {
+                    prop_assert!(trie.remove(f, g.as_deref(), &client));
+                    model.remove(&key);
+                }
+            }
+            prop_assert_eq!(trie.len(), model.len());
+            let mut plain_got = BTreeSet::new();
+            let mut groups_got = BTreeSet::new();
+            trie.matches(
+                &t,
+                &mut |s: &Subscription| {
+                    plain_got.insert(s.id.unwrap_or(u32::MAX));
+                },
+                &mut |g: &Group| {
+                    let ids: BTreeSet<u32> = g.members.iter().filter_map(|m| m.id).collect();
+                    groups_got.insert(ids);
+                },
+            );
+            let plain_want: BTreeSet<u32> = model
+                .iter()
+                .filter(|((g, f, _), _)| g.is_none() && topic::matches(f, &t))
+                .map(|(_, id)| *id)
+                .collect();
+            let mut groups: std::collections::BTreeMap<(String, String), BTreeSet<u32>> =
+                Default::default();
+            for ((g, f, _), id) in &model {
+                if let Some(g) = g
+                    && topic::matches(f, &t)
+                {
+                    groups.entry((g.clone(), f.clone())).or_default().insert(*id);
+                }
+            }
+            let groups_want: BTreeSet<BTreeSet<u32>> = groups.into_values().collect();
+            prop_assert_eq!(plain_got, plain_want);
+            prop_assert_eq!(groups_got, groups_want);
         }
     }
 }

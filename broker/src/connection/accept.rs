@@ -13,8 +13,8 @@ use tokio::time::timeout;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn};
 
-use super::connection::{Arrival, Conn, Exit, Stream};
-use crate::broker::Broker;
+use super::{Arrival, Conn, Exit, Stream};
+use crate::engine::Engine;
 use crate::hooks::{AuthResult, ClientInfo, Hook, Notification, RegisterFailure, RegisterRequest};
 use crate::metrics::Metrics;
 use crate::mqtt::codec::CodecError;
@@ -31,8 +31,9 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) async fn open(
     stream: Stream,
     arrival: Arrival,
-    broker: &Arc<Broker>,
+    ctx: super::Context,
 ) -> Option<Box<Conn>> {
+    let engine = &ctx.engine;
     let Arrival {
         peer,
         mountpoint,
@@ -42,24 +43,24 @@ pub(super) async fn open(
     // A small initial read buffer: it grows for large packets, and idle clients stay cheap.
     let mut framed = Framed::with_capacity(
         stream,
-        MqttCodec::new(broker.config.max_packet_size()),
+        MqttCodec::new(engine.config().max_packet_size()),
         READ_BUFFER,
     );
     // The write buffer grows with what is written instead of starting at 8 KiB.
     *framed.write_buffer_mut() = bytes::BytesMut::new();
     let wait = match &admission {
-        Ok(_) => broker.config.connect_timeout,
-        Err(_) => broker.config.connect_timeout.min(REFUSAL_TIMEOUT),
+        Ok(_) => engine.config().connect_timeout,
+        Err(_) => engine.config().connect_timeout.min(REFUSAL_TIMEOUT),
     };
     let mut connect = match timeout(wait, framed.next()).await {
         Ok(Some(Ok(Packet::Connect(c)))) => c,
         Ok(Some(Ok(other))) => {
             debug!(%peer, packet = other.name(), "first packet is not CONNECT; closing");
-            Metrics::inc(&broker.metrics.mqtt_protocol_error);
+            Metrics::inc(&engine.metrics().mqtt_protocol_error);
             return None;
         }
         Ok(Some(Err(e))) => {
-            refuse_undecodable_connect(&mut framed, broker, peer, e).await;
+            refuse_undecodable_connect(&mut framed, engine, peer, e).await;
             return None;
         }
         Ok(None) => {
@@ -68,26 +69,26 @@ pub(super) async fn open(
         }
         Err(_) => {
             debug!(%peer, "no CONNECT within the connect timeout; closing");
-            Metrics::inc(&broker.metrics.connections_connect_timeout);
+            Metrics::inc(&engine.metrics().connections_connect_timeout);
             return None;
         }
     };
-    Metrics::inc(&broker.metrics.mqtt_connect_received);
+    Metrics::inc(&engine.metrics().mqtt_connect_received);
     let admitted = match admission {
         Ok(a) => a,
         Err(turned_away) => {
-            use crate::listener::Refusal;
+            use super::Refusal;
             let (counter, v5) = match turned_away {
                 Refusal::ListenerFull => (
-                    &broker.metrics.connections_refused_listener_limit,
+                    &engine.metrics().connections_refused_listener_limit,
                     reason::QUOTA_EXCEEDED,
                 ),
                 Refusal::NodeFull => (
-                    &broker.metrics.connections_refused_total_limit,
+                    &engine.metrics().connections_refused_total_limit,
                     reason::QUOTA_EXCEEDED,
                 ),
                 Refusal::RateExceeded => (
-                    &broker.metrics.connections_refused_rate_limit,
+                    &engine.metrics().connections_refused_rate_limit,
                     reason::CONNECTION_RATE_EXCEEDED,
                 ),
             };
@@ -108,18 +109,18 @@ pub(super) async fn open(
         // use_identity_as_username: the certificate's name replaces what the client sent.
         connect.username = identity;
     }
-    accept(framed, peer, mountpoint, broker, connect, admitted).await
+    accept(framed, peer, mountpoint, &ctx, connect, admitted).await
 }
 
 /// Answers a CONNECT that did not decode: CONNACK 0x01 for an unsupported protocol level,
 /// otherwise the connection is just closed (the client's version is unknown).
 async fn refuse_undecodable_connect(
     framed: &mut Framed<Stream, MqttCodec>,
-    broker: &Broker,
+    engine: &Engine,
     peer: SocketAddr,
     e: CodecError,
 ) {
-    Metrics::inc(&broker.metrics.mqtt_protocol_error);
+    Metrics::inc(&engine.metrics().mqtt_protocol_error);
     warn!(%peer, error = %e, "bad CONNECT; closing");
     if let CodecError::Decode(DecodeError::UnsupportedProtocol { name, .. }) = &e
         && (name == "MQTT" || name == "MQIsdp")
@@ -143,12 +144,13 @@ async fn accept(
     mut framed: Framed<Stream, MqttCodec>,
     peer: SocketAddr,
     mountpoint: String,
-    broker: &Arc<Broker>,
+    ctx: &super::Context,
     connect: Box<Connect>,
-    admitted: crate::listener::Admitted,
+    admitted: super::Admitted,
 ) -> Option<Box<Conn>> {
+    let engine = &ctx.engine;
     let p = connect.protocol;
-    let config = &broker.config;
+    let config = &engine.config();
     let mut assigned = None;
     let refuse = |code: u8| {
         Packet::ConnAck(ConnAck {
@@ -169,13 +171,13 @@ async fn accept(
             assigned = Some(client_id.clone());
         }
     }
-    if client_id.len() > broker.settings.max_client_id_size() {
+    if client_id.len() > engine.settings().max_client_id_size() {
         let code = refusal(
             p,
             reason::CLIENT_IDENTIFIER_NOT_VALID,
             reason::v3::IDENTIFIER_REJECTED,
         );
-        Metrics::inc(&broker.metrics.connections_refused_client_id_size);
+        Metrics::inc(&engine.metrics().connections_refused_client_id_size);
         let _ = framed.send(&refuse(code)).await;
         debug!(%peer, "client id too long");
         return None;
@@ -190,7 +192,7 @@ async fn accept(
     });
     // Authentication: the auth_on_register chain decides; if no plugin does, anonymous access
     // (allow_anonymous) does.
-    let hooks = broker.hooks();
+    let hooks = engine.hooks();
     let decision = if hooks.wants(Hook::AuthOnRegister) {
         let req = RegisterRequest {
             client: &info,
@@ -202,7 +204,7 @@ async fn accept(
     } else {
         None
     };
-    broker.tracer.emit(&mountpoint, &client_id, || {
+    ctx.tracer.emit(&mountpoint, &client_id, || {
         format!(
             "MQTT RECV: CID: {client_id:?} CONNECT(p{}, c{}, k{}, u{:?})\nCalling auth_on_register({:?}, {client_id:?}, {:?})\n{}",
             p.level(),
@@ -214,14 +216,15 @@ async fn accept(
             crate::trace::outcome(false, decision.as_ref())
         )
     });
-    let failure = match decision {
-        Some(AuthResult::Ok(_) | AuthResult::OkWith(..)) => None,
-        Some(AuthResult::Error) if connect.username.is_some() => {
-            Some(RegisterFailure::InvalidCredentials)
+    let (failure, modifiers, why) = match decision {
+        Some(AuthResult::Ok(_)) => (None, None, None),
+        Some(AuthResult::OkWith(m, _)) => (None, Some(m), None),
+        Some(AuthResult::Error(why)) if connect.username.is_some() => {
+            (Some(RegisterFailure::InvalidCredentials), None, why)
         }
-        Some(AuthResult::Error) => Some(RegisterFailure::NotAuthorized),
-        Some(AuthResult::Next) | None if broker.settings.allow_anonymous() => None,
-        Some(AuthResult::Next) | None => Some(RegisterFailure::NoMatchingHookFound),
+        Some(AuthResult::Error(why)) => (Some(RegisterFailure::NotAuthorized), None, why),
+        Some(AuthResult::Next) | None if engine.settings().allow_anonymous() => (None, None, None),
+        Some(AuthResult::Next) | None => (Some(RegisterFailure::NoMatchingHookFound), None, None),
     };
     if let Some(failure) = failure {
         let code = if failure == RegisterFailure::InvalidCredentials {
@@ -238,12 +241,43 @@ async fn accept(
                 client: &info,
                 clean_session: connect.clean_start,
                 reason: failure,
+                reason_text: why.as_deref(),
             });
         }
         let _ = framed.send(&refuse(code)).await;
-        info!(%peer, client_id, ?failure, "connection refused");
+        info!(%peer, client_id, ?failure, why = why.as_deref().unwrap_or(""), "connection refused");
         return None;
     }
+    // What auth_on_register changed: the connection goes on as the plugin said.
+    let mut clean_start = connect.clean_start;
+    let mut window_cap = None;
+    let (mountpoint, info) = match modifiers {
+        Some(m) => {
+            let ignored = m.not_applied();
+            if !ignored.is_empty() {
+                debug!(%peer, client_id, ?ignored, "auth_on_register modifiers with no effect here");
+            }
+            if let Some(c) = m.clean_session {
+                clean_start = c;
+            }
+            if let Some(max) = m.max_message_size.filter(|m| *m > 0) {
+                framed.codec_mut().set_max_packet_size(max as usize);
+            }
+            window_cap = m.max_inflight_messages.filter(|m| *m > 0);
+            let mut changed = (*info).clone();
+            if let Some(mp) = m.mountpoint {
+                changed.mountpoint = mp;
+            }
+            if let Some(id) = m.client_id.filter(|id| !id.is_empty()) {
+                changed.client_id = id.into();
+            }
+            if m.username.is_some() {
+                changed.username = m.username;
+            }
+            (changed.mountpoint.clone(), Arc::new(changed))
+        }
+        None => (mountpoint, info),
+    };
     if let Some(w) = &connect.will
         && crate::topic::validate_name(&w.topic).is_err()
     {
@@ -262,16 +296,26 @@ async fn accept(
             u32::MAX => None,
             s => Some(Duration::from_secs(u64::from(s))),
         }
-    } else if connect.clean_start {
+    } else if clean_start {
         Some(Duration::ZERO)
     } else {
-        broker.settings.persistent_client_expiration()
+        engine.settings().persistent_client_expiration()
     };
     let client_id = info.client_id.clone();
-    let attachment = broker
-        .registry
-        .attach(broker, &mountpoint, &client_id, connect.clean_start)
-        .await;
+    let attachment = match engine.attach(&mountpoint, &client_id, clean_start).await {
+        Ok(a) => a,
+        Err(why) => {
+            warn!(%peer, client_id = %client_id, %why, "session cannot be held here; connection refused");
+            let _ = framed
+                .send(&refuse(refusal(
+                    p,
+                    reason::SERVER_UNAVAILABLE,
+                    reason::v3::SERVER_UNAVAILABLE,
+                )))
+                .await;
+            return None;
+        }
+    };
 
     let mut properties = Properties::default();
     let mut keep_alive = connect.keep_alive;
@@ -298,10 +342,13 @@ async fn accept(
         code: reason::SUCCESS,
         properties,
     });
-    Metrics::inc(&broker.metrics.mqtt_connack_sent);
-    let inflight_cap = match broker.settings.max_inflight_messages() {
-        0 => usize::from(u16::MAX),
-        n => n,
+    Metrics::inc(&engine.metrics().mqtt_connack_sent);
+    let inflight_cap = match window_cap.map(usize::from) {
+        Some(n) => n,
+        None => match engine.settings().max_inflight_messages() {
+            0 => usize::from(u16::MAX),
+            n => n,
+        },
     };
     let window = if p.is_v5() {
         inflight_cap.min(usize::from(
@@ -311,7 +358,8 @@ async fn accept(
         inflight_cap
     };
     let mut conn = Box::new(Conn {
-        broker: broker.clone(),
+        engine: engine.clone(),
+        tracer: ctx.tracer.clone(),
         framed,
         protocol: p,
         peer,
@@ -334,18 +382,15 @@ async fn accept(
         held: Vec::new(),
         hold_for: 0,
         pace: None,
+        throttle: None,
         _admitted: admitted,
     });
     conn.slot
         .mailbox
         .set_persistent(session_expiry != Some(Duration::ZERO));
     conn.persist_session(false);
-    if let Ok(mut s) = conn.slot.mailbox.session_id.lock() {
-        *s = conn.info.session_id.clone();
-    }
-    if let Ok(mut i) = conn.slot.info.lock() {
-        *i = Some(conn.info.clone());
-    }
+    *conn.slot.mailbox.session_id.lock() = conn.info.session_id.clone();
+    *conn.slot.info.lock() = Some(conn.info.clone());
     if conn.framed.send(&ack).await.is_err() {
         let will_msg = conn.will.take().map(|w| *w);
         conn.finish(Exit::Lost, will_msg).await;

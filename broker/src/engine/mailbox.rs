@@ -3,8 +3,10 @@
 //! its client is offline.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use tokio::sync::Notify;
 
@@ -59,12 +61,13 @@ pub struct Mailbox {
 /// How long a subscriber may go without taking anything and still be waited for.
 const STUCK_AFTER_MS: u64 = 1_000;
 
-/// Milliseconds on a process-wide monotonic clock.
+/// Milliseconds on tokio's clock since the first call in this process (tests pause and
+/// advance it).
 fn clock_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
+    static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(tokio::time::Instant::now);
+    tokio::time::Instant::now()
+        .saturating_duration_since(start)
         .as_millis() as u64
 }
 
@@ -134,9 +137,7 @@ impl Mailbox {
     /// Puts deliveries read back from the store at the end of the queue (no limit: they were
     /// accepted once, they are not dropped now).
     pub fn restore(&self, deliveries: impl IntoIterator<Item = Delivery>) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.extend(deliveries);
-        }
+        self.queue.lock().extend(deliveries);
     }
 
     /// Whether this queue is filling faster than its connected subscriber drains it: half
@@ -169,9 +170,7 @@ impl Mailbox {
         delivery.persisted = !online;
         let mut ticket = None;
         {
-            let Ok(mut q) = self.queue.lock() else {
-                return (Pushed::Dropped, None);
-            };
+            let mut q = self.queue.lock();
             if q.len() >= limit {
                 Metrics::inc(&self.metrics.queue_message_drop);
                 return (Pushed::Dropped, None);
@@ -207,30 +206,25 @@ impl Mailbox {
 
     /// The session id of the latest connection.
     pub fn session_id(&self) -> Arc<str> {
-        self.session_id
-            .lock()
-            .map_or_else(|_| "".into(), |s| s.clone())
+        self.session_id.lock().clone()
     }
 
     /// Puts deliveries back at the front (in order), e.g. the unsent part of a batch.
     pub fn push_front(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
-        if let Ok(mut q) = self.queue.lock() {
-            for d in deliveries.rev() {
-                q.push_front(d);
-            }
+        let mut q = self.queue.lock();
+        for d in deliveries.rev() {
+            q.push_front(d);
         }
     }
 
     /// Takes up to `n` deliveries.
     pub fn take(&self, n: usize, out: &mut Vec<Delivery>) {
         self.last_take.store(clock_ms(), Ordering::Relaxed);
-        let left = match self.queue.lock() {
-            Ok(mut q) => {
-                let k = n.min(q.len());
-                out.extend(q.drain(..k));
-                q.len()
-            }
-            Err(_) => return,
+        let left = {
+            let mut q = self.queue.lock();
+            let k = n.min(q.len());
+            out.extend(q.drain(..k));
+            q.len()
         };
         if left <= self.max_online / 4 && self.half_full.swap(false, Ordering::Relaxed) {
             self.drained.notify_waiters();
@@ -239,7 +233,7 @@ impl Mailbox {
 
     /// Number of queued deliveries.
     pub fn len(&self) -> usize {
-        self.queue.lock().map_or(0, |q| q.len())
+        self.queue.lock().len()
     }
 
     /// Whether nothing is queued.
@@ -267,8 +261,103 @@ impl Mailbox {
 
     /// Drops everything queued (session discarded).
     pub fn clear(&self) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.clear();
+        self.queue.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::message::Message;
+    use crate::mqtt::{Properties, Publish};
+
+    fn delivery() -> Delivery {
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: 0,
+            payload: bytes::Bytes::from_static(b"x"),
+            properties: Properties::default(),
+        };
+        Delivery {
+            message: Arc::new(Message::from_publish(&p, "t".into(), None)),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+            persisted: false,
+            acl: None,
+            stored: None,
         }
+    }
+
+    fn mailbox(online: usize, offline: usize) -> Mailbox {
+        Mailbox::new(
+            "".into(),
+            "c".into(),
+            (online, offline),
+            Arc::new(Metrics::default()),
+            None,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn congestion_starts_at_half_and_ends_at_a_quarter() {
+        let m = mailbox(8, 8);
+        m.set_online(true);
+        let mut out = Vec::new();
+        m.take(0, &mut out);
+        for _ in 0..3 {
+            m.push(delivery());
+        }
+        assert!(!m.congested(), "below half");
+        m.push(delivery());
+        assert!(m.congested(), "half full and read");
+        // A waiting publisher is released only once the queue is down to a quarter.
+        let waiter = {
+            let drained = m.drained();
+            tokio::pin!(drained);
+            assert!(futures::poll!(drained.as_mut()).is_pending());
+            m.take(1, &mut out);
+            assert!(m.congested(), "3 left: still above a quarter");
+            assert!(futures::poll!(drained.as_mut()).is_pending());
+            m.take(1, &mut out);
+            futures::poll!(drained.as_mut())
+        };
+        assert!(waiter.is_ready(), "2 left: drained");
+        assert!(!m.congested());
+        // Refilling to 3 is not congested again (hysteresis), 4 is.
+        m.push(delivery());
+        assert!(!m.congested());
+        m.push(delivery());
+        assert!(m.congested());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_that_stopped_reading_is_not_waited_for_and_full_queues_drop() {
+        let m = mailbox(4, 2);
+        m.set_online(true);
+        let mut out = Vec::new();
+        m.take(0, &mut out);
+        for _ in 0..2 {
+            m.push(delivery());
+        }
+        assert!(m.congested());
+        tokio::time::advance(Duration::from_millis(STUCK_AFTER_MS + 1)).await;
+        assert!(!m.congested(), "stuck: publishers go on");
+        for _ in 0..2 {
+            assert_eq!(m.push(delivery()).0, Pushed::Online);
+        }
+        assert_eq!(m.push(delivery()).0, Pushed::Dropped);
+        assert_eq!(Metrics::get(&m.metrics.queue_message_drop), 1);
+        // Offline, the offline limit applies.
+        m.set_online(false);
+        m.clear();
+        assert_eq!(m.push(delivery()).0, Pushed::Offline);
+        assert_eq!(m.push(delivery()).0, Pushed::Offline);
+        assert_eq!(m.push(delivery()).0, Pushed::Dropped);
     }
 }

@@ -1,0 +1,502 @@
+//! Sessions: the state that outlives a connection (subscriptions, queue, unacknowledged
+//! messages), and the registry that maps client ids to sessions and handles takeover and
+//! expiry. A connection attaches to a session and detaches from it; the registry never knows
+//! what a connection is beyond the two channels it is handed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::{Engine, Mailbox};
+use crate::message::Delivery;
+use crate::metrics::Metrics;
+use crate::store::SubRecord;
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+/// An outgoing QoS 1/2 message not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The message.
+    pub delivery: Delivery,
+    /// Where it stands.
+    pub state: OutState,
+    /// Send order, for redelivery in order.
+    pub seq: u64,
+}
+
+/// What a session keeps between connections.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Raw filter (with any `$share/` prefix) to options.
+    pub subscriptions: HashMap<String, SubRecord>,
+    /// Unacknowledged outgoing messages by packet id.
+    pub outgoing: HashMap<u16, Outgoing>,
+    /// Next packet id to try.
+    pub next_packet_id: u16,
+    /// Next send sequence number.
+    pub next_seq: u64,
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    pub incoming_qos2: HashSet<u16>,
+}
+
+/// The connection currently attached to a session.
+#[derive(Debug)]
+pub struct Attached {
+    /// Tells the connection to go (with this v5 reason code).
+    pub kick: oneshot::Sender<u8>,
+    /// Completes when the connection has detached.
+    pub done: oneshot::Receiver<()>,
+}
+
+/// A session, online or offline.
+#[derive(Debug)]
+pub struct SessionSlot {
+    /// Mountpoint of the client's listener.
+    pub mountpoint: String,
+    /// Client id.
+    pub client_id: Arc<str>,
+    /// Where the router queues deliveries.
+    pub mailbox: Arc<Mailbox>,
+    /// Kept state while detached (`None` while a connection holds it): boxed, so an attached
+    /// session pays a pointer here.
+    pub state: Mutex<Option<Box<SessionState>>>,
+    /// The attached connection, if any.
+    pub attached: Mutex<Option<Attached>>,
+    /// Incremented at each attach: a timer started for an older generation does nothing.
+    pub generation: AtomicU64,
+    /// Who the latest connection was (peer, user, protocol), for `session show`.
+    pub info: Mutex<Option<Arc<crate::hooks::ClientInfo>>>,
+    /// Woken when a connection detaches (its state is back): a takeover waits for it.
+    pub released: tokio::sync::Notify,
+}
+
+type Key = (String, Arc<str>);
+
+/// How long a takeover waits for the kicked connection to hand its session state back.
+const HANDOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether this node may hold a client's session. The registry asks before it creates or
+/// resumes one; the answer is the seam where a cluster decides which node owns a client id
+/// (and makes another node's session let go first). [`LocalOwnership`] is the single-node
+/// answer: always yes.
+pub trait Ownership: Send + Sync + std::fmt::Debug {
+    /// Claims the session of `client_id` on `mountpoint` for this node; an error refuses the
+    /// connection (CONNACK "server unavailable") with this text logged.
+    fn claim<'a>(
+        &'a self,
+        mountpoint: &'a str,
+        client_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// A single node owns every session.
+#[derive(Debug, Default)]
+pub struct LocalOwnership;
+
+impl Ownership for LocalOwnership {
+    fn claim<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Client id (per mountpoint) to session.
+#[derive(Debug)]
+pub struct Registry {
+    sessions: Mutex<HashMap<Key, Arc<SessionSlot>>>,
+    ownership: Box<dyn Ownership>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            sessions: Mutex::default(),
+            ownership: Box::new(LocalOwnership),
+        }
+    }
+}
+
+/// The outcome of attaching a connection to a session.
+#[derive(Debug)]
+pub struct Attachment {
+    /// The session.
+    pub slot: Arc<SessionSlot>,
+    /// Whether an existing session was resumed.
+    pub session_present: bool,
+    /// The session's state, now owned by the connection.
+    pub state: Box<SessionState>,
+    /// Fires when another connection takes the session over.
+    pub kick: oneshot::Receiver<u8>,
+    /// To be completed when the connection has detached.
+    pub done: oneshot::Sender<()>,
+}
+
+impl Registry {
+    /// Number of sessions, online and offline.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Number of sessions with a connection attached.
+    pub fn online(&self) -> usize {
+        self.sessions
+            .lock()
+            .values()
+            .filter(|x| x.mailbox.is_online())
+            .count()
+    }
+
+    /// Whether the session of `client_id` exists and has a connection attached.
+    pub fn is_online(&self, mountpoint: &str, client_id: &str) -> bool {
+        let key: Key = (mountpoint.to_owned(), client_id.into());
+        self.get(&key).is_some_and(|s| s.mailbox.is_online())
+    }
+
+    /// Every session, online and offline, sorted by mountpoint and client id.
+    pub fn sessions(&self) -> Vec<Arc<SessionSlot>> {
+        let mut v: Vec<Arc<SessionSlot>> = self.sessions.lock().values().cloned().collect();
+        v.sort_by(|a, b| (&a.mountpoint, &a.client_id).cmp(&(&b.mountpoint, &b.client_id)));
+        v
+    }
+
+    /// Closes the connection of `client_id` (v5: DISCONNECT with `code`) and waits until it
+    /// has detached; the session itself stays as its expiry says. Returns whether a
+    /// connection was attached.
+    pub async fn disconnect(&self, mountpoint: &str, client_id: &str, code: u8) -> bool {
+        let key: Key = (mountpoint.to_owned(), client_id.into());
+        let Some(slot) = self.get(&key) else {
+            return false;
+        };
+        let attached = slot.attached.lock().take();
+        match attached {
+            Some(a) => {
+                let _ = a.kick.send(code);
+                let _ = a.done.await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn get(&self, key: &Key) -> Option<Arc<SessionSlot>> {
+        self.sessions.lock().get(key).cloned()
+    }
+
+    /// Attaches a new connection to the session of `client_id`: an existing connection is
+    /// kicked out (and waited for), an existing session is resumed unless `clean_start`.
+    /// Refused when this node may not own the session.
+    pub async fn attach(
+        &self,
+        engine: &Engine,
+        mountpoint: &str,
+        client_id: &Arc<str>,
+        clean_start: bool,
+    ) -> Result<Attachment, String> {
+        self.ownership.claim(mountpoint, client_id).await?;
+        let key: Key = (mountpoint.to_owned(), client_id.clone());
+        loop {
+            if let Some(slot) = self.get(&key) {
+                let previous = slot.attached.lock().take();
+                if let Some(previous) = previous {
+                    let _ = previous.kick.send(crate::mqtt::reason::SESSION_TAKEN_OVER);
+                    let _ = previous.done.await;
+                }
+            }
+            // A session whose state is out (its connection was kicked and has not detached
+            // yet) is waited for: its state must be back before anyone resumes or discards it.
+            let current = self.get(&key);
+            let released = current.as_ref().map(|slot| slot.released.notified());
+            tokio::pin!(released);
+            if let Some(r) = released.as_mut().as_pin_mut() {
+                r.enable();
+            }
+            // Decided under the registry's lock, which is never held across an await.
+            let decided = {
+                let mut sessions = self.sessions.lock();
+                let existing = sessions.get(&key).cloned();
+                if existing.as_ref().is_some_and(|slot| {
+                    slot.attached.lock().is_some() || slot.state.lock().is_none()
+                }) {
+                    // Someone attached between our kick and now, or the kicked connection has
+                    // not detached yet: go round again.
+                    None
+                } else {
+                    let (slot, session_present, state) = match existing {
+                        Some(slot) if !clean_start => {
+                            let state = slot.state.lock().take().unwrap_or_default();
+                            (slot, true, state)
+                        }
+                        other => {
+                            if let Some(old) = other {
+                                discard(engine, &old);
+                            }
+                            let slot = Arc::new(SessionSlot {
+                                mountpoint: mountpoint.to_owned(),
+                                client_id: client_id.clone(),
+                                mailbox: engine.new_mailbox(mountpoint, client_id),
+                                state: Mutex::default(),
+                                attached: Mutex::new(None),
+                                generation: AtomicU64::new(0),
+                                info: Mutex::new(None),
+                                released: tokio::sync::Notify::new(),
+                            });
+                            sessions.insert(key.clone(), slot.clone());
+                            (slot, false, Box::default())
+                        }
+                    };
+                    // Attached before the lock goes: a racing attach sees it and kicks it.
+                    let (kick_tx, kick_rx) = oneshot::channel();
+                    let (done_tx, done_rx) = oneshot::channel();
+                    *slot.attached.lock() = Some(Attached {
+                        kick: kick_tx,
+                        done: done_rx,
+                    });
+                    slot.generation.fetch_add(1, Ordering::AcqRel);
+                    slot.mailbox.set_online(true);
+                    Some(Attachment {
+                        slot,
+                        session_present,
+                        state,
+                        kick: kick_rx,
+                        done: done_tx,
+                    })
+                }
+            };
+            match (decided, released.as_pin_mut()) {
+                (Some(attachment), _) => return Ok(attachment),
+                (None, Some(released)) => {
+                    if tokio::time::timeout(HANDOVER_WAIT, released).await.is_err() {
+                        // The connection holding the state never gave it back (its task
+                        // died): the session goes on without it.
+                        if let Some(slot) = &current
+                            && slot.attached.lock().is_none()
+                        {
+                            let mut state = slot.state.lock();
+                            if state.is_none() {
+                                tracing::warn!(client_id = %client_id, "session state not handed back in time; resuming without it");
+                                *state = Some(Box::default());
+                            }
+                        }
+                    }
+                }
+                (None, None) => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    /// Detaches a connection: the state goes back into the slot; the session is kept for
+    /// `expiry` (`None`: forever) or removed at once (`Some(0)`).
+    pub fn detach(
+        &self,
+        engine: &Arc<Engine>,
+        slot: &Arc<SessionSlot>,
+        state: Box<SessionState>,
+        expiry: Option<Duration>,
+    ) {
+        slot.mailbox.set_online(false);
+        *slot.state.lock() = Some(state);
+        *slot.attached.lock() = None;
+        slot.released.notify_waiters();
+        match expiry {
+            Some(d) if d.is_zero() => {
+                self.remove_if_current(engine, slot, None);
+            }
+            Some(d) => engine.timers().expire_session(slot, d),
+            None => {}
+        }
+    }
+
+    /// Removes the session of `slot` if it is still of `generation` and detached: its
+    /// expiry timer has run out. Reports the expiry.
+    pub(super) fn expire(&self, engine: &Engine, slot: &Arc<SessionSlot>, generation: u64) {
+        if self.remove_if_current(engine, slot, Some(generation)) {
+            Metrics::inc(&engine.metrics.sessions_expired);
+            tracing::debug!(client_id = %slot.client_id, "session expired");
+            if engine.hooks.wants(crate::hooks::Hook::OnSessionExpired) {
+                engine
+                    .hooks
+                    .notify(&crate::hooks::Notification::SessionExpired {
+                        mountpoint: &slot.mountpoint,
+                        client_id: &slot.client_id,
+                        session_id: &slot.mailbox.session_id(),
+                    });
+            }
+        }
+    }
+
+    /// Registers a session read back from the store (at start, before listeners accept).
+    pub fn insert_restored(&self, slot: Arc<SessionSlot>) {
+        self.sessions
+            .lock()
+            .insert((slot.mountpoint.clone(), slot.client_id.clone()), slot);
+    }
+
+    /// Removes `slot` if it is still the registered, detached session (of `generation`, if
+    /// given). Returns whether it did.
+    pub fn remove_if_current(
+        &self,
+        engine: &Engine,
+        slot: &Arc<SessionSlot>,
+        generation: Option<u64>,
+    ) -> bool {
+        let mut sessions = self.sessions.lock();
+        let key: Key = (slot.mountpoint.clone(), slot.client_id.clone());
+        let current = sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, slot));
+        let detached = slot.attached.lock().is_none();
+        let same_generation =
+            generation.is_none_or(|g| g == slot.generation.load(Ordering::Acquire));
+        if current && detached && same_generation {
+            sessions.remove(&key);
+            // Under the registry's lock: a client attaching again gets a fresh session only
+            // after the old one's subscriptions are gone.
+            discard(engine, slot);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Drops a session's subscriptions and queue, in memory and in the store.
+fn discard(engine: &Engine, slot: &SessionSlot) {
+    if slot.mailbox.in_store()
+        && let Some(store) = &engine.store
+    {
+        store.submit(crate::store::Op::DeleteSession(slot.mailbox.store_key()));
+    }
+    let subs: Vec<String> = slot
+        .state
+        .lock()
+        .as_ref()
+        .map(|s| s.subscriptions.keys().cloned().collect())
+        .unwrap_or_default();
+    for filter in subs {
+        engine
+            .router
+            .unsubscribe(&slot.mountpoint, &filter, &slot.client_id);
+    }
+    slot.mailbox.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::hooks::Hooks;
+
+    fn engine() -> Arc<Engine> {
+        Engine::new(
+            Config::default(),
+            Hooks::new(Vec::new()),
+            Arc::new(Metrics::default()),
+            None,
+        )
+    }
+
+    /// A connection as the registry sees it: attached, and detaching when kicked (after the
+    /// session's state has gone back), like the connection task does.
+    fn serve(
+        engine: &Arc<Engine>,
+        a: Attachment,
+        expiry: Option<Duration>,
+    ) -> tokio::task::JoinHandle<u8> {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let code = a.kick.await.unwrap_or(0);
+            engine.detach(&a.slot, a.state, expiry);
+            let _ = a.done.send(());
+            code
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn takeover_races_end_with_one_connection_and_everyone_else_kicked() {
+        let engine = engine();
+        let id: Arc<str> = "c".into();
+        let (attached_tx, mut attached_rx) = tokio::sync::mpsc::unbounded_channel();
+        // Eleven connections of one client attach at once; each serves until kicked.
+        let tasks: Vec<_> = (0..11)
+            .map(|_| {
+                let (engine, id, attached_tx) = (engine.clone(), id.clone(), attached_tx.clone());
+                tokio::spawn(async move {
+                    let a = engine.attach("", &id, false).await.unwrap();
+                    let _ = attached_tx.send(a.session_present);
+                    serve(&engine, a, None).await.unwrap()
+                })
+            })
+            .collect();
+        let mut present = Vec::new();
+        for _ in 0..11 {
+            present.push(attached_rx.recv().await.unwrap());
+        }
+        // One created the session, the ten others resumed it.
+        assert_eq!(present.iter().filter(|p| !**p).count(), 1, "{present:?}");
+        let mut codes = Vec::new();
+        let mut still_attached = 0;
+        for t in tasks {
+            match tokio::time::timeout(Duration::from_secs(5), t).await {
+                Ok(code) => codes.push(code.unwrap()),
+                Err(_) => still_attached += 1,
+            }
+        }
+        assert_eq!(still_attached, 1);
+        assert_eq!(codes.len(), 10);
+        assert!(
+            codes
+                .iter()
+                .all(|c| *c == crate::mqtt::reason::SESSION_TAKEN_OVER)
+        );
+        assert_eq!(engine.session_count(), 1);
+        assert_eq!(engine.online_count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnect_before_expiry_keeps_the_session_and_a_later_expiry_removes_it() {
+        let engine = engine();
+        let id: Arc<str> = "p".into();
+        let a = engine.attach("", &id, false).await.unwrap();
+        engine.detach(&a.slot, a.state, Some(Duration::from_secs(10)));
+        let _ = a.done.send(());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Reconnects half way: the first timer must not remove the resumed session.
+        let b = engine.attach("", &id, false).await.unwrap();
+        assert!(b.session_present);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(engine.session_count(), 1);
+        assert_eq!(Metrics::get(&engine.metrics().sessions_expired), 0);
+        // Goes away again: this time the session expires.
+        engine.detach(&b.slot, b.state, Some(Duration::from_secs(10)));
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(engine.session_count(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(engine.session_count(), 0);
+        assert_eq!(Metrics::get(&engine.metrics().sessions_expired), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clean_start_discards_the_old_session_and_zero_expiry_removes_at_once() {
+        let engine = engine();
+        let id: Arc<str> = "z".into();
+        let a = engine.attach("", &id, false).await.unwrap();
+        engine.detach(&a.slot, a.state, None);
+        let b = engine.attach("", &id, true).await.unwrap();
+        assert!(!b.session_present);
+        assert!(!Arc::ptr_eq(&a.slot, &b.slot));
+        engine.detach(&b.slot, b.state, Some(Duration::ZERO));
+        assert_eq!(engine.session_count(), 0);
+    }
+}
