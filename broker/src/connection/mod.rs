@@ -8,6 +8,8 @@ mod accept;
 mod inbound;
 mod outbound;
 mod persist;
+#[cfg(test)]
+mod tests;
 mod will;
 
 use std::collections::HashMap;

@@ -125,3 +125,86 @@ impl Engine {
         Metrics::inc(&self.metrics.wills_published);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::{Subscriber, Subscription};
+    use crate::hooks::Hooks;
+    use crate::mqtt::{Properties, Publish, QoS, SubOptions};
+
+    fn engine() -> Arc<Engine> {
+        Engine::new(
+            Config::default(),
+            Hooks::new(Vec::new()),
+            Arc::new(Metrics::default()),
+            None,
+        )
+    }
+
+    fn will(topic: &str) -> Arc<Message> {
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: topic.into(),
+            packet_id: 0,
+            payload: bytes::Bytes::from_static(b"gone"),
+            properties: Properties::default(),
+        };
+        Arc::new(Message::from_publish(&p, topic.into(), Some("w".into())))
+    }
+
+    /// A session of `watcher` subscribed to `will/#`, online, whose mailbox receives wills.
+    async fn watcher(engine: &Arc<Engine>) -> Arc<crate::engine::Mailbox> {
+        let id: Arc<str> = "watcher".into();
+        let a = engine.attach("", &id, true).await.unwrap();
+        engine.subscribe(
+            "",
+            "will/#",
+            Subscription {
+                client_id: id,
+                subscriber: Subscriber::Local(a.slot.mailbox.clone()),
+                options: SubOptions::default(),
+                id: None,
+                acl: None,
+            },
+        );
+        a.slot.mailbox.clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delayed_will_is_published_at_its_time_unless_the_client_came_back() {
+        let engine = engine();
+        let inbox = watcher(&engine).await;
+        let id: Arc<str> = "w".into();
+        let a = engine.attach("", &id, false).await.unwrap();
+        engine.detach(&a.slot, a.state, None);
+        engine
+            .timers()
+            .publish_will(&a.slot, will("will/w"), Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert_eq!(inbox.len(), 0, "not yet");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(inbox.len(), 1, "published at 30 s");
+        assert_eq!(Metrics::get(&engine.metrics().wills_published), 1);
+
+        // Gone again with a delayed will, but back within the delay: no will.
+        let b = engine.attach("", &id, false).await.unwrap();
+        engine.detach(&b.slot, b.state, None);
+        engine
+            .timers()
+            .publish_will(&b.slot, will("will/w"), Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let _back = engine.attach("", &id, false).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            inbox.len(),
+            1,
+            "the returning client's will is not published"
+        );
+    }
+}
