@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use rumqttc::QoS as RQoS;
 use vmq_broker::mqtt::{
-    Connect, Packet, Properties, Protocol, Publish, QoS, SubOptions, Subscribe, reason,
+    ConnAckReason, Connect, DisconnectReason, Packet, Properties, Protocol, Publish, QoS,
+    SubAckReason, SubOptions, Subscribe,
 };
 use vmq_tests::broker::{Raw, start_broker, v4_client};
 
@@ -61,7 +62,7 @@ async fn bad_protocol_name_and_level() {
     raw.send_bytes(b"\x10\x0c\x00\x04MQTT\x09\x02\x00\x3c\x00\x00")
         .await;
     match raw.until_closed().await {
-        Some(Packet::ConnAck(a)) => assert_eq!(a.code, reason::v3::UNACCEPTABLE_PROTOCOL_VERSION),
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, ConnAckReason::UnsupportedProtocolVersion),
         other => panic!("{other:?}"),
     }
     still_served(addr, "protocol").await;
@@ -88,7 +89,7 @@ async fn packet_over_the_size_limit_gets_0x95() {
     }))
     .await;
     match raw.until_closed().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::PACKET_TOO_LARGE),
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, DisconnectReason::PacketTooLarge),
         other => panic!("{other:?}"),
     }
     still_served(addr, "size").await;
@@ -110,7 +111,7 @@ async fn second_connect_is_a_protocol_error() {
     })))
     .await;
     match raw.until_closed().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::PROTOCOL_ERROR),
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, DisconnectReason::ProtocolError),
         other => panic!("{other:?}"),
     }
     still_served(addr, "second").await;
@@ -120,8 +121,9 @@ async fn second_connect_is_a_protocol_error() {
 async fn invalid_subscribe_filter_is_refused_in_the_suback() {
     let (_server, addr) = start_broker("").await;
     for (protocol, code) in [
-        (Protocol::V5, reason::TOPIC_FILTER_INVALID),
-        (Protocol::V311, 0x80),
+        (Protocol::V5, SubAckReason::TopicFilterInvalid),
+        // MQTT 3's only failure code, 0x80.
+        (Protocol::V311, SubAckReason::UnspecifiedError),
     ] {
         let (mut raw, _) = Raw::connect(addr, protocol, "filters", 0).await;
         raw.send(Packet::Subscribe(Subscribe {
@@ -140,7 +142,7 @@ async fn invalid_subscribe_filter_is_refused_in_the_suback() {
         }))
         .await;
         match raw.recv().await {
-            Some(Packet::SubAck(s)) => assert_eq!(s.reasons, vec![1, code]),
+            Some(Packet::SubAck(s)) => assert_eq!(s.reasons, vec![SubAckReason::GrantedQos1, code]),
             other => panic!("{other:?}"),
         }
         // The connection stays usable.
@@ -168,7 +170,7 @@ async fn empty_client_ids() {
     let mut raw = Raw::open(addr, Protocol::V311).await;
     raw.send(connect(Protocol::V311, false)).await;
     match raw.until_closed().await {
-        Some(Packet::ConnAck(a)) => assert_eq!(a.code, reason::v3::IDENTIFIER_REJECTED),
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, ConnAckReason::ClientIdentifierNotValid),
         other => panic!("{other:?}"),
     }
     // v5: the server assigns one and says which.
@@ -176,7 +178,7 @@ async fn empty_client_ids() {
     raw.send(connect(Protocol::V5, true)).await;
     match raw.recv().await {
         Some(Packet::ConnAck(a)) => {
-            assert_eq!(a.code, 0);
+            assert_eq!(a.code, ConnAckReason::Success);
             assert!(
                 a.properties
                     .assigned_client_identifier
@@ -196,7 +198,7 @@ async fn anonymous_clients_are_refused_when_not_allowed() {
     let addr = server.local_addrs()[0];
     let (mut raw, ack) = Raw::connect(addr, Protocol::V311, "anon", 0).await;
     match ack {
-        Packet::ConnAck(a) => assert_eq!(a.code, reason::v3::NOT_AUTHORIZED),
+        Packet::ConnAck(a) => assert_eq!(a.code, ConnAckReason::NotAuthorized),
         other => panic!("{other:?}"),
     }
     assert_eq!(raw.until_closed().await, None);

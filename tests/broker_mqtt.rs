@@ -9,8 +9,8 @@ use bytes::Bytes;
 use rumqttc::QoS as RQoS;
 use tokio::time::{Instant, timeout};
 use vmq_broker::mqtt::{
-    Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, SubOptions, Subscribe, Will,
-    reason,
+    ConnAckReason, Connect, Disconnect, DisconnectReason, Packet, Properties, Protocol, Publish,
+    QoS, SubOptions, Subscribe, Will,
 };
 use vmq_tests::WAIT;
 use vmq_tests::broker::{Raw, start_broker, v4_client};
@@ -313,7 +313,7 @@ async fn wills_are_sent_on_abnormal_loss_only() {
     v5.send(with_will("asks", Protocol::V5, None, None)).await;
     assert!(matches!(v5.recv().await, Some(Packet::ConnAck(_))));
     v5.send(Packet::Disconnect(Disconnect {
-        reason: reason::DISCONNECT_WITH_WILL,
+        reason: DisconnectReason::DisconnectWithWill,
         properties: Properties::default(),
     }))
     .await;
@@ -346,7 +346,7 @@ async fn session_takeover_closes_the_old_connection_with_0x8e() {
     let (_second, ack) = Raw::connect(addr, Protocol::V5, "twin", 0).await;
     assert!(matches!(ack, Packet::ConnAck(_)));
     match first.until_closed().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::SESSION_TAKEN_OVER),
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, DisconnectReason::SessionTakenOver),
         other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
     }
 }
@@ -357,7 +357,7 @@ async fn keep_alive_expiry_closes_a_silent_client_after_one_and_a_half_intervals
     let (mut silent, _) = Raw::connect(addr, Protocol::V5, "silent", 1).await;
     let start = Instant::now();
     match silent.until_closed().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::KEEP_ALIVE_TIMEOUT),
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, DisconnectReason::KeepAliveTimeout),
         other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
     }
     let waited = start.elapsed();
@@ -379,7 +379,7 @@ async fn max_keepalive_is_announced_as_server_keep_alive_and_enforced() {
         }
         let start = Instant::now();
         match c.until_closed().await {
-            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::KEEP_ALIVE_TIMEOUT),
+            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, DisconnectReason::KeepAliveTimeout),
             other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
         }
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -392,7 +392,10 @@ async fn max_keepalive_is_announced_as_server_keep_alive_and_enforced() {
     }
     let (_v3, ack) = Raw::connect(addr, Protocol::V311, "old", 100).await;
     match ack {
-        Packet::ConnAck(a) => assert_eq!((a.code, a.properties.server_keep_alive), (0, None)),
+        Packet::ConnAck(a) => assert_eq!(
+            (a.code, a.properties.server_keep_alive),
+            (ConnAckReason::Success, None)
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -489,7 +492,7 @@ async fn v5_topic_aliases_and_message_expiry() {
         .send(v5_publish("sensors/b", Some(500), None, b"x"))
         .await;
     match publisher.until_closed().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::TOPIC_ALIAS_INVALID),
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, DisconnectReason::TopicAliasInvalid),
         other => panic!("{other:?}"),
     }
 

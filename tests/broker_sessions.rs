@@ -8,7 +8,7 @@ use futures::SinkExt;
 use tokio::time::Instant;
 use vmq_broker::metrics::Metrics;
 use vmq_broker::mqtt::{
-    Disconnect, Packet, Properties, Protocol, PubResp, QoS, SubOptions, reason,
+    Disconnect, DisconnectReason, Packet, Properties, Protocol, PubResp, QoS, SubOptions,
 };
 use vmq_tests::WAIT;
 use vmq_tests::broker::{
@@ -157,7 +157,9 @@ async fn exceeding_the_receive_maximum_is_0x93() {
         last = Some(p);
     }
     match last {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::RECEIVE_MAXIMUM_EXCEEDED),
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason, DisconnectReason::ReceiveMaximumExceeded)
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -43,10 +43,7 @@ fn expiry(secs: u32) -> Properties {
 }
 
 fn disconnect() -> Packet {
-    Packet::Disconnect(Disconnect {
-        reason: 0,
-        properties: Properties::default(),
-    })
+    Packet::Disconnect(Disconnect::default())
 }
 
 async fn expect(raw: &mut vmq_tests::broker::Raw, want: Packet) {

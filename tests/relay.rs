@@ -420,7 +420,7 @@ async fn v4_client_refused(addr: SocketAddr) -> (Raw, u8) {
     })))
     .await;
     match raw.recv().await {
-        Some(Packet::ConnAck(a)) => (raw, a.code),
+        Some(Packet::ConnAck(a)) => (raw, a.code.v3_code()),
         other => panic!("{other:?}"),
     }
 }

@@ -16,7 +16,8 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use vmq_broker::mqtt::{
-    Connect, MqttCodec, Packet, Properties, Protocol, Publish, QoS, SubOptions, Subscribe,
+    ConnAckReason, Connect, MqttCodec, Packet, Properties, Protocol, Publish, QoS, SubOptions,
+    Subscribe,
 };
 use vmq_sidecar_sdk::Event as SidecarEvent;
 
@@ -101,7 +102,9 @@ where
     ws.send(Message::Binary(encode(&connect).into()))
         .await
         .unwrap();
-    assert!(matches!(next_packet(&mut ws).await, Packet::ConnAck(a) if a.code == 0));
+    assert!(
+        matches!(next_packet(&mut ws).await, Packet::ConnAck(a) if a.code == ConnAckReason::Success)
+    );
     let sub = Packet::Subscribe(Subscribe {
         packet_id: 1,
         filters: vec![(

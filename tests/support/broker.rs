@@ -14,7 +14,8 @@ use tokio::time::timeout;
 use tokio_util::codec::Framed;
 use vmq_broker::hooks::Plugin;
 use vmq_broker::mqtt::{
-    Connect, MqttCodec, Packet, Properties, Protocol, Publish, QoS, SubOptions, Subscribe,
+    ConnAckReason, Connect, MqttCodec, Packet, Properties, Protocol, Publish, QoS, SubOptions,
+    Subscribe,
 };
 use vmq_broker::plugins::events_sidecar::EventsSidecar;
 use vmq_broker::{Config, Server};
@@ -248,7 +249,7 @@ pub async fn session(
     let mut raw = Raw::open(addr, p).await;
     raw.send(connect(p, id, clean, props)).await;
     match raw.recv().await {
-        Some(Packet::ConnAck(a)) if a.code == 0 => (raw, a.session_present),
+        Some(Packet::ConnAck(a)) if a.code == ConnAckReason::Success => (raw, a.session_present),
         other => panic!("connect {id}: {other:?}"),
     }
 }

@@ -22,7 +22,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::codec::Framed;
 use vmq_broker::mqtt::{
-    Connect, MqttCodec, Packet, Properties, Protocol, PubResp, Publish, QoS, SubOptions, Subscribe,
+    ConnAckReason, Connect, MqttCodec, Packet, Properties, Protocol, PubResp, Publish, QoS,
+    SubOptions, Subscribe,
 };
 
 #[derive(Parser, Debug)]
@@ -168,7 +169,7 @@ async fn connect_with(
     })))
     .await?;
     match conn.next().await {
-        Some(Ok(Packet::ConnAck(a))) if a.code == 0 => Ok(conn),
+        Some(Ok(Packet::ConnAck(a))) if a.code == ConnAckReason::Success => Ok(conn),
         other => bail!("CONNECT refused: {other:?}"),
     }
 }

@@ -18,7 +18,9 @@ use crate::engine::Engine;
 use crate::hooks::{AuthResult, ClientInfo, Hook, Notification, RegisterFailure, RegisterRequest};
 use crate::metrics::Metrics;
 use crate::mqtt::codec::CodecError;
-use crate::mqtt::{ConnAck, Connect, DecodeError, MqttCodec, Packet, Properties, Protocol, reason};
+use crate::mqtt::{
+    ConnAck, ConnAckReason, Connect, DecodeError, MqttCodec, Packet, Properties, Protocol,
+};
 
 /// Initial capacity of a connection's read buffer.
 const READ_BUFFER: usize = 512;
@@ -78,22 +80,21 @@ pub(super) async fn open(
         Ok(a) => a,
         Err(turned_away) => {
             use super::Refusal;
-            let (counter, v5) = match turned_away {
+            let (counter, code) = match turned_away {
                 Refusal::ListenerFull => (
                     &engine.metrics().connections_refused_listener_limit,
-                    reason::QUOTA_EXCEEDED,
+                    ConnAckReason::QuotaExceeded,
                 ),
                 Refusal::NodeFull => (
                     &engine.metrics().connections_refused_total_limit,
-                    reason::QUOTA_EXCEEDED,
+                    ConnAckReason::QuotaExceeded,
                 ),
                 Refusal::RateExceeded => (
                     &engine.metrics().connections_refused_rate_limit,
-                    reason::CONNECTION_RATE_EXCEEDED,
+                    ConnAckReason::ConnectionRateExceeded,
                 ),
             };
             Metrics::inc(counter);
-            let code = refusal(connect.protocol, v5, reason::v3::SERVER_UNAVAILABLE);
             let _ = framed
                 .send(&Packet::ConnAck(ConnAck {
                     session_present: false,
@@ -127,16 +128,11 @@ async fn refuse_undecodable_connect(
     {
         let ack = Packet::ConnAck(ConnAck {
             session_present: false,
-            code: reason::v3::UNACCEPTABLE_PROTOCOL_VERSION,
+            code: ConnAckReason::UnsupportedProtocolVersion,
             properties: Properties::default(),
         });
         let _ = framed.send(&ack).await;
     }
-}
-
-/// A v3 return code or v5 reason code for a CONNECT refusal.
-fn refusal(protocol: Protocol, v5: u8, v3: u8) -> u8 {
-    if protocol.is_v5() { v5 } else { v3 }
 }
 
 /// Validates CONNECT, attaches the session, sends CONNACK.
@@ -152,7 +148,7 @@ async fn accept(
     let p = connect.protocol;
     let config = &engine.config();
     let mut assigned = None;
-    let refuse = |code: u8| {
+    let refuse = |code: ConnAckReason| {
         Packet::ConnAck(ConnAck {
             session_present: false,
             code,
@@ -162,7 +158,9 @@ async fn accept(
     let mut client_id = connect.client_id.clone();
     if client_id.is_empty() {
         if p == Protocol::V31 || (p == Protocol::V311 && !connect.clean_start) {
-            let _ = framed.send(&refuse(reason::v3::IDENTIFIER_REJECTED)).await;
+            let _ = framed
+                .send(&refuse(ConnAckReason::ClientIdentifierNotValid))
+                .await;
             debug!(%peer, "empty client id refused");
             return None;
         }
@@ -172,11 +170,7 @@ async fn accept(
         }
     }
     if client_id.len() > engine.settings().max_client_id_size() {
-        let code = refusal(
-            p,
-            reason::CLIENT_IDENTIFIER_NOT_VALID,
-            reason::v3::IDENTIFIER_REJECTED,
-        );
+        let code = ConnAckReason::ClientIdentifierNotValid;
         Metrics::inc(&engine.metrics().connections_refused_client_id_size);
         let _ = framed.send(&refuse(code)).await;
         debug!(%peer, "client id too long");
@@ -228,13 +222,9 @@ async fn accept(
     };
     if let Some(failure) = failure {
         let code = if failure == RegisterFailure::InvalidCredentials {
-            refusal(
-                p,
-                reason::BAD_USERNAME_OR_PASSWORD,
-                reason::v3::BAD_USERNAME_OR_PASSWORD,
-            )
+            ConnAckReason::BadUsernameOrPassword
         } else {
-            refusal(p, reason::NOT_AUTHORIZED, reason::v3::NOT_AUTHORIZED)
+            ConnAckReason::NotAuthorized
         };
         if hooks.wants(Hook::OnRegisterFailed) {
             hooks.notify(&Notification::RegisterFailed {
@@ -281,13 +271,7 @@ async fn accept(
     if let Some(w) = &connect.will
         && crate::topic::validate_name(&w.topic).is_err()
     {
-        let _ = framed
-            .send(&refuse(refusal(
-                p,
-                reason::TOPIC_NAME_INVALID,
-                reason::v3::NOT_AUTHORIZED,
-            )))
-            .await;
+        let _ = framed.send(&refuse(ConnAckReason::TopicNameInvalid)).await;
         return None;
     }
 
@@ -306,13 +290,7 @@ async fn accept(
         Ok(a) => a,
         Err(why) => {
             warn!(%peer, client_id = %client_id, %why, "session cannot be held here; connection refused");
-            let _ = framed
-                .send(&refuse(refusal(
-                    p,
-                    reason::SERVER_UNAVAILABLE,
-                    reason::v3::SERVER_UNAVAILABLE,
-                )))
-                .await;
+            let _ = framed.send(&refuse(ConnAckReason::ServerUnavailable)).await;
             return None;
         }
     };
@@ -339,7 +317,7 @@ async fn accept(
     }
     let ack = Packet::ConnAck(ConnAck {
         session_present: attachment.session_present,
-        code: reason::SUCCESS,
+        code: ConnAckReason::Success,
         properties,
     });
     Metrics::inc(&engine.metrics().mqtt_connack_sent);

@@ -14,8 +14,8 @@ use crate::hooks::{AuthResult, Hook, MatchedAcl, MessageInfo, Notification};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::mqtt::{
-    Packet, Properties, PubResp, Publish, PublishRef, QoS, SubAck, Subscribe, UnsubAck,
-    Unsubscribe, reason,
+    DisconnectReason, Packet, Properties, PubAckReason, PubRelReason, PubResp, Publish, PublishRef,
+    QoS, ReasonCode, SubAck, SubAckReason, Subscribe, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use crate::store::SubRecord;
 use crate::store::Ticket;
@@ -83,7 +83,7 @@ impl Conn {
             Packet::PubRec(r) => {
                 let known = match self.state.outgoing.get_mut(&r.packet_id) {
                     Some(o) if o.delivery.qos == QoS::ExactlyOnce => {
-                        if r.reason >= 0x80 {
+                        if r.reason.code() >= 0x80 {
                             // The client refused the message: the flow ends here.
                             if let Some(o) = self.state.outgoing.remove(&r.packet_id) {
                                 self.unstore(&o.delivery);
@@ -100,7 +100,7 @@ impl Conn {
                 };
                 let mut rel = PubResp::ok(r.packet_id);
                 if !known && self.protocol.is_v5() {
-                    rel.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
+                    rel.reason = PubRelReason::PacketIdentifierNotFound;
                 }
                 self.feed(&Packet::PubRel(rel)).await.map(|()| None)
             }
@@ -120,7 +120,7 @@ impl Conn {
                 let known = self.state.incoming_qos2.remove(&r.packet_id);
                 let mut comp = PubResp::ok(r.packet_id);
                 if !known && self.protocol.is_v5() {
-                    comp.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
+                    comp.reason = PubRelReason::PacketIdentifierNotFound;
                 }
                 self.feed(&Packet::PubComp(comp)).await.map(|()| None)
             }
@@ -130,14 +130,14 @@ impl Conn {
             Packet::Disconnect(d) => {
                 if let Some(secs) = d.properties.session_expiry_interval {
                     if self.connect_expiry_zero && secs != 0 {
-                        return Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)));
+                        return Ok(Some(Exit::Closed(DisconnectReason::ProtocolError)));
                     }
                     self.session_expiry = match secs {
                         u32::MAX => None,
                         s => Some(Duration::from_secs(u64::from(s))),
                     };
                 }
-                Ok(Some(if d.reason == reason::DISCONNECT_WITH_WILL {
+                Ok(Some(if d.reason == DisconnectReason::DisconnectWithWill {
                     Exit::DisconnectedWithWill
                 } else {
                     Exit::Disconnected
@@ -146,7 +146,7 @@ impl Conn {
             Packet::Connect(_) => {
                 debug!(client_id = %self.client_id, "second CONNECT");
                 Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
-                Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)))
+                Ok(Some(Exit::Closed(DisconnectReason::ProtocolError)))
             }
             // Extended authentication is not offered, and server-to-client packets are not
             // for a client to send.
@@ -156,38 +156,38 @@ impl Conn {
             | Packet::UnsubAck(_)
             | Packet::PingResp => {
                 Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
-                Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)))
+                Ok(Some(Exit::Closed(DisconnectReason::ProtocolError)))
             }
         }
     }
 
     /// Resolves the topic of an inbound PUBLISH, applying v5 topic aliases.
-    fn resolve_topic(&mut self, p: &mut Publish) -> Result<(), u8> {
+    fn resolve_topic(&mut self, p: &mut Publish) -> Result<(), DisconnectReason> {
         if let Some(alias) = p.properties.topic_alias {
             if alias == 0 || alias > self.engine.config().topic_alias_max {
-                return Err(reason::TOPIC_ALIAS_INVALID);
+                return Err(DisconnectReason::TopicAliasInvalid);
             }
             if p.topic.is_empty() {
                 match self.in_aliases.get(&alias) {
                     Some(t) => p.topic = t.clone(),
-                    None => return Err(reason::PROTOCOL_ERROR),
+                    None => return Err(DisconnectReason::ProtocolError),
                 }
             } else {
                 self.in_aliases.insert(alias, p.topic.clone());
             }
         }
-        topic::validate_name(&p.topic).map_err(|_| reason::TOPIC_NAME_INVALID)
+        topic::validate_name(&p.topic).map_err(|_| DisconnectReason::TopicNameInvalid)
     }
 
     async fn on_publish(&mut self, mut p: Publish) -> Step {
         Metrics::inc(&self.engine.metrics().mqtt_publish_received);
         if let Err(code) = self.resolve_topic(&mut p) {
-            debug!(client_id = %self.client_id, topic = %p.topic, code, "bad PUBLISH topic");
+            debug!(client_id = %self.client_id, topic = %p.topic, ?code, "bad PUBLISH topic");
             Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
             return Ok(Some(Exit::Closed(code)));
         }
         if p.retain && !self.engine.config().retain_available {
-            return Ok(Some(Exit::Closed(reason::RETAIN_NOT_SUPPORTED)));
+            return Ok(Some(Exit::Closed(DisconnectReason::RetainNotSupported)));
         }
         let mut acl = None;
         let mut into = None;
@@ -254,7 +254,7 @@ impl Conn {
             if self.state.incoming_qos2.len()
                 >= usize::from(self.engine.config().receive_max_broker)
             {
-                return Ok(Some(Exit::Closed(reason::RECEIVE_MAXIMUM_EXCEEDED)));
+                return Ok(Some(Exit::Closed(DisconnectReason::ReceiveMaximumExceeded)));
             }
         }
         let (routed, ticket, congested) = self.route(&p, acl.as_ref(), into.as_deref());
@@ -263,7 +263,7 @@ impl Conn {
         }
         let mut ack = PubResp::ok(p.packet_id);
         if routed == 0 && self.protocol.is_v5() {
-            ack.reason = reason::NO_MATCHING_SUBSCRIBERS;
+            ack.reason = PubAckReason::NoMatchingSubscribers;
         }
         match p.qos {
             QoS::AtMostOnce => Ok(None),
@@ -293,7 +293,7 @@ impl Conn {
                 QoS::ExactlyOnce => self.feed(&Packet::PubRec(ack)).await.map(|()| None),
             };
         }
-        ack.reason = reason::NOT_AUTHORIZED;
+        ack.reason = PubAckReason::NotAuthorized;
         match p.qos {
             QoS::AtMostOnce => Ok(None),
             QoS::AtLeastOnce => self.feed(&Packet::PubAck(ack)).await.map(|()| None),
@@ -395,19 +395,10 @@ impl Conn {
         let want_auth = self.engine.hooks().wants(Hook::AuthOnSubscribe);
         let want_notify = self.engine.hooks().wants(Hook::OnSubscribe);
         let mut report: Vec<(String, u8, Option<MatchedAcl>)> = Vec::new();
-        let refused = if self.protocol.is_v5() {
-            reason::NOT_AUTHORIZED
-        } else {
-            0x80
-        };
         for (filter, options) in &s.filters {
             let (mut filter, mut options) = (filter.clone(), *options);
             let Ok(_) = topic::parse_filter(&filter) else {
-                reasons.push(if self.protocol.is_v5() {
-                    reason::TOPIC_FILTER_INVALID
-                } else {
-                    0x80
-                });
+                reasons.push(SubAckReason::TopicFilterInvalid);
                 if want_notify {
                     report.push((filter, 0x80, None));
                 }
@@ -449,7 +440,7 @@ impl Conn {
                         if nobody_allowed || matches!(decision, Some(AuthResult::Error(_))) =>
                     {
                         Metrics::inc(&self.engine.metrics().mqtt_subscribe_auth_error);
-                        reasons.push(refused);
+                        reasons.push(SubAckReason::NotAuthorized);
                         if want_notify {
                             report.push((filter, 0x80, None));
                         }
@@ -467,11 +458,7 @@ impl Conn {
                 && !self.state.subscriptions.contains_key(filter)
             {
                 Metrics::inc(&self.engine.metrics().subscriptions_refused_limit);
-                reasons.push(if self.protocol.is_v5() {
-                    reason::QUOTA_EXCEEDED
-                } else {
-                    0x80
-                });
+                reasons.push(SubAckReason::QuotaExceeded);
                 if want_notify {
                     report.push((filter.clone(), 0x80, None));
                 }
@@ -480,7 +467,7 @@ impl Conn {
             let acl = acl.map(Arc::new);
             if parsed.group.is_some() && options.no_local && self.protocol.is_v5() {
                 // [MQTT-3.8.3-4]: no local on a shared subscription is a protocol error.
-                return Ok(Some(Exit::Closed(reason::PROTOCOL_ERROR)));
+                return Ok(Some(Exit::Closed(DisconnectReason::ProtocolError)));
             }
             let existed = self.engine.subscribe(
                 &self.mountpoint,
@@ -504,7 +491,7 @@ impl Conn {
                     acl: acl.clone(),
                 },
             );
-            reasons.push(options.qos as u8);
+            reasons.push(SubAckReason::granted(options.qos));
             let send_retained = parsed.group.is_none()
                 && match options.retain_handling {
                     0 => true,
@@ -555,9 +542,9 @@ impl Conn {
             self.engine
                 .unsubscribe(&self.mountpoint, filter, &self.client_id);
             reasons.push(if existed {
-                reason::SUCCESS
+                UnsubAckReason::Success
             } else {
-                reason::NO_SUBSCRIPTION_EXISTED
+                UnsubAckReason::NoSubscriptionExisted
             });
         }
         if self.engine.hooks().wants(Hook::OnUnsubscribe) {

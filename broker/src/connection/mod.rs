@@ -28,7 +28,10 @@ use crate::engine::{Mailbox, SessionSlot, SessionState};
 use crate::hooks::{ClientInfo, DisconnectReason, Hook, Notification};
 use crate::metrics::Metrics;
 use crate::mqtt::codec::CodecError;
-use crate::mqtt::{DecodeError, Disconnect, MqttCodec, Packet, Properties, Protocol, Will, reason};
+use crate::mqtt::{
+    DecodeError, Disconnect, DisconnectReason as MqttDisconnect, MqttCodec, Packet, Properties,
+    Protocol, Will,
+};
 use crate::trace::Tracer;
 
 /// The longest a publisher's connection pauses for one congested subscriber queue.
@@ -94,7 +97,7 @@ pub(crate) enum Exit {
     /// The socket closed or failed.
     Lost,
     /// The server closes with this v5 reason code.
-    Closed(u8),
+    Closed(MqttDisconnect),
 }
 
 /// A connected client: the socket, the protocol it speaks and the session it is attached to.
@@ -125,7 +128,7 @@ pub(crate) struct Conn {
     /// Whether CONNECT asked for session expiry 0 (then DISCONNECT may not raise it).
     pub connect_expiry_zero: bool,
     /// Fires when another connection takes the session over.
-    pub kick: Option<oneshot::Receiver<u8>>,
+    pub kick: Option<oneshot::Receiver<MqttDisconnect>>,
     /// Completed once the session is detached.
     pub done: Option<oneshot::Sender<()>>,
     /// The will, until it is published or discarded.
@@ -213,7 +216,7 @@ impl Conn {
                 // An auth plugin throttles this publisher: nothing is read for a while (TCP
                 // pushes back); deliveries to it still go out before and after.
                 tokio::select! {
-                    () = &mut cancelled => break Exit::Closed(reason::SERVER_SHUTTING_DOWN),
+                    () = &mut cancelled => break Exit::Closed(MqttDisconnect::ServerShuttingDown),
                     () = tokio::time::sleep(pause) => {}
                 }
             }
@@ -222,16 +225,16 @@ impl Conn {
             // hold a whole packet) would otherwise be kept in this future across the await.
             let batch = tokio::select! {
                 code = async { kick.as_mut().expect("kick present").await }, if kick.is_some() => {
-                    break Exit::Closed(code.unwrap_or(reason::SESSION_TAKEN_OVER));
+                    break Exit::Closed(code.unwrap_or(MqttDisconnect::SessionTakenOver));
                 }
-                () = &mut cancelled => break Exit::Closed(reason::SERVER_SHUTTING_DOWN),
+                () = &mut cancelled => break Exit::Closed(MqttDisconnect::ServerShuttingDown),
                 () = &mut timer, if keep_alive.is_some() || buffers_held => {
                     // The timer is only moved when it fires: packets just note the time.
                     let now = Instant::now();
                     let due = keep_alive.map_or(far, |k| last_seen + k);
                     if due <= now {
                         debug!(client_id = %self.client_id, "keep-alive expired");
-                        break Exit::Closed(reason::KEEP_ALIVE_TIMEOUT);
+                        break Exit::Closed(MqttDisconnect::KeepAliveTimeout);
                     }
                     if buffers_held && last_seen + QUIET <= now {
                         buffers_held = !self.release_buffers();
@@ -317,7 +320,7 @@ impl Conn {
                 }
                 Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
                 warn!(client_id = %self.client_id, peer = %self.peer, error = %e, "bad packet; closing");
-                Some(Exit::Closed(e.reason_code()))
+                Some(Exit::Closed(e.disconnect_reason()))
             }
             Some(Ok(packet)) => {
                 self.trace(|| {
@@ -377,12 +380,16 @@ impl Conn {
                     DisconnectReason::NormalDisconnect
                 }
                 Exit::Lost => DisconnectReason::TcpClosed,
-                Exit::Closed(reason::SESSION_TAKEN_OVER) => DisconnectReason::SessionTakenOver,
-                Exit::Closed(reason::KEEP_ALIVE_TIMEOUT) => DisconnectReason::KeepAliveTimeout,
-                Exit::Closed(reason::SERVER_SHUTTING_DOWN) => {
+                Exit::Closed(MqttDisconnect::SessionTakenOver) => {
+                    DisconnectReason::SessionTakenOver
+                }
+                Exit::Closed(MqttDisconnect::KeepAliveTimeout) => {
+                    DisconnectReason::KeepAliveTimeout
+                }
+                Exit::Closed(MqttDisconnect::ServerShuttingDown) => {
                     DisconnectReason::AdministrativeAction
                 }
-                Exit::Closed(reason::RECEIVE_MAXIMUM_EXCEEDED) => {
+                Exit::Closed(MqttDisconnect::ReceiveMaximumExceeded) => {
                     DisconnectReason::ReceiveMaxExceeded
                 }
                 Exit::Closed(_) => DisconnectReason::ProtocolError,

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::{Conn, Exit};
 use crate::message::Delivery;
-use crate::mqtt::{Packet, reason};
+use crate::mqtt::{DisconnectReason, Packet};
 use crate::store::{Op, Ticket};
 
 impl Conn {
@@ -85,7 +85,7 @@ impl Conn {
             && store.durable(self.hold_for).await.is_err()
         {
             self.held.clear();
-            return Err(Exit::Closed(reason::UNSPECIFIED_ERROR));
+            return Err(Exit::Closed(DisconnectReason::UnspecifiedError));
         }
         for p in std::mem::take(&mut self.held) {
             self.feed(&p).await.map_err(|()| Exit::Lost)?;

@@ -13,7 +13,9 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
-use crate::mqtt::{Connect, Disconnect, MqttCodec, Packet, Properties, Protocol, reason};
+use crate::mqtt::{
+    ConnAckReason, Connect, Disconnect, DisconnectReason, MqttCodec, Packet, Properties, Protocol,
+};
 
 type Client = Framed<tokio::io::DuplexStream, MqttCodec>;
 
@@ -58,7 +60,7 @@ async fn connect(engine: &Arc<Engine>, client_id: &str, keep_alive: u16) -> Clie
     .await
     .unwrap();
     match c.next().await {
-        Some(Ok(Packet::ConnAck(a))) => assert_eq!(a.code, reason::SUCCESS),
+        Some(Ok(Packet::ConnAck(a))) => assert_eq!(a.code, ConnAckReason::Success),
         other => panic!("no CONNACK: {other:?}"),
     }
     c
@@ -80,7 +82,7 @@ async fn keep_alive_closes_a_silent_client_at_one_and_a_half_times_and_a_ping_re
     // At 15 s (1.5 x 10 s) the broker says goodbye: keep-alive timeout.
     match timeout(Duration::from_secs(2), c.next()).await {
         Ok(Some(Ok(Packet::Disconnect(Disconnect { reason, .. })))) => {
-            assert_eq!(reason, reason::KEEP_ALIVE_TIMEOUT)
+            assert_eq!(reason, DisconnectReason::KeepAliveTimeout)
         }
         other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
     }

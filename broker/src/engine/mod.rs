@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::hooks::Hooks;
 use crate::message::Message;
 use crate::metrics::Metrics;
+use crate::mqtt::DisconnectReason;
 use crate::store::{Op, Recovered, Store, Ticket};
 use registry::Registry;
 use router::Router;
@@ -215,7 +216,12 @@ impl Engine {
 
     /// Closes the connection of `client_id` (v5: DISCONNECT with `code`) and waits until it
     /// has detached. Returns whether a connection was attached.
-    pub async fn disconnect(&self, mountpoint: &str, client_id: &str, code: u8) -> bool {
+    pub async fn disconnect(
+        &self,
+        mountpoint: &str,
+        client_id: &str,
+        code: DisconnectReason,
+    ) -> bool {
         self.registry.disconnect(mountpoint, client_id, code).await
     }
 
@@ -278,7 +284,12 @@ impl BrokerHandle {
     }
 
     /// Disconnects `client_id` (v5: with `code`); returns whether it was connected.
-    pub async fn disconnect(&self, mountpoint: &str, client_id: &str, code: u8) -> bool {
+    pub async fn disconnect(
+        &self,
+        mountpoint: &str,
+        client_id: &str,
+        code: DisconnectReason,
+    ) -> bool {
         match self.engine.upgrade() {
             Some(engine) => engine.disconnect(mountpoint, client_id, code).await,
             None => false,

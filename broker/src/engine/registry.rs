@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::{Engine, Mailbox};
 use crate::message::Delivery;
 use crate::metrics::Metrics;
+use crate::mqtt::DisconnectReason;
 use crate::store::SubRecord;
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -56,7 +57,7 @@ pub struct SessionState {
 #[derive(Debug)]
 pub struct Attached {
     /// Tells the connection to go (with this v5 reason code).
-    pub kick: oneshot::Sender<u8>,
+    pub kick: oneshot::Sender<DisconnectReason>,
     /// Completes when the connection has detached.
     pub done: oneshot::Receiver<()>,
 }
@@ -138,7 +139,7 @@ pub struct Attachment {
     /// The session's state, now owned by the connection.
     pub state: Box<SessionState>,
     /// Fires when another connection takes the session over.
-    pub kick: oneshot::Receiver<u8>,
+    pub kick: oneshot::Receiver<DisconnectReason>,
     /// To be completed when the connection has detached.
     pub done: oneshot::Sender<()>,
 }
@@ -174,7 +175,12 @@ impl Registry {
     /// Closes the connection of `client_id` (v5: DISCONNECT with `code`) and waits until it
     /// has detached; the session itself stays as its expiry says. Returns whether a
     /// connection was attached.
-    pub async fn disconnect(&self, mountpoint: &str, client_id: &str, code: u8) -> bool {
+    pub async fn disconnect(
+        &self,
+        mountpoint: &str,
+        client_id: &str,
+        code: DisconnectReason,
+    ) -> bool {
         let key: Key = (mountpoint.to_owned(), client_id.into());
         let Some(slot) = self.get(&key) else {
             return false;
@@ -210,7 +216,7 @@ impl Registry {
             if let Some(slot) = self.get(&key) {
                 let previous = slot.attached.lock().take();
                 if let Some(previous) = previous {
-                    let _ = previous.kick.send(crate::mqtt::reason::SESSION_TAKEN_OVER);
+                    let _ = previous.kick.send(DisconnectReason::SessionTakenOver);
                     let _ = previous.done.await;
                 }
             }
@@ -413,10 +419,13 @@ mod tests {
         engine: &Arc<Engine>,
         a: Attachment,
         expiry: Option<Duration>,
-    ) -> tokio::task::JoinHandle<u8> {
+    ) -> tokio::task::JoinHandle<DisconnectReason> {
         let engine = engine.clone();
         tokio::spawn(async move {
-            let code = a.kick.await.unwrap_or(0);
+            let code = a
+                .kick
+                .await
+                .unwrap_or(DisconnectReason::NormalDisconnection);
             engine.detach(&a.slot, a.state, expiry);
             let _ = a.done.send(());
             code
@@ -458,7 +467,7 @@ mod tests {
         assert!(
             codes
                 .iter()
-                .all(|c| *c == crate::mqtt::reason::SESSION_TAKEN_OVER)
+                .all(|c| *c == DisconnectReason::SessionTakenOver)
         );
         assert_eq!(engine.session_count(), 1);
         assert_eq!(engine.online_count(), 1);

@@ -10,7 +10,7 @@ use super::Node;
 use crate::config::parse_duration;
 use crate::engine::Engine;
 use crate::hooks::Hook;
-use crate::mqtt::reason;
+use crate::mqtt::DisconnectReason;
 
 /// The commands, for usage messages.
 pub const USAGE: &str = "\
@@ -88,7 +88,11 @@ pub async fn run(node: &Node, words: &[&str], args: Args) -> Result<Answer, ApiE
             let client_id = args.need("client-id")?;
             let mountpoint = args.get("mountpoint").unwrap_or("");
             if engine
-                .disconnect(mountpoint, client_id, reason::ADMINISTRATIVE_ACTION)
+                .disconnect(
+                    mountpoint,
+                    client_id,
+                    DisconnectReason::AdministrativeAction,
+                )
                 .await
             {
                 text(format!("Disconnected {client_id}"))

@@ -206,8 +206,28 @@ mod tests {
         (0..3u8).prop_map(|q| QoS::from_u8(q).unwrap())
     }
 
+    /// Any code of reason kind `R`.
+    fn code<R: ReasonCode>() -> impl Strategy<Value = R> {
+        any::<u8>().prop_filter_map("a code of this packet kind", R::from_code)
+    }
+
     fn packet(p: Protocol) -> impl Strategy<Value = Packet> {
         let v5 = p.is_v5();
+        // On v3 only the codes MQTT 3 can say survive a round trip.
+        let connack = (any::<u8>(), code::<ConnAckReason>()).prop_map(move |(b, r)| {
+            if v5 {
+                r
+            } else {
+                ConnAckReason::from_v3_code(b % 6).unwrap_or_default()
+            }
+        });
+        let suback = code::<SubAckReason>().prop_map(move |r| {
+            if v5 || !r.is_failure() {
+                r
+            } else {
+                SubAckReason::UnspecifiedError
+            }
+        });
         let pp = move |ctx| {
             properties(ctx).prop_map(move |x| if v5 { x } else { Properties::default() })
         };
@@ -248,7 +268,7 @@ mod tests {
                         }))
                     }
                 ),
-            (any::<bool>(), any::<u8>(), pp(PropertyContext::ConnAck)).prop_map(
+            (any::<bool>(), connack, pp(PropertyContext::ConnAck)).prop_map(
                 |(session_present, code, properties)| {
                     Packet::ConnAck(ConnAck {
                         session_present,
@@ -277,21 +297,31 @@ mod tests {
                         properties,
                     })
                 }),
-            (any::<u16>(), 0..4u8, pp(PropertyContext::PubResp)).prop_map(
-                move |(id, kind, properties)| {
-                    let r = PubResp {
+            (
+                any::<u16>(),
+                0..4u8,
+                code::<PubAckReason>(),
+                code::<PubRelReason>(),
+                pp(PropertyContext::PubResp)
+            )
+                .prop_map(move |(id, kind, ack, rel, properties)| {
+                    let ack = PubResp {
                         packet_id: id,
-                        reason: if v5 { kind * 0x10 } else { 0 },
+                        reason: if v5 { ack } else { PubAckReason::Success },
+                        properties: properties.clone(),
+                    };
+                    let rel = PubResp {
+                        packet_id: id,
+                        reason: if v5 { rel } else { PubRelReason::Success },
                         properties,
                     };
                     match kind {
-                        0 => Packet::PubAck(r),
-                        1 => Packet::PubRec(r),
-                        2 => Packet::PubRel(r),
-                        _ => Packet::PubComp(r),
+                        0 => Packet::PubAck(ack),
+                        1 => Packet::PubRec(ack),
+                        2 => Packet::PubRel(rel),
+                        _ => Packet::PubComp(rel),
                     }
-                }
-            ),
+                }),
             (
                 1..u16::MAX,
                 proptest::collection::vec(
@@ -327,7 +357,7 @@ mod tests {
                 )),
             (
                 any::<u16>(),
-                proptest::collection::vec(any::<u8>(), 1..5),
+                proptest::collection::vec(suback, 1..5),
                 pp(PropertyContext::SubAck)
             )
                 .prop_map(|(packet_id, reasons, properties)| Packet::SubAck(SubAck {
@@ -349,7 +379,7 @@ mod tests {
                 )),
             (
                 any::<u16>(),
-                proptest::collection::vec(any::<u8>(), 1..4),
+                proptest::collection::vec(code::<UnsubAckReason>(), 1..4),
                 pp(PropertyContext::UnsubAck)
             )
                 .prop_map(move |(packet_id, reasons, properties)| Packet::UnsubAck(
@@ -361,12 +391,18 @@ mod tests {
                 )),
             Just(Packet::PingReq),
             Just(Packet::PingResp),
-            (any::<u8>(), pp(PropertyContext::Disconnect)).prop_map(move |(reason, properties)| {
-                Packet::Disconnect(Disconnect {
-                    reason: if v5 { reason } else { 0 },
-                    properties,
-                })
-            }),
+            (code::<DisconnectReason>(), pp(PropertyContext::Disconnect)).prop_map(
+                move |(reason, properties)| {
+                    Packet::Disconnect(Disconnect {
+                        reason: if v5 {
+                            reason
+                        } else {
+                            DisconnectReason::default()
+                        },
+                        properties,
+                    })
+                }
+            ),
         ]
     }
 

@@ -50,7 +50,13 @@ pub fn decode_packet(
         2 => {
             check_flags(first, 0, "CONNACK")?;
             let flags = read_u8(b)?;
-            let code = read_u8(b)?;
+            let byte = read_u8(b)?;
+            let code = if p.is_v5() {
+                ConnAckReason::from_code(byte)
+            } else {
+                ConnAckReason::from_v3_code(byte)
+            }
+            .ok_or_else(|| unknown_reason("CONNACK", byte))?;
             Packet::ConnAck(ConnAck {
                 session_present: flags & 1 == 1,
                 code,
@@ -82,7 +88,17 @@ pub fn decode_packet(
             check_flags(first, 0, "SUBACK")?;
             let packet_id = read_u16(b)?;
             let properties = props(p, b, PropertyContext::SubAck)?;
-            let reasons = b.split_to(b.remaining()).to_vec();
+            let reasons = b
+                .split_to(b.remaining())
+                .iter()
+                .map(|&byte| match reason_code::<SubAckReason>("SUBACK", byte) {
+                    // MQTT 3 has the granted QoS and 0x80, nothing else.
+                    Ok(r) if !p.is_v5() && r.v3_code() != byte => {
+                        Err(unknown_reason("SUBACK", byte))
+                    }
+                    other => other,
+                })
+                .collect::<Result<_, _>>()?;
             Packet::SubAck(SubAck {
                 packet_id,
                 reasons,
@@ -113,7 +129,10 @@ pub fn decode_packet(
             let packet_id = read_u16(b)?;
             let properties = props(p, b, PropertyContext::UnsubAck)?;
             let reasons = if p.is_v5() {
-                b.split_to(b.remaining()).to_vec()
+                b.split_to(b.remaining())
+                    .iter()
+                    .map(|&byte| reason_code("UNSUBACK", byte))
+                    .collect::<Result<_, _>>()?
             } else {
                 Vec::new()
             };
@@ -135,7 +154,7 @@ pub fn decode_packet(
             check_flags(first, 0, "DISCONNECT")?;
             let mut d = Disconnect::default();
             if p.is_v5() && b.has_remaining() {
-                d.reason = read_u8(b)?;
+                d.reason = reason_code("DISCONNECT", read_u8(b)?)?;
                 if b.has_remaining() {
                     d.properties = Properties::decode(b, PropertyContext::Disconnect)?;
                 }
@@ -146,7 +165,7 @@ pub fn decode_packet(
             check_flags(first, 0, "AUTH")?;
             let mut a = Auth::default();
             if b.has_remaining() {
-                a.reason = read_u8(b)?;
+                a.reason = reason_code("AUTH", read_u8(b)?)?;
                 if b.has_remaining() {
                     a.properties = Properties::decode(b, PropertyContext::Auth)?;
                 }
@@ -271,11 +290,19 @@ fn decode_publish(first: u8, b: &mut Bytes, p: Protocol) -> Result<Publish, Deco
     })
 }
 
-fn decode_pub_resp(b: &mut Bytes, p: Protocol) -> Result<PubResp, DecodeError> {
+fn unknown_reason(packet: &str, byte: u8) -> DecodeError {
+    DecodeError::Malformed(format!("{packet} with unknown reason code 0x{byte:02X}"))
+}
+
+fn reason_code<R: ReasonCode>(packet: &str, byte: u8) -> Result<R, DecodeError> {
+    R::from_code(byte).ok_or_else(|| unknown_reason(packet, byte))
+}
+
+fn decode_pub_resp<R: ReasonCode>(b: &mut Bytes, p: Protocol) -> Result<PubResp<R>, DecodeError> {
     let packet_id = read_u16(b)?;
     let mut r = PubResp::ok(packet_id);
     if p.is_v5() && b.has_remaining() {
-        r.reason = read_u8(b)?;
+        r.reason = reason_code("PUBACK/PUBREC/PUBREL/PUBCOMP", read_u8(b)?)?;
         if b.has_remaining() {
             r.properties = Properties::decode(b, PropertyContext::PubResp)?;
         }

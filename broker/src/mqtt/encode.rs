@@ -25,9 +25,8 @@ fn body_len(packet: &Packet, p: Protocol) -> usize {
         }
         Packet::ConnAck(c) => 2 + props_len(p, &c.properties),
         Packet::Publish(m) => PublishRef::from(m).body_len(p),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            pub_resp_len(r, p)
-        }
+        Packet::PubAck(r) | Packet::PubRec(r) => pub_resp_len(r, p),
+        Packet::PubRel(r) | Packet::PubComp(r) => pub_resp_len(r, p),
         Packet::Subscribe(s) => {
             2 + props_len(p, &s.properties)
                 + s.filters
@@ -47,13 +46,13 @@ fn body_len(packet: &Packet, p: Protocol) -> usize {
             }
         }
         Packet::PingReq | Packet::PingResp => 0,
-        Packet::Disconnect(d) => reason_and_props_len(p, d.reason, &d.properties),
-        Packet::Auth(a) => reason_and_props_len(p, a.reason, &a.properties),
+        Packet::Disconnect(d) => reason_and_props_len(p, d.reason.code(), &d.properties),
+        Packet::Auth(a) => reason_and_props_len(p, a.reason.code(), &a.properties),
     }
 }
 
-fn pub_resp_len(r: &PubResp, p: Protocol) -> usize {
-    if !p.is_v5() || (r.reason == 0 && r.properties.is_empty()) {
+fn pub_resp_len<R: ReasonCode>(r: &PubResp<R>, p: Protocol) -> usize {
+    if !p.is_v5() || (r.reason == R::SUCCESS && r.properties.is_empty()) {
         2
     } else if r.properties.is_empty() {
         3
@@ -233,20 +232,16 @@ pub fn encode_packet(packet: &Packet, p: Protocol, buf: &mut impl BufMut) {
         }
         Packet::ConnAck(c) => {
             buf.put_u8(u8::from(c.session_present));
-            buf.put_u8(c.code);
+            buf.put_u8(if p.is_v5() {
+                c.code.code()
+            } else {
+                c.code.v3_code()
+            });
             put_props(p, &c.properties, buf);
         }
         Packet::Publish(m) => PublishRef::from(m).put_body(p, buf),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            buf.put_u16(r.packet_id);
-            let len = pub_resp_len(r, p);
-            if len >= 3 {
-                buf.put_u8(r.reason);
-            }
-            if len > 3 {
-                r.properties.encode(buf);
-            }
-        }
+        Packet::PubAck(r) | Packet::PubRec(r) => put_pub_resp(r, p, buf),
+        Packet::PubRel(r) | Packet::PubComp(r) => put_pub_resp(r, p, buf),
         Packet::Subscribe(s) => {
             buf.put_u16(s.packet_id);
             put_props(p, &s.properties, buf);
@@ -263,7 +258,9 @@ pub fn encode_packet(packet: &Packet, p: Protocol, buf: &mut impl BufMut) {
         Packet::SubAck(s) => {
             buf.put_u16(s.packet_id);
             put_props(p, &s.properties, buf);
-            buf.put_slice(&s.reasons);
+            for r in &s.reasons {
+                buf.put_u8(if p.is_v5() { r.code() } else { r.v3_code() });
+            }
         }
         Packet::Unsubscribe(u) => {
             buf.put_u16(u.packet_id);
@@ -276,19 +273,38 @@ pub fn encode_packet(packet: &Packet, p: Protocol, buf: &mut impl BufMut) {
             buf.put_u16(u.packet_id);
             if p.is_v5() {
                 u.properties.encode(buf);
-                buf.put_slice(&u.reasons);
+                for r in &u.reasons {
+                    buf.put_u8(r.code());
+                }
             }
         }
         Packet::PingReq | Packet::PingResp => {}
-        Packet::Disconnect(Disconnect { reason, properties })
-        | Packet::Auth(Auth { reason, properties }) => {
-            let len = reason_and_props_len(p, *reason, properties);
-            if len >= 1 {
-                buf.put_u8(*reason);
-            }
-            if len > 1 {
-                properties.encode(buf);
-            }
+        Packet::Disconnect(Disconnect { reason, properties }) => {
+            put_reason_and_props(p, reason.code(), properties, buf)
         }
+        Packet::Auth(Auth { reason, properties }) => {
+            put_reason_and_props(p, reason.code(), properties, buf)
+        }
+    }
+}
+
+fn put_pub_resp<R: ReasonCode>(r: &PubResp<R>, p: Protocol, buf: &mut impl BufMut) {
+    buf.put_u16(r.packet_id);
+    let len = pub_resp_len(r, p);
+    if len >= 3 {
+        buf.put_u8(r.reason.code());
+    }
+    if len > 3 {
+        r.properties.encode(buf);
+    }
+}
+
+fn put_reason_and_props(p: Protocol, reason: u8, properties: &Properties, buf: &mut impl BufMut) {
+    let len = reason_and_props_len(p, reason, properties);
+    if len >= 1 {
+        buf.put_u8(reason);
+    }
+    if len > 1 {
+        properties.encode(buf);
     }
 }

@@ -15,83 +15,12 @@ use bytes::{Buf, BufMut, Bytes};
 pub use codec::MqttCodec;
 pub use properties::{Properties, PropertyContext};
 
-/// MQTT 5 reason codes (and MQTT 3 return codes where they differ) used by the broker.
-pub mod reason {
-    /// Success / normal disconnection / granted QoS 0.
-    pub const SUCCESS: u8 = 0x00;
-    /// DISCONNECT with will message.
-    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
-    /// PUBACK/PUBREC: accepted but nobody subscribed.
-    pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
-    /// UNSUBACK: there was no such subscription.
-    pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
-    /// Unspecified error.
-    pub const UNSPECIFIED_ERROR: u8 = 0x80;
-    /// The packet could not be parsed.
-    pub const MALFORMED_PACKET: u8 = 0x81;
-    /// The packet violates the protocol.
-    pub const PROTOCOL_ERROR: u8 = 0x82;
-    /// Valid but not accepted by this server.
-    pub const IMPLEMENTATION_SPECIFIC_ERROR: u8 = 0x83;
-    /// CONNACK: protocol level not supported.
-    pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x84;
-    /// CONNACK: client id not valid.
-    pub const CLIENT_IDENTIFIER_NOT_VALID: u8 = 0x85;
-    /// CONNACK: bad username or password.
-    pub const BAD_USERNAME_OR_PASSWORD: u8 = 0x86;
-    /// Not authorized.
-    pub const NOT_AUTHORIZED: u8 = 0x87;
-    /// Server unavailable.
-    pub const SERVER_UNAVAILABLE: u8 = 0x88;
-    /// Server is shutting down.
-    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
-    /// Keep-alive expired.
-    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
-    /// Another connection took the session over.
-    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
-    /// SUBACK: the topic filter is not valid.
-    pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
-    /// The topic name is not valid.
-    pub const TOPIC_NAME_INVALID: u8 = 0x90;
-    /// PUBREL/PUBCOMP: unknown packet id.
-    pub const PACKET_IDENTIFIER_NOT_FOUND: u8 = 0x92;
-    /// More unacknowledged QoS 1/2 publishes than the receive maximum.
-    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
-    /// Topic alias out of range.
-    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
-    /// Packet over the maximum size.
-    pub const PACKET_TOO_LARGE: u8 = 0x95;
-    /// Quota exceeded (e.g. queue full).
-    pub const QUOTA_EXCEEDED: u8 = 0x97;
-    /// The connection rate limit was exceeded.
-    pub const CONNECTION_RATE_EXCEEDED: u8 = 0x9F;
-    /// Payload format invalid.
-    pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
-    /// Retain not supported.
-    pub const RETAIN_NOT_SUPPORTED: u8 = 0x9A;
-    /// QoS not supported.
-    pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
-    /// Shared subscriptions not supported.
-    pub const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9E;
-    /// Session expired while the will was pending, etc.
-    pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
+pub mod reason;
 
-    /// MQTT 3.1.1 CONNACK return codes.
-    pub mod v3 {
-        /// Connection accepted.
-        pub const ACCEPTED: u8 = 0;
-        /// Unacceptable protocol version.
-        pub const UNACCEPTABLE_PROTOCOL_VERSION: u8 = 1;
-        /// Client identifier rejected.
-        pub const IDENTIFIER_REJECTED: u8 = 2;
-        /// Server unavailable.
-        pub const SERVER_UNAVAILABLE: u8 = 3;
-        /// Bad user name or password.
-        pub const BAD_USERNAME_OR_PASSWORD: u8 = 4;
-        /// Not authorized.
-        pub const NOT_AUTHORIZED: u8 = 5;
-    }
-}
+pub use reason::{
+    AuthReason, ConnAckReason, DisconnectReason, PubAckReason, PubRelReason, ReasonCode,
+    SubAckReason, UnsubAckReason,
+};
 
 /// The protocol level a client connected with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -185,8 +114,8 @@ pub struct Connect {
 pub struct ConnAck {
     /// Whether the server had a session for this client.
     pub session_present: bool,
-    /// v5 reason code, or v3 return code.
-    pub code: u8,
+    /// The reason (on a v3 connection, written as the matching return code).
+    pub code: ConnAckReason,
     /// v5 properties.
     pub properties: Properties,
 }
@@ -210,23 +139,23 @@ pub struct Publish {
     pub properties: Properties,
 }
 
-/// PUBACK, PUBREC, PUBREL or PUBCOMP.
+/// PUBACK and PUBREC (`R` = [`PubAckReason`]), PUBREL and PUBCOMP ([`PubRelReason`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PubResp {
+pub struct PubResp<R = PubAckReason> {
     /// Packet id acknowledged.
     pub packet_id: u16,
-    /// v5 reason code (0 on v3).
-    pub reason: u8,
+    /// v5 reason code (always success on v3).
+    pub reason: R,
     /// v5 properties.
     pub properties: Properties,
 }
 
-impl PubResp {
+impl<R: ReasonCode> PubResp<R> {
     /// A success answer without properties.
-    pub fn ok(packet_id: u16) -> PubResp {
+    pub fn ok(packet_id: u16) -> PubResp<R> {
         PubResp {
             packet_id,
-            reason: reason::SUCCESS,
+            reason: R::SUCCESS,
             properties: Properties::default(),
         }
     }
@@ -261,8 +190,8 @@ pub struct Subscribe {
 pub struct SubAck {
     /// Packet id.
     pub packet_id: u16,
-    /// One code per filter: granted QoS, or 0x80+ failure.
-    pub reasons: Vec<u8>,
+    /// One per filter: the QoS granted, or why it was refused.
+    pub reasons: Vec<SubAckReason>,
     /// v5 properties.
     pub properties: Properties,
 }
@@ -284,7 +213,7 @@ pub struct UnsubAck {
     /// Packet id.
     pub packet_id: u16,
     /// v5: one reason code per filter (empty on v3).
-    pub reasons: Vec<u8>,
+    pub reasons: Vec<UnsubAckReason>,
     /// v5 properties.
     pub properties: Properties,
 }
@@ -293,7 +222,7 @@ pub struct UnsubAck {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Disconnect {
     /// v5 reason code.
-    pub reason: u8,
+    pub reason: DisconnectReason,
     /// v5 properties.
     pub properties: Properties,
 }
@@ -302,7 +231,7 @@ pub struct Disconnect {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Auth {
     /// Reason code.
-    pub reason: u8,
+    pub reason: AuthReason,
     /// Properties.
     pub properties: Properties,
 }
@@ -321,9 +250,9 @@ pub enum Packet {
     /// PUBREC.
     PubRec(PubResp),
     /// PUBREL.
-    PubRel(PubResp),
+    PubRel(PubResp<PubRelReason>),
     /// PUBCOMP.
-    PubComp(PubResp),
+    PubComp(PubResp<PubRelReason>),
     /// SUBSCRIBE.
     Subscribe(Subscribe),
     /// SUBACK.
@@ -393,13 +322,24 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The MQTT 5 reason code to close the connection with.
-    pub fn reason_code(&self) -> u8 {
+    /// The reason to close a connection with (DISCONNECT).
+    pub fn disconnect_reason(&self) -> DisconnectReason {
         match self {
-            DecodeError::Malformed(_) => reason::MALFORMED_PACKET,
-            DecodeError::Protocol(_) => reason::PROTOCOL_ERROR,
-            DecodeError::TooLarge { .. } => reason::PACKET_TOO_LARGE,
-            DecodeError::UnsupportedProtocol { .. } => reason::UNSUPPORTED_PROTOCOL_VERSION,
+            DecodeError::Malformed(_) => DisconnectReason::MalformedPacket,
+            DecodeError::Protocol(_) | DecodeError::UnsupportedProtocol { .. } => {
+                DisconnectReason::ProtocolError
+            }
+            DecodeError::TooLarge { .. } => DisconnectReason::PacketTooLarge,
+        }
+    }
+
+    /// The reason to refuse a CONNECT with (CONNACK).
+    pub fn connack_reason(&self) -> ConnAckReason {
+        match self {
+            DecodeError::Malformed(_) => ConnAckReason::MalformedPacket,
+            DecodeError::Protocol(_) => ConnAckReason::ProtocolError,
+            DecodeError::TooLarge { .. } => ConnAckReason::PacketTooLarge,
+            DecodeError::UnsupportedProtocol { .. } => ConnAckReason::UnsupportedProtocolVersion,
         }
     }
 }
