@@ -13,7 +13,7 @@ mod properties;
 use bytes::{Buf, BufMut, Bytes};
 
 pub use codec::MqttCodec;
-pub use properties::{Properties, PropertyContext};
+pub use properties::{Properties, PropertyContext, PropertyId};
 
 pub mod reason;
 

@@ -96,40 +96,150 @@ pub struct Properties {
 }
 
 /// Whether property `id` may appear in `ctx`.
-fn allowed(id: u8, ctx: PropertyContext) -> bool {
-    use PropertyContext::*;
-    match id {
-        0x01 | 0x02 | 0x03 | 0x08 | 0x09 => matches!(ctx, Publish | Will),
-        0x0B => matches!(ctx, Publish | Subscribe),
-        0x11 => matches!(ctx, Connect | ConnAck | Disconnect),
-        0x12 | 0x13 | 0x1A | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => ctx == ConnAck,
-        0x15 | 0x16 => matches!(ctx, Connect | ConnAck | Auth),
-        0x17 | 0x19 => ctx == Connect,
-        0x18 => ctx == Will,
-        0x1C => matches!(ctx, ConnAck | Disconnect),
-        0x1F => !matches!(ctx, Connect | Will | Publish | Subscribe | Unsubscribe),
-        0x21 | 0x22 | 0x27 => matches!(ctx, Connect | ConnAck),
-        0x23 => ctx == Publish,
-        0x26 => true,
-        _ => false,
+/// The MQTT 5 property identifiers (section 2.2.2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PropertyId {
+    /// 0x01.
+    PayloadFormatIndicator = 0x01,
+    /// 0x02.
+    MessageExpiryInterval = 0x02,
+    /// 0x03.
+    ContentType = 0x03,
+    /// 0x08.
+    ResponseTopic = 0x08,
+    /// 0x09.
+    CorrelationData = 0x09,
+    /// 0x0B.
+    SubscriptionIdentifier = 0x0B,
+    /// 0x11.
+    SessionExpiryInterval = 0x11,
+    /// 0x12.
+    AssignedClientIdentifier = 0x12,
+    /// 0x13.
+    ServerKeepAlive = 0x13,
+    /// 0x15.
+    AuthenticationMethod = 0x15,
+    /// 0x16.
+    AuthenticationData = 0x16,
+    /// 0x17.
+    RequestProblemInformation = 0x17,
+    /// 0x18.
+    WillDelayInterval = 0x18,
+    /// 0x19.
+    RequestResponseInformation = 0x19,
+    /// 0x1A.
+    ResponseInformation = 0x1A,
+    /// 0x1C.
+    ServerReference = 0x1C,
+    /// 0x1F.
+    ReasonString = 0x1F,
+    /// 0x21.
+    ReceiveMaximum = 0x21,
+    /// 0x22.
+    TopicAliasMaximum = 0x22,
+    /// 0x23.
+    TopicAlias = 0x23,
+    /// 0x24.
+    MaximumQos = 0x24,
+    /// 0x25.
+    RetainAvailable = 0x25,
+    /// 0x26.
+    UserProperty = 0x26,
+    /// 0x27.
+    MaximumPacketSize = 0x27,
+    /// 0x28.
+    WildcardSubscriptionAvailable = 0x28,
+    /// 0x29.
+    SubscriptionIdentifierAvailable = 0x29,
+    /// 0x2A.
+    SharedSubscriptionAvailable = 0x2A,
+}
+
+impl PropertyId {
+    /// The identifier for a byte, if MQTT 5 has it.
+    pub fn from_u8(id: u8) -> Option<PropertyId> {
+        Some(match id {
+            0x01 => PropertyId::PayloadFormatIndicator,
+            0x02 => PropertyId::MessageExpiryInterval,
+            0x03 => PropertyId::ContentType,
+            0x08 => PropertyId::ResponseTopic,
+            0x09 => PropertyId::CorrelationData,
+            0x0B => PropertyId::SubscriptionIdentifier,
+            0x11 => PropertyId::SessionExpiryInterval,
+            0x12 => PropertyId::AssignedClientIdentifier,
+            0x13 => PropertyId::ServerKeepAlive,
+            0x15 => PropertyId::AuthenticationMethod,
+            0x16 => PropertyId::AuthenticationData,
+            0x17 => PropertyId::RequestProblemInformation,
+            0x18 => PropertyId::WillDelayInterval,
+            0x19 => PropertyId::RequestResponseInformation,
+            0x1A => PropertyId::ResponseInformation,
+            0x1C => PropertyId::ServerReference,
+            0x1F => PropertyId::ReasonString,
+            0x21 => PropertyId::ReceiveMaximum,
+            0x22 => PropertyId::TopicAliasMaximum,
+            0x23 => PropertyId::TopicAlias,
+            0x24 => PropertyId::MaximumQos,
+            0x25 => PropertyId::RetainAvailable,
+            0x26 => PropertyId::UserProperty,
+            0x27 => PropertyId::MaximumPacketSize,
+            0x28 => PropertyId::WildcardSubscriptionAvailable,
+            0x29 => PropertyId::SubscriptionIdentifierAvailable,
+            0x2A => PropertyId::SharedSubscriptionAvailable,
+            _ => return None,
+        })
+    }
+
+    /// Whether the property may appear in `ctx`.
+    pub fn allowed_in(self, ctx: PropertyContext) -> bool {
+        use PropertyContext::*;
+        use PropertyId::*;
+        match self {
+            PayloadFormatIndicator
+            | MessageExpiryInterval
+            | ContentType
+            | ResponseTopic
+            | CorrelationData => matches!(ctx, Publish | Will),
+            SubscriptionIdentifier => matches!(ctx, Publish | Subscribe),
+            SessionExpiryInterval => matches!(ctx, Connect | ConnAck | Disconnect),
+            AssignedClientIdentifier
+            | ServerKeepAlive
+            | ResponseInformation
+            | MaximumQos
+            | RetainAvailable
+            | WildcardSubscriptionAvailable
+            | SubscriptionIdentifierAvailable
+            | SharedSubscriptionAvailable => ctx == ConnAck,
+            AuthenticationMethod | AuthenticationData => matches!(ctx, Connect | ConnAck | Auth),
+            RequestProblemInformation | RequestResponseInformation => ctx == Connect,
+            WillDelayInterval => ctx == Will,
+            ServerReference => matches!(ctx, ConnAck | Disconnect),
+            ReasonString => !matches!(ctx, Connect | Will | Publish | Subscribe | Unsubscribe),
+            ReceiveMaximum | TopicAliasMaximum | MaximumPacketSize => {
+                matches!(ctx, Connect | ConnAck)
+            }
+            TopicAlias => ctx == Publish,
+            UserProperty => true,
+        }
     }
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: T, id: u8) -> Result<(), DecodeError> {
+fn set_once<T>(slot: &mut Option<T>, value: T, id: PropertyId) -> Result<(), DecodeError> {
     if slot.is_some() {
         return Err(DecodeError::Protocol(format!(
-            "property 0x{id:02X} appears twice"
+            "property {id:?} appears twice"
         )));
     }
     *slot = Some(value);
     Ok(())
 }
 
-fn flag(buf: &mut Bytes, id: u8) -> Result<u8, DecodeError> {
+fn flag(buf: &mut Bytes, id: PropertyId) -> Result<u8, DecodeError> {
     let v = read_u8(buf)?;
     if v > 1 {
         return Err(DecodeError::Protocol(format!(
-            "property 0x{id:02X} must be 0 or 1, got {v}"
+            "property {id:?} must be 0 or 1, got {v}"
         )));
     }
     Ok(v)
@@ -149,20 +259,28 @@ impl Properties {
         while body.has_remaining() {
             let id = read_varint(&mut body)?;
             let id = u8::try_from(id)
-                .map_err(|_| DecodeError::Malformed(format!("unknown property 0x{id:X}")))?;
-            if !allowed(id, ctx) {
+                .ok()
+                .and_then(PropertyId::from_u8)
+                .ok_or_else(|| DecodeError::Malformed(format!("unknown property 0x{id:X}")))?;
+            if !id.allowed_in(ctx) {
                 return Err(DecodeError::Protocol(format!(
-                    "property 0x{id:02X} is not allowed in {ctx:?}"
+                    "property {id:?} is not allowed in {ctx:?}"
                 )));
             }
             let b = &mut body;
             match id {
-                0x01 => set_once(&mut p.payload_format_indicator, flag(b, id)?, id)?,
-                0x02 => set_once(&mut p.message_expiry_interval, read_u32(b)?, id)?,
-                0x03 => set_once(&mut p.content_type, read_string(b)?, id)?,
-                0x08 => set_once(&mut p.response_topic, read_string(b)?, id)?,
-                0x09 => set_once(&mut p.correlation_data, read_binary(b)?, id)?,
-                0x0B => {
+                PropertyId::PayloadFormatIndicator => {
+                    set_once(&mut p.payload_format_indicator, flag(b, id)?, id)?
+                }
+                PropertyId::MessageExpiryInterval => {
+                    set_once(&mut p.message_expiry_interval, read_u32(b)?, id)?
+                }
+                PropertyId::ContentType => set_once(&mut p.content_type, read_string(b)?, id)?,
+                PropertyId::ResponseTopic => set_once(&mut p.response_topic, read_string(b)?, id)?,
+                PropertyId::CorrelationData => {
+                    set_once(&mut p.correlation_data, read_binary(b)?, id)?
+                }
+                PropertyId::SubscriptionIdentifier => {
                     let v = read_varint(b)?;
                     if v == 0 {
                         return Err(DecodeError::Protocol("subscription identifier 0".into()));
@@ -174,48 +292,70 @@ impl Properties {
                     }
                     p.subscription_identifiers.push(v);
                 }
-                0x11 => set_once(&mut p.session_expiry_interval, read_u32(b)?, id)?,
-                0x12 => set_once(&mut p.assigned_client_identifier, read_string(b)?, id)?,
-                0x13 => set_once(&mut p.server_keep_alive, read_u16(b)?, id)?,
-                0x15 => set_once(&mut p.authentication_method, read_string(b)?, id)?,
-                0x16 => set_once(&mut p.authentication_data, read_binary(b)?, id)?,
-                0x17 => set_once(&mut p.request_problem_information, flag(b, id)?, id)?,
-                0x18 => set_once(&mut p.will_delay_interval, read_u32(b)?, id)?,
-                0x19 => set_once(&mut p.request_response_information, flag(b, id)?, id)?,
-                0x1A => set_once(&mut p.response_information, read_string(b)?, id)?,
-                0x1C => set_once(&mut p.server_reference, read_string(b)?, id)?,
-                0x1F => set_once(&mut p.reason_string, read_string(b)?, id)?,
-                0x21 => {
+                PropertyId::SessionExpiryInterval => {
+                    set_once(&mut p.session_expiry_interval, read_u32(b)?, id)?
+                }
+                PropertyId::AssignedClientIdentifier => {
+                    set_once(&mut p.assigned_client_identifier, read_string(b)?, id)?
+                }
+                PropertyId::ServerKeepAlive => {
+                    set_once(&mut p.server_keep_alive, read_u16(b)?, id)?
+                }
+                PropertyId::AuthenticationMethod => {
+                    set_once(&mut p.authentication_method, read_string(b)?, id)?
+                }
+                PropertyId::AuthenticationData => {
+                    set_once(&mut p.authentication_data, read_binary(b)?, id)?
+                }
+                PropertyId::RequestProblemInformation => {
+                    set_once(&mut p.request_problem_information, flag(b, id)?, id)?
+                }
+                PropertyId::WillDelayInterval => {
+                    set_once(&mut p.will_delay_interval, read_u32(b)?, id)?
+                }
+                PropertyId::RequestResponseInformation => {
+                    set_once(&mut p.request_response_information, flag(b, id)?, id)?
+                }
+                PropertyId::ResponseInformation => {
+                    set_once(&mut p.response_information, read_string(b)?, id)?
+                }
+                PropertyId::ServerReference => {
+                    set_once(&mut p.server_reference, read_string(b)?, id)?
+                }
+                PropertyId::ReasonString => set_once(&mut p.reason_string, read_string(b)?, id)?,
+                PropertyId::ReceiveMaximum => {
                     let v = read_u16(b)?;
                     if v == 0 {
                         return Err(DecodeError::Protocol("receive maximum 0".into()));
                     }
                     set_once(&mut p.receive_maximum, v, id)?
                 }
-                0x22 => set_once(&mut p.topic_alias_maximum, read_u16(b)?, id)?,
-                0x23 => set_once(&mut p.topic_alias, read_u16(b)?, id)?,
-                0x24 => set_once(&mut p.maximum_qos, flag(b, id)?, id)?,
-                0x25 => set_once(&mut p.retain_available, flag(b, id)?, id)?,
-                0x26 => {
+                PropertyId::TopicAliasMaximum => {
+                    set_once(&mut p.topic_alias_maximum, read_u16(b)?, id)?
+                }
+                PropertyId::TopicAlias => set_once(&mut p.topic_alias, read_u16(b)?, id)?,
+                PropertyId::MaximumQos => set_once(&mut p.maximum_qos, flag(b, id)?, id)?,
+                PropertyId::RetainAvailable => set_once(&mut p.retain_available, flag(b, id)?, id)?,
+                PropertyId::UserProperty => {
                     let k = read_string(b)?;
                     let v = read_string(b)?;
                     p.user_properties.push((k, v));
                 }
-                0x27 => {
+                PropertyId::MaximumPacketSize => {
                     let v = read_u32(b)?;
                     if v == 0 {
                         return Err(DecodeError::Protocol("maximum packet size 0".into()));
                     }
                     set_once(&mut p.maximum_packet_size, v, id)?
                 }
-                0x28 => set_once(&mut p.wildcard_subscription_available, flag(b, id)?, id)?,
-                0x29 => set_once(&mut p.subscription_identifier_available, flag(b, id)?, id)?,
-                0x2A => set_once(&mut p.shared_subscription_available, flag(b, id)?, id)?,
-                other => {
-                    // `allowed` lets only known ids through; an unknown one is malformed anyway.
-                    return Err(DecodeError::Malformed(format!(
-                        "unknown property 0x{other:02X}"
-                    )));
+                PropertyId::WildcardSubscriptionAvailable => {
+                    set_once(&mut p.wildcard_subscription_available, flag(b, id)?, id)?
+                }
+                PropertyId::SubscriptionIdentifierAvailable => {
+                    set_once(&mut p.subscription_identifier_available, flag(b, id)?, id)?
+                }
+                PropertyId::SharedSubscriptionAvailable => {
+                    set_once(&mut p.shared_subscription_available, flag(b, id)?, id)?
                 }
             }
         }
@@ -224,7 +364,7 @@ impl Properties {
 
     /// Calls `f` with (id, encoded length of the value) for every present property, in id
     /// order; shared by `len` and `encode` so the two cannot disagree.
-    fn for_each(&self, mut f: impl FnMut(u8, Value<'_>)) {
+    fn for_each(&self, mut f: impl FnMut(PropertyId, Value<'_>)) {
         macro_rules! opt {
             ($field:ident, $id:expr, $kind:ident) => {
                 if let Some(v) = &self.$field {
@@ -232,55 +372,87 @@ impl Properties {
                 }
             };
         }
-        opt!(payload_format_indicator, 0x01, Byte);
-        opt!(message_expiry_interval, 0x02, U32);
+        opt!(
+            payload_format_indicator,
+            PropertyId::PayloadFormatIndicator,
+            Byte
+        );
+        opt!(
+            message_expiry_interval,
+            PropertyId::MessageExpiryInterval,
+            U32
+        );
         if let Some(v) = &self.content_type {
-            f(0x03, Value::Str(v));
+            f(PropertyId::ContentType, Value::Str(v));
         }
         if let Some(v) = &self.response_topic {
-            f(0x08, Value::Str(v));
+            f(PropertyId::ResponseTopic, Value::Str(v));
         }
         if let Some(v) = &self.correlation_data {
-            f(0x09, Value::Bin(v));
+            f(PropertyId::CorrelationData, Value::Bin(v));
         }
         for v in &self.subscription_identifiers {
-            f(0x0B, Value::Varint(*v));
+            f(PropertyId::SubscriptionIdentifier, Value::Varint(*v));
         }
-        opt!(session_expiry_interval, 0x11, U32);
+        opt!(
+            session_expiry_interval,
+            PropertyId::SessionExpiryInterval,
+            U32
+        );
         if let Some(v) = &self.assigned_client_identifier {
-            f(0x12, Value::Str(v));
+            f(PropertyId::AssignedClientIdentifier, Value::Str(v));
         }
-        opt!(server_keep_alive, 0x13, U16);
+        opt!(server_keep_alive, PropertyId::ServerKeepAlive, U16);
         if let Some(v) = &self.authentication_method {
-            f(0x15, Value::Str(v));
+            f(PropertyId::AuthenticationMethod, Value::Str(v));
         }
         if let Some(v) = &self.authentication_data {
-            f(0x16, Value::Bin(v));
+            f(PropertyId::AuthenticationData, Value::Bin(v));
         }
-        opt!(request_problem_information, 0x17, Byte);
-        opt!(will_delay_interval, 0x18, U32);
-        opt!(request_response_information, 0x19, Byte);
+        opt!(
+            request_problem_information,
+            PropertyId::RequestProblemInformation,
+            Byte
+        );
+        opt!(will_delay_interval, PropertyId::WillDelayInterval, U32);
+        opt!(
+            request_response_information,
+            PropertyId::RequestResponseInformation,
+            Byte
+        );
         if let Some(v) = &self.response_information {
-            f(0x1A, Value::Str(v));
+            f(PropertyId::ResponseInformation, Value::Str(v));
         }
         if let Some(v) = &self.server_reference {
-            f(0x1C, Value::Str(v));
+            f(PropertyId::ServerReference, Value::Str(v));
         }
         if let Some(v) = &self.reason_string {
-            f(0x1F, Value::Str(v));
+            f(PropertyId::ReasonString, Value::Str(v));
         }
-        opt!(receive_maximum, 0x21, U16);
-        opt!(topic_alias_maximum, 0x22, U16);
-        opt!(topic_alias, 0x23, U16);
-        opt!(maximum_qos, 0x24, Byte);
-        opt!(retain_available, 0x25, Byte);
+        opt!(receive_maximum, PropertyId::ReceiveMaximum, U16);
+        opt!(topic_alias_maximum, PropertyId::TopicAliasMaximum, U16);
+        opt!(topic_alias, PropertyId::TopicAlias, U16);
+        opt!(maximum_qos, PropertyId::MaximumQos, Byte);
+        opt!(retain_available, PropertyId::RetainAvailable, Byte);
         for (k, v) in &self.user_properties {
-            f(0x26, Value::Pair(k, v));
+            f(PropertyId::UserProperty, Value::Pair(k, v));
         }
-        opt!(maximum_packet_size, 0x27, U32);
-        opt!(wildcard_subscription_available, 0x28, Byte);
-        opt!(subscription_identifier_available, 0x29, Byte);
-        opt!(shared_subscription_available, 0x2A, Byte);
+        opt!(maximum_packet_size, PropertyId::MaximumPacketSize, U32);
+        opt!(
+            wildcard_subscription_available,
+            PropertyId::WildcardSubscriptionAvailable,
+            Byte
+        );
+        opt!(
+            subscription_identifier_available,
+            PropertyId::SubscriptionIdentifierAvailable,
+            Byte
+        );
+        opt!(
+            shared_subscription_available,
+            PropertyId::SharedSubscriptionAvailable,
+            Byte
+        );
     }
 
     /// Encoded length of the properties, without their own length prefix.
@@ -305,7 +477,7 @@ impl Properties {
     pub fn encode(&self, buf: &mut impl BufMut) {
         write_varint(self.len() as u32, buf);
         self.for_each(|id, v| {
-            buf.put_u8(id);
+            buf.put_u8(id as u8);
             v.write(buf);
         });
     }
