@@ -4,11 +4,12 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::Stream;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use tokio_util::sync::CancellationToken;
@@ -49,9 +50,7 @@ impl Tracer {
         if !self.is_active() {
             return;
         }
-        let Ok(taps) = self.taps.lock() else {
-            return;
-        };
+        let taps = self.taps.lock();
         let mut matching = taps
             .iter()
             .filter(|t| t.client_id == client_id && t.mountpoint == mountpoint)
@@ -75,7 +74,8 @@ impl Tracer {
         let (tx, rx) = mpsc::channel(TRACE_BUFFER);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
-        if let Ok(mut taps) = self.taps.lock() {
+        {
+            let mut taps = self.taps.lock();
             taps.push(Tap {
                 id,
                 mountpoint: mountpoint.to_owned(),
@@ -89,7 +89,8 @@ impl Tracer {
     }
 
     fn remove(&self, id: u64) {
-        if let Ok(mut taps) = self.taps.lock() {
+        {
+            let mut taps = self.taps.lock();
             let before = taps.len();
             taps.retain(|t| t.id != id);
             if taps.len() < before {

@@ -102,51 +102,51 @@ pub(crate) enum Exit {
 
 /// A connected client: the socket, the protocol it speaks and the session it is attached to.
 pub(crate) struct Conn {
-    pub engine: Arc<Engine>,
-    pub tracer: Arc<Tracer>,
-    pub framed: Framed<Stream, MqttCodec>,
-    pub protocol: Protocol,
-    pub peer: SocketAddr,
-    pub mountpoint: String,
-    pub client_id: Arc<str>,
+    engine: Arc<Engine>,
+    tracer: Arc<Tracer>,
+    framed: Framed<Stream, MqttCodec>,
+    protocol: Protocol,
+    peer: SocketAddr,
+    mountpoint: String,
+    client_id: Arc<str>,
     /// Who this connection is, as hooks see it.
-    pub info: Arc<ClientInfo>,
-    pub slot: Arc<SessionSlot>,
-    pub state: Box<SessionState>,
+    info: Arc<ClientInfo>,
+    slot: Arc<SessionSlot>,
+    state: Box<SessionState>,
     /// Client's receive maximum: at most this many unacknowledged QoS 1/2 sent to it.
-    pub window: usize,
+    window: usize,
     /// Client's maximum packet size.
-    pub client_max_packet: Option<usize>,
+    client_max_packet: Option<usize>,
     /// Client's topic alias maximum (outbound aliases we may assign).
-    pub client_alias_max: u16,
+    client_alias_max: u16,
     /// Outbound aliases assigned.
-    pub out_aliases: HashMap<Arc<str>, u16>,
+    out_aliases: HashMap<Arc<str>, u16>,
     /// Inbound aliases set by the client.
-    pub in_aliases: HashMap<u16, String>,
+    in_aliases: HashMap<u16, String>,
     /// v5 session expiry (None: never).
-    pub session_expiry: Option<Duration>,
+    session_expiry: Option<Duration>,
     /// Whether CONNECT asked for session expiry 0 (then DISCONNECT may not raise it).
-    pub connect_expiry_zero: bool,
+    connect_expiry_zero: bool,
     /// Fires when another connection takes the session over.
-    pub kick: Option<oneshot::Receiver<MqttDisconnect>>,
+    kick: Option<oneshot::Receiver<MqttDisconnect>>,
     /// Completed once the session is detached.
-    pub done: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Sender<()>>,
     /// The will, until it is published or discarded.
-    pub will: Option<Box<Will>>,
+    will: Option<Box<Will>>,
     /// 1.5 x the keep-alive, if any.
-    pub keep_alive: Option<Duration>,
+    keep_alive: Option<Duration>,
     /// Acknowledgements waiting for the store to commit (durable mode).
-    pub held: Vec<Packet>,
+    held: Vec<Packet>,
     /// The ticket the held acknowledgements wait for.
-    pub hold_for: crate::store::Ticket,
+    hold_for: crate::store::Ticket,
     /// A subscriber queue this client's publishes congest: before reading more from the
     /// client, the connection waits (a bounded time) for it to drain. This is the flow control
     /// that keeps fast publishers from overrunning a subscriber that is reading.
-    pub pace: Option<Arc<Mailbox>>,
+    pace: Option<Arc<Mailbox>>,
     /// How long to stop reading from the client, as an `auth_on_publish` said (`throttle`).
-    pub throttle: Option<Duration>,
+    throttle: Option<Duration>,
     /// Its place under the connection limits, given back when the connection ends.
-    pub _admitted: Admitted,
+    _admitted: Admitted,
 }
 
 /// Runs one client connection to its end.

@@ -34,7 +34,7 @@ pub struct Watched<T> {
     path: PathBuf,
     what: &'static str,
     parse: fn(&str, &std::path::Path) -> Result<T, String>,
-    current: std::sync::RwLock<std::sync::Arc<T>>,
+    current: parking_lot::RwLock<std::sync::Arc<T>>,
 }
 
 impl<T: Send + Sync + 'static> Watched<T> {
@@ -54,7 +54,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
             path: path.to_owned(),
             what: key,
             parse,
-            current: std::sync::RwLock::new(std::sync::Arc::new(value)),
+            current: parking_lot::RwLock::new(std::sync::Arc::new(value)),
         });
         let weak = std::sync::Arc::downgrade(&watched);
         watch(path.to_owned(), interval, move || {
@@ -67,7 +67,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
 
     /// What the file says now.
     pub fn get(&self) -> Option<std::sync::Arc<T>> {
-        self.current.read().ok().map(|c| c.clone())
+        Some(self.current.read().clone())
     }
 
     /// Re-reads the file; one that does not parse leaves the previous contents in place.
@@ -78,9 +78,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
         {
             Ok(value) => {
                 tracing::info!(file = %self.path.display(), "{} reloaded", self.what);
-                if let Ok(mut c) = self.current.write() {
-                    *c = std::sync::Arc::new(value);
-                }
+                *self.current.write() = std::sync::Arc::new(value);
             }
             Err(e) => {
                 tracing::error!(error = %e, "{}: keeping what was loaded before", self.what)

@@ -13,13 +13,14 @@ pub mod metrics;
 mod relay;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::BufMut;
 use futures::future::BoxFuture;
+use parking_lot::RwLock;
 use serde_json::{Value, json};
 use vmq_sidecar_sdk::DEFAULT_MAX_FRAME_LENGTH;
 
@@ -187,9 +188,7 @@ impl EventsSidecar {
             .ok()
             .filter(|p| *p <= 100)
             .ok_or(EventsError::BadPercentage(percentage))?;
-        if let Ok(mut s) = self.sampling.write() {
-            s.insert((h, acl_name.to_owned()), pct);
-        }
+        self.sampling.write().insert((h, acl_name.to_owned()), pct);
         Ok(())
     }
 
@@ -199,7 +198,8 @@ impl EventsSidecar {
         Ok(self
             .sampling
             .write()
-            .is_ok_and(|mut s| s.remove(&(h, acl_name.to_owned())).is_some()))
+            .remove(&(h, acl_name.to_owned()))
+            .is_some())
     }
 
     /// Every sampling rule: (hook, ACL name, percentage).
@@ -207,8 +207,9 @@ impl EventsSidecar {
         let mut v: Vec<_> = self
             .sampling
             .read()
-            .map(|s| s.iter().map(|((h, a), p)| (*h, a.clone(), *p)).collect())
-            .unwrap_or_default();
+            .iter()
+            .map(|((h, a), p)| (*h, a.clone(), *p))
+            .collect();
         v.sort_by(|a, b| (a.0.name(), &a.1).cmp(&(b.0.name(), &b.1)));
         v
     }
@@ -227,9 +228,7 @@ impl EventsSidecar {
         let Some(acl) = encode::acl_name(event) else {
             return false;
         };
-        let Ok(rules) = self.sampling.read() else {
-            return false;
-        };
+        let rules = self.sampling.read();
         if rules.is_empty() {
             return false;
         }

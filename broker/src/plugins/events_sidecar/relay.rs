@@ -15,12 +15,13 @@
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -125,13 +126,13 @@ struct Lane {
 
 impl Lane {
     fn is_empty(&self) -> bool {
-        self.backlog.lock().map_or(true, |b| b.frames.is_empty())
+        self.backlog.lock().frames.is_empty()
     }
 
     /// Takes frames from the front, up to [`BATCH_BYTES`] (at least one): their bytes, and
     /// their hooks and lengths into `frames`.
     fn take(&self, frames: &mut Vec<(u8, u32)>) -> Option<Bytes> {
-        let mut b = self.backlog.lock().ok()?;
+        let mut b = self.backlog.lock();
         let mut total = 0;
         while let Some(&(hook, len)) = b.frames.front() {
             let n = len as usize;
@@ -148,9 +149,7 @@ impl Lane {
 
     /// Empties the backlog, counting every frame in it as dropped for `reason`.
     fn discard(&self, lane_no: usize, metrics: &RelayMetrics, reason: DropReason) -> usize {
-        let Ok(mut b) = self.backlog.lock() else {
-            return 0;
-        };
+        let mut b = self.backlog.lock();
         let n = b.frames.len();
         for (hook, _) in b.frames.drain(..) {
             metrics.dropped(lane_no, usize::from(hook), reason);
@@ -280,9 +279,7 @@ impl Relay {
         let lane_no = self.lane_of(key);
         let lane = &self.lanes[lane_no];
         let was_empty = {
-            let Ok(mut b) = lane.backlog.lock() else {
-                return;
-            };
+            let mut b = lane.backlog.lock();
             if b.frames.len() >= lane.capacity {
                 drop(b);
                 self.metrics
@@ -315,9 +312,8 @@ impl Relay {
         self.lanes
             .iter()
             .map(|l| {
-                l.backlog
-                    .lock()
-                    .map_or(0, |b| b.frames.len() + l.in_flight.load(Relaxed))
+                let waiting = l.backlog.lock().frames.len();
+                waiting + l.in_flight.load(Relaxed)
             })
             .sum()
     }
