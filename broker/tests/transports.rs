@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use support::{WAIT, start_broker, terminate, wait_with_timeout};
+use support::{WAIT, issue, make_pki, start_broker, terminate, wait_with_timeout};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -20,37 +19,6 @@ use vmq_broker::mqtt::{
     Subscribe,
 };
 use vmq_sidecar_sdk::Event as SidecarEvent;
-
-/// A test CA, a server certificate for 127.0.0.1/localhost and a client certificate whose
-/// common name is `device-42`, as PEM files in `dir`; returns the CA to issue more.
-fn make_pki(dir: &Path) -> CertifiedIssuer<'static, KeyPair> {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "vmq test CA");
-    let ca = CertifiedIssuer::self_signed(ca, ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    issue(&ca, dir, "server", "localhost");
-    issue(&ca, dir, "client", "device-42");
-    ca
-}
-
-/// Writes `<name>.pem` and `<name>.key`: a certificate for `cn` (and, for servers, 127.0.0.1
-/// and localhost) signed by `ca`.
-fn issue(ca: &CertifiedIssuer<'static, KeyPair>, dir: &Path, name: &str, cn: &str) {
-    let sans = if name == "server" {
-        vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
-    } else {
-        vec![]
-    };
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(sans).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    let cert = p.signed_by(&key, ca).unwrap();
-    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-}
 
 /// The common name of the certificate a TLS listener presents now.
 async fn served_name(dir: &Path, port: &str) -> String {

@@ -1,18 +1,91 @@
 //! `vmq-broker --config <file>`: runs the broker until SIGINT or SIGTERM.
+//! `vmq-broker --config <file> --check`: validates the file and says what it does, binding
+//! nothing.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use vmq_broker::config::keys::KeyClass;
 use vmq_broker::{Config, Server};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "An MQTT broker in the mould of VerneMQ")]
 struct Args {
-    /// The vernemq.conf-style configuration file.
+    /// The vernemq.conf-style configuration file. VerneMQ's Docker variables
+    /// (DOCKER_VERNEMQ_<KEY>=value, `__` for `.`) are applied over it.
     #[arg(long, short)]
     config: PathBuf,
+    /// Check the file (and the environment's DOCKER_VERNEMQ_* settings), list the VerneMQ
+    /// keys that have no effect here, and exit: 0 if it is valid, 1 if not.
+    #[arg(long)]
+    check: bool,
+}
+
+/// Reads the config and the environment; every problem is printed on a line of its own (no
+/// backtrace, whatever RUST_BACKTRACE says).
+fn load(args: &Args) -> Option<Config> {
+    let checked = Config::load_with_env(&args.config, std::env::vars())
+        .and_then(|c| vmq_broker::plugins::check(&c).map(|()| c));
+    match checked {
+        Ok(c) => Some(c),
+        Err(e) => {
+            for problem in e.problems() {
+                eprintln!("vmq-broker: {problem}");
+            }
+            None
+        }
+    }
+}
+
+/// `--check`: what the file sets that does nothing here (a closed pipe ends the listing).
+fn report(args: &Args, config: &Config) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for a in &config.accepted {
+        match a.class {
+            KeyClass::NoEffect(why) => {
+                writeln!(out, "{}: {} has no effect here: {why}", a.origin, a.key)?
+            }
+            KeyClass::NotYet(what) => {
+                writeln!(out, "{}: {} is not implemented: {what}", a.origin, a.key)?
+            }
+        }
+    }
+    if config.accepted.is_empty() {
+        writeln!(out, "every key is implemented")?;
+    }
+    writeln!(out, "{}: valid", args.config.display())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let Some(config) = load(&args) else {
+        return ExitCode::FAILURE;
+    };
+    if args.check {
+        let _ = report(&args, &config);
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vmq-broker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vmq-broker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -50,10 +123,7 @@ fn reload_on_sighup(listeners: Vec<std::sync::Arc<vmq_broker::listener::Listener
     });
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let config = Config::load(&args.config)?;
+async fn run(config: Config) -> anyhow::Result<()> {
     let level = match config.log_console_level.as_str() {
         "warning" => "warn",
         other => other,
@@ -66,6 +136,12 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    // Once each: what the file asks for that this broker does not do.
+    for a in config.not_implemented() {
+        if let KeyClass::NotYet(what) = a.class {
+            tracing::warn!("{}: {} is not implemented here: {what}", a.origin, a.key);
+        }
+    }
     let server = Server::start(config)
         .await
         .context("cannot start the broker")?;

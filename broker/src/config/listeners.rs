@@ -1,6 +1,7 @@
 //! Listener settings: `listener.tcp|ssl|ws|wss.<name> = ip:port` with their per-listener
-//! settings (mountpoint, limits, TLS files), and `listener.http.<name>`. Settings may come in
-//! any order; the listeners are checked once the whole file is read.
+//! settings (mountpoint, limits, TLS files), the same settings for every listener of a transport
+//! (`listener.ssl.cafile = ...`, as VerneMQ reads them), and `listener.http.<name>`. Settings may
+//! come in any order; the listeners are checked once the whole file is read.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,15 +72,32 @@ pub struct TcpListenerConfig {
     pub tls: TlsConfig,
 }
 
-/// A listener as it is being read from the file.
+/// A listener as it is being read from the file (or a transport's defaults): what was set.
 #[derive(Debug, Default)]
 struct PartialListener {
     addr: Option<SocketAddr>,
-    mountpoint: String,
-    max_connections: Option<usize>,
-    tls: TlsConfig,
+    mountpoint: Option<String>,
+    max_connections: Option<Option<usize>>,
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+    cafile: Option<PathBuf>,
+    require_certificate: Option<bool>,
+    use_identity_as_username: Option<bool>,
+    /// Where it was first named.
+    file: String,
     line: usize,
 }
+
+/// The settings a transport may give all its listeners (`listener.<transport>.<setting>`).
+const TRANSPORT_SETTINGS: [&str; 7] = [
+    "mountpoint",
+    "max_connections",
+    "certfile",
+    "keyfile",
+    "cafile",
+    "require_certificate",
+    "use_identity_as_username",
+];
 
 /// One HTTP listener (metrics, health, status page, management API).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,11 +135,17 @@ pub(super) fn set_http(
 #[derive(Debug, Default)]
 pub(super) struct Builder {
     partial: BTreeMap<(Transport, String), PartialListener>,
+    defaults: BTreeMap<Transport, PartialListener>,
 }
 
 impl Builder {
     /// Takes a `listener.<transport>.<name>[.<setting>]` line; `false` if `key` is not one.
-    pub(super) fn set(&mut self, key: &str, value: &str, line: usize) -> Result<bool, String> {
+    pub(super) fn set(
+        &mut self,
+        key: &str,
+        value: &str,
+        (file, line): (String, usize),
+    ) -> Result<bool, String> {
         let transport = [
             Transport::Tcp,
             Transport::Ssl,
@@ -141,13 +165,23 @@ impl Builder {
         if name.is_empty() {
             return Err("listener name missing".into());
         }
-        let entry = self
-            .partial
-            .entry((transport, name.to_owned()))
-            .or_insert_with(|| PartialListener {
-                line,
-                ..PartialListener::default()
-            });
+        let entry = if sub.is_none() && TRANSPORT_SETTINGS.contains(&name) {
+            // `listener.ssl.cafile`: for every ssl listener that does not set its own.
+            self.defaults.entry(transport).or_default()
+        } else {
+            self.partial
+                .entry((transport, name.to_owned()))
+                .or_insert_with(|| PartialListener {
+                    file,
+                    line,
+                    ..PartialListener::default()
+                })
+        };
+        let sub = if sub.is_none() && TRANSPORT_SETTINGS.contains(&name) {
+            Some(name)
+        } else {
+            sub
+        };
         let tls_only = |s: &str| -> Result<(), String> {
             if transport.is_tls() {
                 Ok(())
@@ -163,27 +197,27 @@ impl Builder {
                         .map_err(|_| format!("expected ip:port, got {value:?}"))?,
                 )
             }
-            Some("mountpoint") => entry.mountpoint = value.to_owned(),
-            Some("max_connections") => entry.max_connections = parse_limit(value)?,
+            Some("mountpoint") => entry.mountpoint = Some(value.to_owned()),
+            Some("max_connections") => entry.max_connections = Some(parse_limit(value)?),
             Some(s @ "certfile") => {
                 tls_only(s)?;
-                entry.tls.certfile = Some(PathBuf::from(value));
+                entry.certfile = Some(PathBuf::from(value));
             }
             Some(s @ "keyfile") => {
                 tls_only(s)?;
-                entry.tls.keyfile = Some(PathBuf::from(value));
+                entry.keyfile = Some(PathBuf::from(value));
             }
             Some(s @ "cafile") => {
                 tls_only(s)?;
-                entry.tls.cafile = Some(PathBuf::from(value));
+                entry.cafile = Some(PathBuf::from(value));
             }
             Some(s @ "require_certificate") => {
                 tls_only(s)?;
-                entry.tls.require_certificate = parse_flag(value)?;
+                entry.require_certificate = Some(parse_flag(value)?);
             }
             Some(s @ "use_identity_as_username") => {
                 tls_only(s)?;
-                entry.tls.use_identity_as_username = parse_flag(value)?;
+                entry.use_identity_as_username = Some(parse_flag(value)?);
             }
             Some(other) => return Err(format!("unknown listener setting {other:?}")),
         }
@@ -191,42 +225,71 @@ impl Builder {
     }
 
     /// Checks every listener (an address, the TLS files it needs) and gives the list, sorted
-    /// by transport then name; `default_max` is `listener.max_connections`.
+    /// by transport then name; a listener's own settings win over its transport's;
+    /// `default_max` is `listener.max_connections`. Every problem is reported.
     pub(super) fn finish(
-        self,
+        mut self,
         default_max: Option<usize>,
-        file: &str,
-    ) -> Result<Vec<TcpListenerConfig>, ConfigError> {
+    ) -> Result<Vec<TcpListenerConfig>, Vec<ConfigError>> {
         let mut out = Vec::new();
-        for ((transport, name), l) in self.partial {
+        let mut problems = Vec::new();
+        for ((transport, name), l) in std::mem::take(&mut self.partial) {
+            let d = self.defaults.entry(transport).or_default();
             let at = |message: String| ConfigError::Line {
-                file: file.to_owned(),
+                file: l.file.clone(),
                 line: l.line,
                 message,
             };
             let full = format!("listener.{}.{name}", transport.key());
-            let addr = l
-                .addr
-                .ok_or_else(|| at(format!("{full} has settings but no address")))?;
-            if transport.is_tls() && (l.tls.certfile.is_none() || l.tls.keyfile.is_none()) {
-                return Err(at(format!(
-                    "{full} needs {full}.certfile and {full}.keyfile"
+            let Some(addr) = l.addr else {
+                problems.push(at(format!("{full} has settings but no address")));
+                continue;
+            };
+            let tls = TlsConfig {
+                certfile: l.certfile.or_else(|| d.certfile.clone()),
+                keyfile: l.keyfile.or_else(|| d.keyfile.clone()),
+                cafile: l.cafile.or_else(|| d.cafile.clone()),
+                require_certificate: l
+                    .require_certificate
+                    .or(d.require_certificate)
+                    .unwrap_or(false),
+                use_identity_as_username: l
+                    .use_identity_as_username
+                    .or(d.use_identity_as_username)
+                    .unwrap_or(false),
+            };
+            if transport.is_tls() && (tls.certfile.is_none() || tls.keyfile.is_none()) {
+                problems.push(at(format!(
+                    "{full} needs {full}.certfile and {full}.keyfile (or listener.{t}.certfile and listener.{t}.keyfile)",
+                    t = transport.key()
                 )));
+                continue;
             }
-            if l.tls.require_certificate && l.tls.cafile.is_none() {
-                return Err(at(format!(
+            if tls.require_certificate && tls.cafile.is_none() {
+                problems.push(at(format!(
                     "{full}.require_certificate needs {full}.cafile (the CA client certificates are checked against)"
                 )));
+                continue;
             }
             out.push(TcpListenerConfig {
                 name,
                 transport,
                 addr,
-                mountpoint: l.mountpoint,
-                max_connections: l.max_connections.or(default_max),
-                tls: l.tls,
+                mountpoint: l
+                    .mountpoint
+                    .or_else(|| d.mountpoint.clone())
+                    .unwrap_or_default(),
+                max_connections: l
+                    .max_connections
+                    .or(d.max_connections)
+                    .unwrap_or(default_max),
+                tls,
             });
         }
-        Ok(out)
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems)
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod keys;
 mod listeners;
 mod values;
 
@@ -39,6 +40,40 @@ pub enum ConfigError {
     /// The whole is inconsistent (e.g. no listener).
     #[error("{0}")]
     Invalid(String),
+    /// Several of the above, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Each problem on its own (a [`ConfigError::Many`] gives its parts).
+    pub fn problems(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Many(all) => all.iter().flat_map(ConfigError::problems).collect(),
+            one => vec![one],
+        }
+    }
+}
+
+/// A VerneMQ key the typed parser does not implement, as the file had it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedKey {
+    /// The key.
+    pub key: String,
+    /// Where it was set (`file:line`, or the environment variable).
+    pub origin: String,
+    /// What it does here.
+    pub class: keys::KeyClass,
+}
+
+/// The environment variables VerneMQ's Docker image reads: `DOCKER_VERNEMQ_<KEY>=value`, the
+/// key lower-cased with `__` standing for `.`.
+pub const ENV_PREFIX: &str = "DOCKER_VERNEMQ_";
+
+/// The config key an environment variable sets, if it is one of VerneMQ's Docker variables.
+pub fn env_key(variable: &str) -> Option<String> {
+    let rest = variable.strip_prefix(ENV_PREFIX)?;
+    (!rest.is_empty()).then(|| rest.to_lowercase().replace("__", "."))
 }
 
 /// How a message for a share group picks its member.
@@ -112,6 +147,9 @@ pub struct Config {
     pub max_subscriptions_per_client: Option<usize>,
     /// How long a new connection has to send its CONNECT.
     pub connect_timeout: Duration,
+    /// VerneMQ keys accepted without being implemented (classes 2 and 3 of
+    /// [`keys::KeyClass`]), in the order they were read.
+    pub accepted: Vec<AcceptedKey>,
 }
 
 /// One `<plugin>.<key> = value` line, kept for the plugin to parse.
@@ -152,6 +190,46 @@ pub enum Durability {
 /// The plugins this broker ships.
 pub const KNOWN_PLUGINS: [&str; 3] = ["vmq_events_sidecar", "vmq_passwd", "vmq_acl"];
 
+/// The keys the typed parser implements by name (for suggestions; listener keys are patterns).
+const TYPED_KEYS: &[&str] = &[
+    "nodename",
+    "allow_anonymous",
+    "max_inflight_messages",
+    "max_online_messages",
+    "max_offline_messages",
+    "persistent_client_expiration",
+    "max_message_size",
+    "max_client_id_size",
+    "topic_alias_max",
+    "topic_alias_max_client",
+    "receive_max_broker",
+    "shared_subscription_policy",
+    "retain_available",
+    "persistent_data_dir",
+    "message_store",
+    "message_store.durability",
+    "max_keepalive",
+    "log.console.level",
+    "listener.max_connections",
+    "max_connections",
+    "max_connect_rate",
+    "max_subscriptions_per_client",
+    "connect_timeout",
+    "vmq_passwd.password_file",
+    "vmq_passwd.password_reload_interval",
+    "vmq_acl.acl_file",
+    "vmq_acl.acl_reload_interval",
+    "vmq_events_sidecar.hostname",
+    "vmq_events_sidecar.port",
+    "vmq_events_sidecar.pool_size",
+    "vmq_events_sidecar.backlog_size",
+    "vmq_events_sidecar.hooks",
+    "vmq_events_sidecar.shutdown_timeout",
+    "plugins.vmq_passwd",
+    "plugins.vmq_acl",
+    "plugins.vmq_events_sidecar",
+];
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -182,6 +260,7 @@ impl Default for Config {
             max_connect_rate: None,
             max_subscriptions_per_client: None,
             connect_timeout: Duration::from_secs(10),
+            accepted: Vec::new(),
         }
     }
 }
@@ -189,31 +268,73 @@ impl Default for Config {
 impl Config {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::iter::empty())
+    }
+
+    /// Reads and parses a config file, then applies VerneMQ's Docker environment variables
+    /// (`DOCKER_VERNEMQ_ALLOW_ANONYMOUS=on`; others in `env` are ignored) over it.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let env: Vec<(String, String, String)> = env
+            .into_iter()
+            .filter_map(|(var, value)| env_key(&var).map(|key| (var, key, value)))
+            .collect();
+        Self::parse_with(&text, &path.display().to_string(), &env)
     }
 
-    /// Parses config text; `file` names it in errors.
+    /// Parses config text; `file` names it in errors. Every problem is reported at once.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Self::parse_with(text, file, &[])
+    }
+
+    /// `text`, then the (variable, key, value) settings from the environment over it.
+    fn parse_with(
+        text: &str,
+        file: &str,
+        env: &[(String, String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut bad = Vec::new();
+        let lines: Vec<Line<'_>> = text
+            .lines()
+            .enumerate()
+            .filter_map(|(i, raw)| match Line::split(file, i + 1, raw) {
+                Ok(line) => line,
+                Err(e) => {
+                    bad.push(e);
+                    None
+                }
+            })
+            .chain(env.iter().map(|(var, key, value)| Line {
+                origin: Origin::Env(var),
+                key,
+                value: value.trim(),
+            }))
+            .collect();
+        match Self::parse_lines(lines.into_iter(), file) {
+            Ok(c) if bad.is_empty() => Ok(c),
+            Ok(_) => Err(many(bad)),
+            Err(e) => {
+                bad.extend(e.problems().into_iter().map(clone_error));
+                Err(many(bad))
+            }
+        }
+    }
+
+    fn parse_lines<'a>(
+        lines: impl Iterator<Item = Line<'a>>,
+        file: &str,
+    ) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         let mut listeners = listeners::Builder::default();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err = |message: String| ConfigError::Line {
-                file: file.to_owned(),
-                line: i + 1,
-                message,
-            };
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| err(format!("expected `key = value`, got {line:?}")))?;
-            let (key, value) = (key.trim(), value.trim());
+        let mut problems = Vec::new();
+        for Line { origin, key, value } in lines {
+            let err = |message: String| origin.error(message);
             let r: Result<(), String> = (|| {
                 match key {
                     "nodename" => c.nodename = value.to_owned(),
@@ -282,45 +403,73 @@ impl Config {
                     },
                     _ if key.starts_with("plugins.") && key.ends_with(".priority") => {
                         let name = &key["plugins.".len()..key.len() - ".priority".len()];
-                        if !KNOWN_PLUGINS.contains(&name) {
-                            return Err(format!(
-                                "unknown plugin {name:?} (available: {})",
-                                KNOWN_PLUGINS.join(", ")
-                            ));
+                        let priority = parse_num(value)?;
+                        if KNOWN_PLUGINS.contains(&name) {
+                            c.plugin_priority.insert(name.to_owned(), priority);
+                        } else {
+                            check_plugin_name(name)?;
+                            c.accepted.push(AcceptedKey {
+                                key: key.to_owned(),
+                                origin: origin.to_string(),
+                                class: keys::KeyClass::NotYet(NO_SUCH_PLUGIN),
+                            });
                         }
-                        c.plugin_priority.insert(name.to_owned(), parse_num(value)?);
                     }
-                    _ if key.starts_with("plugins.") => {
-                        let name = &key["plugins.".len()..];
-                        if !KNOWN_PLUGINS.contains(&name) {
-                            return Err(format!(
-                                "unknown plugin {name:?} (available: {})",
-                                KNOWN_PLUGINS.join(", ")
-                            ));
+                    _ if key.starts_with("plugins.")
+                        && keys::ABSENT_PLUGINS.contains(&&key["plugins.".len()..]) =>
+                    {
+                        if parse_flag(value)? {
+                            c.accepted.push(AcceptedKey {
+                                key: key.to_owned(),
+                                origin: origin.to_string(),
+                                class: keys::KeyClass::NotYet(
+                                    "this VerneMQ plugin does not exist here (yet); the broker runs without it",
+                                ),
+                            });
                         }
-                        c.plugins.insert(name.to_owned(), parse_flag(value)?);
+                    }
+                    _ if key.starts_with("plugins.") && !key["plugins.".len()..].contains('.') => {
+                        let name = &key["plugins.".len()..];
+                        let on = parse_flag(value)?;
+                        if KNOWN_PLUGINS.contains(&name) {
+                            c.plugins.insert(name.to_owned(), on);
+                        } else {
+                            // Not a misspelling of ours: one of the user's own Erlang plugins.
+                            check_plugin_name(name)?;
+                            if on {
+                                c.accepted.push(AcceptedKey {
+                                    key: key.to_owned(),
+                                    origin: origin.to_string(),
+                                    class: keys::KeyClass::NotYet(NO_SUCH_PLUGIN),
+                                });
+                            }
+                        }
                     }
                     _ if let Some((plugin, rest)) = key.split_once('.')
                         && KNOWN_PLUGINS.contains(&plugin) =>
                     {
+                        let (file, line) = origin.file_line();
                         c.plugin_keys
                             .entry(plugin.to_owned())
                             .or_default()
                             .push(PluginSetting {
                                 key: rest.to_owned(),
                                 value: value.to_owned(),
-                                file: file.to_owned(),
-                                line: i + 1,
+                                file,
+                                line,
                             });
                     }
-                    _ if key.starts_with("listener.http.") => {
+                    _ if key.starts_with("listener.http.")
+                        && !key["listener.http.".len()..].contains('.') =>
+                    {
                         listeners::set_http(&mut c.http_listeners, key, value)?
                     }
                     "listener.max_connections" => c.listener_max_connections = parse_limit(value)?,
                     "max_connections" => c.max_connections = parse_limit(value)?,
                     "max_connect_rate" => c.max_connect_rate = parse_limit(value)?,
                     "max_subscriptions_per_client" => {
-                        c.max_subscriptions_per_client = parse_limit(value)?
+                        // 0 is no limit, as in VerneMQ.
+                        c.max_subscriptions_per_client = parse_limit(value)?.filter(|n| *n > 0)
                     }
                     "connect_timeout" => {
                         c.connect_timeout = parse_duration(value)?
@@ -328,22 +477,45 @@ impl Config {
                             .ok_or("connect_timeout must be a positive duration")?
                     }
                     _ => {
-                        if !listeners.set(key, value, i + 1)? {
-                            return Err(format!("unknown key {key:?}"));
+                        if let Some(class) = keys::lookup(key) {
+                            c.accepted.push(AcceptedKey {
+                                key: key.to_owned(),
+                                origin: origin.to_string(),
+                                class,
+                            });
+                        } else if !listeners.set(key, value, origin.file_line())? {
+                            return Err(unknown_key(key));
                         }
                     }
                 }
                 Ok(())
             })();
-            r.map_err(err)?;
+            if let Err(message) = r {
+                problems.push(err(message));
+            }
         }
-        c.listeners = listeners.finish(c.listener_max_connections, file)?;
-        if c.listeners.is_empty() {
-            return Err(ConfigError::Invalid(format!(
+        match listeners.finish(c.listener_max_connections) {
+            Ok(l) => c.listeners = l,
+            Err(e) => problems.extend(e),
+        }
+        if c.listeners.is_empty() && problems.is_empty() {
+            problems.push(ConfigError::Invalid(format!(
                 "{file}: no MQTT listener configured (add e.g. listener.tcp.default = 127.0.0.1:1883)"
             )));
         }
-        Ok(c)
+        if problems.is_empty() {
+            Ok(c)
+        } else {
+            Err(many(problems))
+        }
+    }
+
+    /// The accepted keys that do nothing here although a user would notice (class 3), for
+    /// the warnings at start.
+    pub fn not_implemented(&self) -> impl Iterator<Item = &AcceptedKey> {
+        self.accepted
+            .iter()
+            .filter(|a| matches!(a.class, keys::KeyClass::NotYet(_)))
     }
 
     /// The `<plugin>.*` lines of `plugin`, in file order.
@@ -358,6 +530,120 @@ impl Config {
         } else {
             self.max_message_size
         }
+    }
+}
+
+/// Where a setting came from.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// A line of a file.
+    File(&'a str, usize),
+    /// An environment variable.
+    Env(&'a str),
+}
+
+impl Origin<'_> {
+    fn error(self, message: String) -> ConfigError {
+        match self {
+            Origin::File(file, line) => ConfigError::Line {
+                file: file.to_owned(),
+                line,
+                message,
+            },
+            Origin::Env(var) => ConfigError::Invalid(format!("environment {var}: {message}")),
+        }
+    }
+
+    /// The file and line (an environment variable is line 0 of `environment <NAME>`).
+    fn file_line(self) -> (String, usize) {
+        match self {
+            Origin::File(f, l) => (f.to_owned(), l),
+            Origin::Env(var) => (format!("environment {var}"), 0),
+        }
+    }
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(file, line) => write!(f, "{file}:{line}"),
+            Origin::Env(var) => write!(f, "environment {var}"),
+        }
+    }
+}
+
+/// One `key = value` setting.
+struct Line<'a> {
+    origin: Origin<'a>,
+    key: &'a str,
+    value: &'a str,
+}
+
+impl<'a> Line<'a> {
+    /// A file line's setting; `None` for blank lines and comments.
+    fn split(file: &'a str, line: usize, raw: &'a str) -> Result<Option<Line<'a>>, ConfigError> {
+        let text = raw.trim();
+        if text.is_empty() || text.starts_with('#') {
+            return Ok(None);
+        }
+        let origin = Origin::File(file, line);
+        let (key, value) = text
+            .split_once('=')
+            .ok_or_else(|| origin.error(format!("expected `key = value`, got {text:?}")))?;
+        Ok(Some(Line {
+            origin,
+            key: key.trim(),
+            value: value.trim(),
+        }))
+    }
+}
+
+fn many(mut problems: Vec<ConfigError>) -> ConfigError {
+    if problems.len() == 1 {
+        problems.remove(0)
+    } else {
+        ConfigError::Many(problems)
+    }
+}
+
+fn clone_error(e: &ConfigError) -> ConfigError {
+    match e {
+        ConfigError::Line {
+            file,
+            line,
+            message,
+        } => ConfigError::Line {
+            file: file.clone(),
+            line: *line,
+            message: message.clone(),
+        },
+        other => ConfigError::Invalid(other.to_string()),
+    }
+}
+
+/// What happens to a plugin that is not one of ours.
+const NO_SUCH_PLUGIN: &str =
+    "no such plugin here (Erlang plugins cannot be loaded); the broker runs without it";
+
+/// A plugin name that is not ours is refused when it looks like a misspelling of one of ours
+/// (`vmq_paswd`: the broker must not start without the auth the user asked for).
+fn check_plugin_name(name: &str) -> Result<(), String> {
+    let known = KNOWN_PLUGINS.iter().chain(&keys::ABSENT_PLUGINS).copied();
+    match keys::suggest(name, known) {
+        Some(near) => Err(format!(
+            "unknown plugin {name:?} (did you mean {near:?}? available: {})",
+            KNOWN_PLUGINS.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An unknown key, with the nearest known key when it looks misspelt.
+fn unknown_key(key: &str) -> String {
+    let known = TYPED_KEYS.iter().copied().chain(keys::literal_keys());
+    match keys::suggest(key, known) {
+        Some(near) => format!("unknown key {key:?} (did you mean {near:?}?)"),
+        None => format!("unknown key {key:?}"),
     }
 }
 
@@ -405,7 +691,10 @@ mod tests {
             "f.conf",
         )
         .unwrap_err();
-        assert_eq!(e.to_string(), "f.conf:3: unknown key \"allow_anonymus\"");
+        assert_eq!(
+            e.to_string(),
+            "f.conf:3: unknown key \"allow_anonymus\" (did you mean \"allow_anonymous\"?)"
+        );
         let e = Config::parse("allow_anonymous = maybe", "f.conf").unwrap_err();
         assert!(
             e.to_string().starts_with("f.conf:1: expected on or off"),
@@ -418,8 +707,12 @@ mod tests {
             "no listener"
         );
         assert!(parse_duration("5x").is_err());
-        let e = Config::parse("plugins.vmq_nothing = on", "f").unwrap_err();
-        assert!(e.to_string().contains("unknown plugin"), "{e}");
+        let e = Config::parse("plugins.vmq_paswd = on", "f").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown plugin \"vmq_paswd\" (did you mean \"vmq_passwd\"?"),
+            "{e}"
+        );
         let c = Config::parse(
             "listener.tcp.a = 127.0.0.1:1\nvmq_events_sidecar.hooks = on_tuesday",
             "f",
@@ -431,5 +724,115 @@ mod tests {
             ("hooks", "on_tuesday", 2)
         );
         assert_eq!(parse_duration("never").unwrap(), None);
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_once_with_suggestions() {
+        let text = "listener.tcp.a = 127.0.0.1:1\nalow_anonymous = on\nmax_inflight_mesages = 5\n\
+                    colour = blue\nmax_online_messages = lots\nlistener.ssl.b = 127.0.0.1:2\n";
+        let e = Config::parse(text, "f.conf").unwrap_err();
+        let lines: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "f.conf:2: unknown key \"alow_anonymous\" (did you mean \"allow_anonymous\"?)",
+                "f.conf:3: unknown key \"max_inflight_mesages\" (did you mean \"max_inflight_messages\"?)",
+                "f.conf:4: unknown key \"colour\"",
+                "f.conf:5: expected a number, got \"lots\"",
+                "f.conf:6: listener.ssl.b needs listener.ssl.b.certfile and listener.ssl.b.keyfile (or listener.ssl.certfile and listener.ssl.keyfile)",
+            ]
+        );
+    }
+
+    #[test]
+    fn vernemq_keys_are_known_and_classified() {
+        let text = "listener.tcp.a = 127.0.0.1:1\nerlang.max_ports = 262144\n\
+                    leveldb.maximum_memory.percent = 70\nlistener.ssl.pskfile = ./etc/vmq.psk\n\
+                    listener.tcp.name.allow_anonymous_override = off\nplugins.vmq_bridge = on\n\
+                    plugins.vmq_webhooks = off\nvmq_diversity.auth_postgres.enabled = off\n";
+        let c = Config::parse(text, "f").unwrap();
+        let classes: Vec<(&str, bool)> = c
+            .accepted
+            .iter()
+            .map(|a| (a.key.as_str(), matches!(a.class, keys::KeyClass::NotYet(_))))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                ("erlang.max_ports", false),
+                ("leveldb.maximum_memory.percent", false),
+                ("listener.ssl.pskfile", true),
+                ("listener.tcp.name.allow_anonymous_override", true),
+                ("plugins.vmq_bridge", true),
+                ("vmq_diversity.auth_postgres.enabled", true),
+            ]
+        );
+        // The PSK file is not a listener named "pskfile", nor is "name" a listener here.
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.not_implemented().count(), 4);
+        assert_eq!(c.accepted[0].origin, "f:2");
+    }
+
+    #[test]
+    fn transport_settings_apply_to_every_listener_of_the_transport() {
+        let text = "listener.ssl.a = 127.0.0.1:1\nlistener.ssl.b = 127.0.0.1:2\n\
+                    listener.ssl.certfile = c.pem\nlistener.ssl.keyfile = k.pem\n\
+                    listener.ssl.b.certfile = b.pem\nlistener.tcp.mountpoint = m\n\
+                    listener.tcp.t = 127.0.0.1:3\n";
+        let c = Config::parse(text, "f").unwrap();
+        let certs: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.name.as_str(),
+                    l.tls.certfile.clone(),
+                    l.mountpoint.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            certs,
+            [
+                ("t", None, "m"),
+                ("a", Some(PathBuf::from("c.pem")), ""),
+                ("b", Some(PathBuf::from("b.pem")), ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn docker_environment_variables_override_the_file() {
+        assert_eq!(
+            env_key("DOCKER_VERNEMQ_LISTENER__TCP__DEFAULT").as_deref(),
+            Some("listener.tcp.default")
+        );
+        assert_eq!(
+            env_key("DOCKER_VERNEMQ_ALLOW_ANONYMOUS").as_deref(),
+            Some("allow_anonymous")
+        );
+        assert_eq!(env_key("HOME"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.conf");
+        std::fs::write(
+            &path,
+            "listener.tcp.a = 127.0.0.1:1\nallow_anonymous = off\n",
+        )
+        .unwrap();
+        let env = [
+            ("DOCKER_VERNEMQ_ALLOW_ANONYMOUS".to_owned(), "on".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let c = Config::load_with_env(&path, env).unwrap();
+        assert!(c.allow_anonymous);
+        let env = [(
+            "DOCKER_VERNEMQ_MAX_INFLIGHT_MESSAGES".to_owned(),
+            "x".to_owned(),
+        )];
+        let e = Config::load_with_env(&path, env).unwrap_err().to_string();
+        assert!(
+            e.starts_with("environment DOCKER_VERNEMQ_MAX_INFLIGHT_MESSAGES: expected a number"),
+            "{e}"
+        );
     }
 }

@@ -19,12 +19,23 @@ pub fn workspace() -> PathBuf {
 /// Runs the broker binary on `conf`; returns it and the MQTT port it printed. A thread keeps
 /// reading its stderr, so the broker's logs never block on (or lose) their pipe.
 pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
-    let mut child = Command::new(broker_bin())
-        .arg("--config")
-        .arg(conf)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    start_broker_in(conf, None, &[])
+}
+
+/// [`start_broker`] in the working directory `cwd` (relative paths of the config resolve
+/// there), with `env` added to its environment.
+pub fn start_broker_in(
+    conf: &Path,
+    cwd: Option<&Path>,
+    env: &[(&str, &str)],
+) -> (BrokerProcess, String) {
+    let mut command = Command::new(broker_bin());
+    command.arg("--config").arg(conf).stderr(Stdio::piped());
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    command.envs(env.iter().copied());
+    let mut child = command.spawn().unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -32,7 +43,8 @@ pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
             all.lock().unwrap().push(line.clone());
-            if line.starts_with("Error:")
+            if line.starts_with("vmq-broker: ") && !line.contains(" listening on ")
+                || line.starts_with("Error:")
                 || line.starts_with("Caused by")
                 || line.starts_with("    ")
             {
@@ -70,6 +82,42 @@ pub fn start_broker(conf: &Path) -> (BrokerProcess, String) {
     }
     let first = mqtt[0].clone();
     (BrokerProcess(Some(child), http, mqtt, logs), first)
+}
+
+/// A test CA, a server certificate for 127.0.0.1/localhost and a client certificate whose
+/// common name is `device-42`, as PEM files in `dir`; returns the CA to issue more.
+pub fn make_pki(dir: &Path) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "vmq test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    issue(&ca, dir, "server", "localhost");
+    issue(&ca, dir, "client", "device-42");
+    ca
+}
+
+/// Writes `<name>.pem` and `<name>.key`: a certificate for `cn` (and, for servers, 127.0.0.1
+/// and localhost) signed by `ca`.
+pub fn issue(
+    ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: &Path,
+    name: &str,
+    cn: &str,
+) {
+    let sans = if name == "server" {
+        vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
+    } else {
+        vec![]
+    };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(sans).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let cert = p.signed_by(&key, ca).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
 }
 
 /// A running broker process; killed if a failing test lets go of it, so no broker outlives

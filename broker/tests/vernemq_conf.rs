@@ -1,0 +1,200 @@
+//! A VerneMQ user's own `vernemq.conf` starts this broker: VerneMQ's generated default file
+//! (every key, the commented-out ones too), with only its ports changed, run from a directory
+//! holding the files it names (`./etc/vmq.passwd`, `./etc/cert.pem`, ...). The keys that have no
+//! meaning here are accepted; the ones a user would miss are named once each at start.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use support::{make_pki, start_broker_in, terminate, wait_with_timeout, workspace};
+
+/// VerneMQ's default file with its `#=` lines uncommented and its ports made free. The file is
+/// a copy of `shared/vernemq/default-keys.conf` (every key of VerneMQ's generated default
+/// config), kept in the repository so the test runs wherever the repository is.
+fn vernemq_default_conf() -> String {
+    let path = workspace().join("broker/tests/fixtures/vernemq-default-keys.conf");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| l.strip_prefix("#= ").unwrap_or(l))
+        .map(|l| {
+            l.replace("127.0.0.1:1883", "127.0.0.1:0")
+                .replace("127.0.0.1:8883", "127.0.0.1:0")
+                .replace("127.0.0.1:8888", "127.0.0.1:0")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn vernemqs_default_config_starts_the_broker_and_says_what_it_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    // The files VerneMQ's defaults name, where they name them.
+    make_pki(&etc);
+    std::fs::copy(etc.join("ca.pem"), etc.join("cacerts.pem")).unwrap();
+    std::fs::copy(etc.join("server.pem"), etc.join("cert.pem")).unwrap();
+    std::fs::copy(etc.join("server.key"), etc.join("key.pem")).unwrap();
+    std::fs::write(etc.join("vmq.acl"), "user alice\ntopic write sensors/#\n").unwrap();
+    std::fs::write(etc.join("vmq.passwd"), "alice:secret\n").unwrap();
+    // The user's password, hashed by vmq-passwd as a VerneMQ operator does.
+    let hashed = Command::new(env!("CARGO_BIN_EXE_vmq-passwd"))
+        .arg("-U")
+        .arg(etc.join("vmq.passwd"))
+        .output()
+        .unwrap();
+    assert!(hashed.status.success(), "{hashed:?}");
+    let conf = dir.path().join("vernemq.conf");
+    std::fs::write(&conf, vernemq_default_conf()).unwrap();
+
+    // --check: valid, and says what does nothing here.
+    let check = Command::new(support::broker_bin())
+        .args(["--config", conf.to_str().unwrap(), "--check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        report.contains("erlang.max_ports has no effect here"),
+        "{report}"
+    );
+    assert!(
+        report.contains("listener.ssl.pskfile is not implemented"),
+        "{report}"
+    );
+    assert!(report.trim_end().ends_with("valid"), "{report}");
+
+    let (broker, port) = start_broker_in(&conf, Some(dir.path()), &[]);
+    let logs = broker.logs();
+    // alice, with the password from the file, may publish where the ACL says.
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "alice-1",
+            "-u",
+            "alice",
+            "-P",
+            "secret",
+        ])
+        .args(["-t", "sensors/1", "-m", "21.5", "-q", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong password is refused (vmq_passwd is on in VerneMQ's defaults).
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-u", "alice", "-P", "wrong"])
+        .args(["-t", "sensors/1", "-m", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    terminate(&broker);
+    assert!(wait_with_timeout(broker).status.success());
+
+    // Each key that does nothing although a user would notice is named once, at start.
+    let lines = logs.lock().unwrap().clone();
+    let mut warned: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &lines {
+        if let Some(at) = l.find(" is not implemented here: ") {
+            let key = l[..at].rsplit(' ').next().unwrap_or("").to_owned();
+            *warned.entry(key).or_default() += 1;
+        }
+    }
+    for key in [
+        "listener.ssl.pskfile",
+        "systree_enabled",
+        "graphite_enabled",
+        "log.console.file",
+        "vmq_diversity.auth_postgres.enabled",
+        "plugins.name",
+        "listener.vmq.clustering",
+    ] {
+        assert_eq!(warned.get(key), Some(&1), "{key} warned once: {lines:#?}");
+    }
+    assert!(warned.values().all(|n| *n == 1), "{warned:?}");
+    // Class 2 keys are silent.
+    assert!(!lines.iter().any(|l| l.contains("erlang.max_ports")));
+}
+
+#[test]
+fn misspelt_keys_are_all_reported_with_suggestions_and_no_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("typos.conf");
+    std::fs::write(
+        &conf,
+        "listener.tcp.default = 127.0.0.1:0\nalow_anonymous = on\nmax_inflight_mesages = 5\n\
+         # a comment\nmax_ofline_messages = 10\n",
+    )
+    .unwrap();
+    let out = Command::new(support::broker_bin())
+        .args(["--config", conf.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = conf.display();
+    let expected = format!(
+        "vmq-broker: {file}:2: unknown key \"alow_anonymous\" (did you mean \"allow_anonymous\"?)\n\
+         vmq-broker: {file}:3: unknown key \"max_inflight_mesages\" (did you mean \"max_inflight_messages\"?)\n\
+         vmq-broker: {file}:5: unknown key \"max_ofline_messages\" (did you mean \"max_offline_messages\"?)\n"
+    );
+    assert_eq!(err, expected, "one line per problem, nothing else");
+    // --check says the same and exits 1, binding nothing.
+    let out = Command::new(support::broker_bin())
+        .args(["--config", conf.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+}
+
+#[test]
+fn docker_environment_variables_apply_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("env.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = off\nmessage_store = off\npersistent_data_dir = {}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    // Off in the file: an anonymous client is refused ...
+    let (broker, port) = start_broker_in(&conf, None, &[]);
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-t", "t", "-m", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "anonymous refused");
+    terminate(&broker);
+    assert!(wait_with_timeout(broker).status.success());
+    // ... on in the environment, as VerneMQ's Docker image reads it: let in.
+    let (broker, port) = start_broker_in(&conf, None, &[("DOCKER_VERNEMQ_ALLOW_ANONYMOUS", "on")]);
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-t", "t", "-m", "x"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    terminate(&broker);
+    assert!(wait_with_timeout(broker).status.success());
+}
