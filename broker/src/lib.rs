@@ -14,6 +14,7 @@ pub mod message;
 pub mod metrics;
 pub mod mqtt;
 pub mod plugins;
+pub mod reporters;
 pub mod store;
 pub mod topic;
 pub mod trace;
@@ -141,6 +142,8 @@ impl Server {
             tasks.spawn(l.run(node.clone()));
         }
         tasks.spawn(node.rates.clone().run(engine.clone()));
+        tasks.spawn(reporters::systree::run(engine.clone()));
+        tasks.spawn(reporters::graphite::run(engine.clone()));
         Ok(Server {
             engine,
             node,

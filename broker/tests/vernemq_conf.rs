@@ -116,8 +116,8 @@ fn vernemqs_default_config_starts_the_broker_and_says_what_it_ignores() {
     }
     for key in [
         "listener.ssl.pskfile",
-        "systree_enabled",
-        "graphite_enabled",
+        "prometheus_namespace",
+        "log.syslog",
         "log.console.file",
         "vmq_diversity.auth_postgres.enabled",
         "plugins.name",

@@ -259,10 +259,6 @@ const TABLE: &[(&str, KeyClass)] = &[
         KeyClass::NotYet("unacknowledged messages are resent when the client reconnects"),
     ),
     (
-        "topic_max_depth",
-        KeyClass::NotYet("topics of any depth are accepted"),
-    ),
-    (
         "expire_retain_cache",
         KeyClass::NoEffect(
             "retained messages live in one in-memory trie; there is no cache to expire",
@@ -296,62 +292,21 @@ const TABLE: &[(&str, KeyClass)] = &[
     ),
     // Metrics sinks and the $SYS tree.
     (
-        "systree_enabled",
-        KeyClass::NotYet("no $SYS tree yet; the counters are on /metrics"),
-    ),
-    (
-        "systree_interval",
-        KeyClass::NotYet("no $SYS tree yet; the counters are on /metrics"),
-    ),
-    (
         "systree_prefix",
-        KeyClass::NotYet("no $SYS tree yet; the counters are on /metrics"),
-    ),
-    (
-        "systree_qos",
-        KeyClass::NotYet("no $SYS tree yet; the counters are on /metrics"),
-    ),
-    (
-        "systree_retain",
-        KeyClass::NotYet("no $SYS tree yet; the counters are on /metrics"),
-    ),
-    (
-        "systree_mountpoint",
-        KeyClass::NotYet("no $SYS tree yet; the counters are on /metrics"),
+        KeyClass::NotYet("the $SYS tree is under $SYS/<nodename>/"),
     ),
     (
         "prometheus_namespace",
         KeyClass::NotYet("/metrics names carry no prefix (VerneMQ's names)"),
     ),
     (
-        "graphite_enabled",
-        KeyClass::NotYet("no Graphite reporter yet; the counters are on /metrics"),
-    ),
-    (
-        "graphite_host",
-        KeyClass::NotYet("no Graphite reporter yet"),
-    ),
-    (
-        "graphite_port",
-        KeyClass::NotYet("no Graphite reporter yet"),
-    ),
-    (
-        "graphite_interval",
-        KeyClass::NotYet("no Graphite reporter yet"),
-    ),
-    (
-        "graphite_prefix",
-        KeyClass::NotYet("no Graphite reporter yet"),
-    ),
-    (
-        "graphite_api_key",
-        KeyClass::NotYet("no Graphite reporter yet"),
-    ),
-    (
         "graphite_include_labels",
-        KeyClass::NotYet("no Graphite reporter yet"),
+        KeyClass::NotYet("Graphite lines carry no labels"),
     ),
-    ("graphite.**", KeyClass::NotYet("no Graphite reporter yet")),
+    (
+        "graphite.**",
+        KeyClass::NotYet("only the graphite_* keys configure the Graphite reporter"),
+    ),
     // Logging: the console goes to stderr at log.console.level.
     ("log.console", KeyClass::NotYet("logs go to stderr")),
     (

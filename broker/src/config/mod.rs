@@ -147,9 +147,79 @@ pub struct Config {
     pub max_subscriptions_per_client: Option<usize>,
     /// How long a new connection has to send its CONNECT.
     pub connect_timeout: Duration,
+    /// The `$SYS` tree (`systree_*`).
+    pub systree: SysTree,
+    /// The Graphite reporter (`graphite_*`).
+    pub graphite: Graphite,
+    /// Most levels a topic name or filter may have (`topic_max_depth`; `None`: no limit).
+    pub topic_max_depth: Option<usize>,
     /// VerneMQ keys accepted without being implemented (classes 2 and 3 of
     /// [`keys::KeyClass`]), in the order they were read.
     pub accepted: Vec<AcceptedKey>,
+}
+
+/// The `$SYS` tree: the broker's counters published as messages (VerneMQ's `systree_*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysTree {
+    /// `systree_enabled` (on).
+    pub enabled: bool,
+    /// `systree_interval`, in milliseconds in the file (20000); zero turns it off.
+    pub interval: Duration,
+    /// `systree_qos` (0).
+    pub qos: u8,
+    /// `systree_retain` (off).
+    pub retain: bool,
+    /// `systree_mountpoint` ("").
+    pub mountpoint: String,
+}
+
+impl Default for SysTree {
+    fn default() -> Self {
+        SysTree {
+            enabled: true,
+            interval: Duration::from_secs(20),
+            qos: 0,
+            retain: false,
+            mountpoint: String::new(),
+        }
+    }
+}
+
+/// The Graphite reporter: the counters pushed as plaintext lines over TCP (`graphite_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graphite {
+    /// `graphite_enabled` (off).
+    pub enabled: bool,
+    /// `graphite_host` (localhost).
+    pub host: String,
+    /// `graphite_port` (2003).
+    pub port: u16,
+    /// `graphite_interval`, in milliseconds in the file (20000).
+    pub interval: Duration,
+    /// `graphite_prefix`: put before every metric name, with a dot.
+    pub prefix: Option<String>,
+    /// `graphite_api_key` (hosted Graphite): put before the prefix, with a dot.
+    pub api_key: Option<String>,
+}
+
+impl Default for Graphite {
+    fn default() -> Self {
+        Graphite {
+            enabled: false,
+            host: "localhost".into(),
+            port: 2003,
+            interval: Duration::from_secs(20),
+            prefix: None,
+            api_key: None,
+        }
+    }
+}
+
+/// Milliseconds, as VerneMQ writes `systree_interval` and `graphite_interval`.
+fn millis(v: &str) -> Result<Duration, String> {
+    v.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("expected milliseconds, got {v:?}"))
 }
 
 /// One `<plugin>.<key> = value` line, kept for the plugin to parse.
@@ -228,6 +298,18 @@ const TYPED_KEYS: &[&str] = &[
     "plugins.vmq_passwd",
     "plugins.vmq_acl",
     "plugins.vmq_events_sidecar",
+    "systree_enabled",
+    "systree_interval",
+    "systree_qos",
+    "systree_retain",
+    "systree_mountpoint",
+    "graphite_enabled",
+    "graphite_host",
+    "graphite_port",
+    "graphite_interval",
+    "graphite_prefix",
+    "graphite_api_key",
+    "topic_max_depth",
 ];
 
 impl Default for Config {
@@ -260,6 +342,9 @@ impl Default for Config {
             max_connect_rate: None,
             max_subscriptions_per_client: None,
             connect_timeout: Duration::from_secs(10),
+            systree: SysTree::default(),
+            graphite: Graphite::default(),
+            topic_max_depth: Some(10),
             accepted: Vec::new(),
         }
     }
@@ -471,6 +556,28 @@ impl Config {
                         // 0 is no limit, as in VerneMQ.
                         c.max_subscriptions_per_client = parse_limit(value)?.filter(|n| *n > 0)
                     }
+                    "systree_enabled" => c.systree.enabled = parse_flag(value)?,
+                    "systree_interval" => c.systree.interval = millis(value)?,
+                    "systree_qos" => {
+                        c.systree.qos = parse_num(value)?;
+                        if c.systree.qos > 2 {
+                            return Err("systree_qos is 0, 1 or 2".into());
+                        }
+                    }
+                    "systree_retain" => c.systree.retain = parse_flag(value)?,
+                    "systree_mountpoint" => c.systree.mountpoint = value.to_owned(),
+                    "graphite_enabled" => c.graphite.enabled = parse_flag(value)?,
+                    "graphite_host" => c.graphite.host = value.to_owned(),
+                    "graphite_port" => c.graphite.port = parse_num(value)?,
+                    "graphite_interval" => {
+                        c.graphite.interval = millis(value)?;
+                        if c.graphite.interval.is_zero() {
+                            return Err("graphite_interval must be at least 1 ms".into());
+                        }
+                    }
+                    "graphite_prefix" => c.graphite.prefix = Some(value.to_owned()),
+                    "graphite_api_key" => c.graphite.api_key = Some(value.to_owned()),
+                    "topic_max_depth" => c.topic_max_depth = parse_limit(value)?.filter(|n| *n > 0),
                     "connect_timeout" => {
                         c.connect_timeout = parse_duration(value)?
                             .filter(|d| !d.is_zero())

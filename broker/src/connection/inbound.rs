@@ -58,6 +58,14 @@ impl Conn {
         Ok(())
     }
 
+    /// Whether a topic or filter has more levels than `topic_max_depth` allows.
+    fn too_deep(&self, topic: &str) -> bool {
+        self.engine
+            .config()
+            .topic_max_depth
+            .is_some_and(|max| topic.split('/').count() > max)
+    }
+
     /// Sends a line to the traces of this client, if any (`vmq-admin trace client`).
     pub(crate) fn trace(&self, make: impl FnOnce() -> String) {
         self.tracer.emit(&self.mountpoint, &self.client_id, make);
@@ -176,7 +184,11 @@ impl Conn {
                 self.in_aliases.insert(alias, p.topic.clone());
             }
         }
-        topic::validate_name(&p.topic).map_err(|_| DisconnectReason::TopicNameInvalid)
+        topic::validate_name(&p.topic).map_err(|_| DisconnectReason::TopicNameInvalid)?;
+        if self.too_deep(&p.topic) {
+            return Err(DisconnectReason::TopicNameInvalid);
+        }
+        Ok(())
     }
 
     async fn on_publish(&mut self, mut p: Publish) -> Step {
@@ -397,13 +409,14 @@ impl Conn {
         let mut report: Vec<(String, u8, Option<MatchedAcl>)> = Vec::new();
         for (filter, options) in &s.filters {
             let (mut filter, mut options) = (filter.clone(), *options);
-            let Ok(_) = topic::parse_filter(&filter) else {
+            let valid = topic::parse_filter(&filter).is_ok_and(|f| !self.too_deep(f.filter));
+            if !valid {
                 reasons.push(SubAckReason::TopicFilterInvalid);
                 if want_notify {
                     report.push((filter, 0x80, None));
                 }
                 continue;
-            };
+            }
             let mut acl = None;
             let decision = if want_auth {
                 self.engine
