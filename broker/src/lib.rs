@@ -10,6 +10,7 @@ pub mod engine;
 pub mod hooks;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod mqtt;

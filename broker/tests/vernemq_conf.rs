@@ -105,8 +105,20 @@ fn vernemqs_default_config_starts_the_broker_and_says_what_it_ignores() {
     terminate(&broker);
     assert!(wait_with_timeout(broker).status.success());
 
-    // Each key that does nothing although a user would notice is named once, at start.
-    let lines = logs.lock().unwrap().clone();
+    // Each key that does nothing although a user would notice is named once, at start, in
+    // the log file VerneMQ's defaults name (log.console = file), not on the console.
+    let on_stderr = logs.lock().unwrap().clone();
+    assert!(
+        !on_stderr
+            .iter()
+            .any(|l| l.contains("is not implemented here"))
+    );
+    let lines: Vec<String> = std::fs::read_to_string(dir.path().join("log/console.log"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(dir.path().join("log/error.log").exists(), "log.error = on");
     let mut warned: BTreeMap<String, usize> = BTreeMap::new();
     for l in &lines {
         if let Some(at) = l.find(" is not implemented here: ") {
@@ -117,8 +129,8 @@ fn vernemqs_default_config_starts_the_broker_and_says_what_it_ignores() {
     for key in [
         "listener.ssl.pskfile",
         "prometheus_namespace",
-        "log.syslog",
-        "log.console.file",
+        "log.syslog.remote.port",
+        "log.console.rotation.compress_on_rotate",
         "vmq_diversity.auth_postgres.enabled",
         "plugins.name",
         "listener.vmq.clustering",
@@ -197,4 +209,52 @@ fn docker_environment_variables_apply_over_the_file() {
     );
     terminate(&broker);
     assert!(wait_with_timeout(broker).status.success());
+}
+
+#[test]
+fn log_files_are_written_where_the_config_says_and_rotate_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("log.conf");
+    let log = dir.path().join("logs/console.log");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = on\nmessage_store = off\n\
+             log.console = both\nlog.console.level = debug\nlog.console.file = {}\n\
+             log.console.rotation.size = 4KB\nlog.console.rotation.keep = 2\n\
+             log.error = on\nlog.error.file = {}\n",
+            log.display(),
+            dir.path().join("logs/error.log").display()
+        ),
+    )
+    .unwrap();
+    let (broker, port) = start_broker_in(&conf, None, &[]);
+    // Each client's connection and disconnection is logged (at debug).
+    for i in 0..60 {
+        let out = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-i", &format!("logger-{i}")])
+            .args(["-t", "t", "-m", "x"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    terminate(&broker);
+    assert!(wait_with_timeout(broker).status.success());
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let rotated = |n: usize| dir.path().join(format!("logs/console.log.{n}"));
+    assert!(size(&log) > 0, "the log file is written");
+    assert!(
+        size(&rotated(0)) > 0 && size(&rotated(1)) > 0,
+        "rotated twice at least"
+    );
+    assert!(
+        !rotated(2).exists(),
+        "only log.console.rotation.keep = 2 files are kept"
+    );
+    for f in [log.clone(), rotated(0), rotated(1)] {
+        assert!(size(&f) <= 4096, "{} is {} bytes", f.display(), size(&f));
+    }
+    let newest = std::fs::read_to_string(&log).unwrap();
+    assert!(newest.contains("shutting down"), "{newest}");
+    assert!(dir.path().join("logs/error.log").exists());
 }

@@ -124,18 +124,7 @@ fn reload_on_sighup(listeners: Vec<std::sync::Arc<vmq_broker::listener::Listener
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let level = match config.log_console_level.as_str() {
-        "warning" => "warn",
-        other => other,
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    vmq_broker::logging::init(&config.log).map_err(anyhow::Error::msg)?;
     // Once each: what the file asks for that this broker does not do.
     for a in config.not_implemented() {
         if let KeyClass::NotYet(what) = a.class {

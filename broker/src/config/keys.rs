@@ -307,31 +307,34 @@ const TABLE: &[(&str, KeyClass)] = &[
         "graphite.**",
         KeyClass::NotYet("only the graphite_* keys configure the Graphite reporter"),
     ),
-    // Logging: the console goes to stderr at log.console.level.
-    ("log.console", KeyClass::NotYet("logs go to stderr")),
+    // Logging details not implemented.
     (
-        "log.console.file",
-        KeyClass::NotYet("logs go to stderr, not to a file"),
+        "log.console.file.format",
+        KeyClass::NotYet("log files are text"),
+    ),
+    (
+        "log.*.rotation.compress_on_rotate",
+        KeyClass::NotYet("rotated log files are not compressed"),
+    ),
+    (
+        "log.error.file.format",
+        KeyClass::NotYet("log files are text"),
+    ),
+    (
+        "log.syslog.format",
+        KeyClass::NotYet("syslog lines are RFC 3164"),
+    ),
+    (
+        "log.syslog.ident",
+        KeyClass::NotYet("syslog lines are tagged vmq-broker"),
+    ),
+    (
+        "log.syslog.remote.**",
+        KeyClass::NotYet("syslog goes to the local /dev/log only"),
     ),
     (
         "log.console.console.format",
         KeyClass::NoEffect("log lines are text"),
-    ),
-    (
-        "log.console.file.format",
-        KeyClass::NotYet("logs go to stderr, not to a file"),
-    ),
-    (
-        "log.console.rotation.**",
-        KeyClass::NotYet("logs go to stderr, not to a rotated file"),
-    ),
-    (
-        "log.error",
-        KeyClass::NotYet("errors go to stderr with the other logs"),
-    ),
-    (
-        "log.error.**",
-        KeyClass::NotYet("errors go to stderr with the other logs"),
     ),
     (
         "log.crash",
@@ -347,14 +350,6 @@ const TABLE: &[(&str, KeyClass)] = &[
     ),
     ("log.sasl", KeyClass::NoEffect("Erlang SASL reports")),
     ("log.sasl.**", KeyClass::NoEffect("Erlang SASL reports")),
-    (
-        "log.syslog",
-        KeyClass::NotYet("logs go to stderr, not to syslog"),
-    ),
-    (
-        "log.syslog.**",
-        KeyClass::NotYet("logs go to stderr, not to syslog"),
-    ),
     (
         "logging.obfuscation_secret",
         KeyClass::NotYet("client ids and user names are logged as they are"),

@@ -128,8 +128,8 @@ pub struct Config {
     /// The longest keep-alive a v5 client may use, in seconds (65535: no cap). A v5 client
     /// asking for more (or for none) is told this value in CONNACK's server keep alive.
     pub max_keepalive: u16,
-    /// Log level for the console (`debug`, `info`, `warning`, `error`).
-    pub log_console_level: String,
+    /// Where the log goes (`log.*`).
+    pub log: LogConfig,
     /// `plugins.<name> = on|off`.
     pub plugins: BTreeMap<String, bool>,
     /// `plugins.<name>.priority = <n>`: lower runs first in the auth chains.
@@ -213,6 +213,101 @@ impl Default for Graphite {
             api_key: None,
         }
     }
+}
+
+/// Where the console log goes (`log.console`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleTarget {
+    /// Standard error.
+    Console,
+    /// `log.console.file`.
+    File,
+    /// Both.
+    Both,
+    /// Nowhere.
+    Off,
+}
+
+/// A log file and its rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Rotated once it would grow past this many bytes (`None`: `infinity`, never).
+    pub rotation_size: Option<u64>,
+    /// Rotated files kept (`<file>.0` is the newest).
+    pub rotation_keep: usize,
+}
+
+/// The `log.*` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `log.console` (console: this broker's default; VerneMQ's generated file says file).
+    pub console: ConsoleTarget,
+    /// `log.console.level`: `debug`, `info`, `warning` or `error`.
+    pub level: String,
+    /// `log.console.file` (./log/console.log) and its rotation.
+    pub console_file: LogFile,
+    /// `log.error` (off here unless set; VerneMQ's generated file sets on): errors also to
+    /// `log.error.file`.
+    pub error_on: bool,
+    /// `log.error.file` (./log/error.log) and its rotation.
+    pub error: LogFile,
+    /// `log.syslog` (off): also to the local syslog.
+    pub syslog: bool,
+    /// `log.syslog.facility` as its number (daemon: 3).
+    pub facility: u8,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        let file = |path: &str| LogFile {
+            path: PathBuf::from(path),
+            rotation_size: None,
+            rotation_keep: 5,
+        };
+        LogConfig {
+            console: ConsoleTarget::Console,
+            level: "info".into(),
+            console_file: file("./log/console.log"),
+            error_on: false,
+            error: file("./log/error.log"),
+            syslog: false,
+            facility: 3,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The error file, when `log.error = on` (off unless the file says so: VerneMQ's
+    /// generated file does).
+    pub fn error_file(&self) -> Option<&LogFile> {
+        self.error_on.then_some(&self.error)
+    }
+}
+
+fn rotation_size(v: &str) -> Result<Option<u64>, String> {
+    if v == "infinity" {
+        return Ok(None);
+    }
+    let n = parse_size(v)?;
+    if n == 0 {
+        return Err("a rotation size is at least one byte (or infinity)".into());
+    }
+    Ok(Some(n as u64))
+}
+
+fn syslog_facility(v: &str) -> Result<u8, String> {
+    const NAMES: [&str; 24] = [
+        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+        "authpriv", "ftp", "", "", "", "", "local0", "local1", "local2", "local3", "local4",
+        "local5", "local6", "local7",
+    ];
+    NAMES
+        .iter()
+        .position(|n| !n.is_empty() && *n == v)
+        .map(|i| i as u8)
+        .ok_or_else(|| format!("unknown syslog facility {v:?}"))
 }
 
 /// Milliseconds, as VerneMQ writes `systree_interval` and `graphite_interval`.
@@ -310,6 +405,16 @@ const TYPED_KEYS: &[&str] = &[
     "graphite_prefix",
     "graphite_api_key",
     "topic_max_depth",
+    "log.console",
+    "log.console.file",
+    "log.console.rotation.size",
+    "log.console.rotation.keep",
+    "log.error",
+    "log.error.file",
+    "log.error.rotation.size",
+    "log.error.rotation.keep",
+    "log.syslog",
+    "log.syslog.facility",
 ];
 
 impl Default for Config {
@@ -333,7 +438,7 @@ impl Default for Config {
             message_store: true,
             message_store_durability: Durability::Durable,
             max_keepalive: u16::MAX,
-            log_console_level: "info".into(),
+            log: LogConfig::default(),
             plugins: BTreeMap::new(),
             plugin_priority: BTreeMap::new(),
             plugin_keys: BTreeMap::new(),
@@ -476,10 +581,34 @@ impl Config {
                         }
                         c.max_keepalive = n;
                     }
-                    "log.console.level" => match value {
-                        "debug" | "info" | "warning" | "error" => {
-                            c.log_console_level = value.to_owned()
+                    "log.console" => {
+                        c.log.console = match value {
+                            "console" => ConsoleTarget::Console,
+                            "file" => ConsoleTarget::File,
+                            "both" => ConsoleTarget::Both,
+                            "off" => ConsoleTarget::Off,
+                            _ => {
+                                return Err(format!(
+                                    "expected console, file, both or off, got {value:?}"
+                                ));
+                            }
                         }
+                    }
+                    "log.console.file" => c.log.console_file.path = PathBuf::from(value),
+                    "log.console.rotation.size" => {
+                        c.log.console_file.rotation_size = rotation_size(value)?
+                    }
+                    "log.console.rotation.keep" => {
+                        c.log.console_file.rotation_keep = parse_num(value)?
+                    }
+                    "log.error" => c.log.error_on = parse_flag(value)?,
+                    "log.error.file" => c.log.error.path = PathBuf::from(value),
+                    "log.error.rotation.size" => c.log.error.rotation_size = rotation_size(value)?,
+                    "log.error.rotation.keep" => c.log.error.rotation_keep = parse_num(value)?,
+                    "log.syslog" => c.log.syslog = parse_flag(value)?,
+                    "log.syslog.facility" => c.log.facility = syslog_facility(value)?,
+                    "log.console.level" => match value {
+                        "debug" | "info" | "warning" | "error" => c.log.level = value.to_owned(),
                         _ => {
                             return Err(format!(
                                 "expected debug, info, warning or error, got {value:?}"
