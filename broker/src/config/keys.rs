@@ -243,18 +243,6 @@ const TABLE: &[(&str, KeyClass)] = &[
     ),
     // Session behaviour not implemented yet.
     (
-        "override_max_online_messages",
-        KeyClass::NotYet("a full online queue drops new messages"),
-    ),
-    (
-        "upgrade_outgoing_qos",
-        KeyClass::NotYet("messages are delivered at min(published, granted) QoS"),
-    ),
-    (
-        "max_last_will_delay",
-        KeyClass::NotYet("will delays are capped by the session expiry only"),
-    ),
-    (
         "retry_interval",
         KeyClass::NotYet("unacknowledged messages are resent when the client reconnects"),
     ),

@@ -153,6 +153,13 @@ pub struct Config {
     pub graphite: Graphite,
     /// Most levels a topic name or filter may have (`topic_max_depth`; `None`: no limit).
     pub topic_max_depth: Option<usize>,
+    /// `upgrade_outgoing_qos`: deliver at the subscription's QoS, not min(published, granted).
+    pub upgrade_outgoing_qos: bool,
+    /// `override_max_online_messages`: a full online queue drops its oldest message for the
+    /// new one (instead of the new one).
+    pub override_max_online_messages: bool,
+    /// `max_last_will_delay` (`client`: `None`, the client's will delay as it asked).
+    pub max_last_will_delay: Option<Duration>,
     /// VerneMQ keys accepted without being implemented (classes 2 and 3 of
     /// [`keys::KeyClass`]), in the order they were read.
     pub accepted: Vec<AcceptedKey>,
@@ -415,6 +422,9 @@ const TYPED_KEYS: &[&str] = &[
     "log.error.rotation.keep",
     "log.syslog",
     "log.syslog.facility",
+    "upgrade_outgoing_qos",
+    "override_max_online_messages",
+    "max_last_will_delay",
 ];
 
 impl Default for Config {
@@ -450,6 +460,9 @@ impl Default for Config {
             systree: SysTree::default(),
             graphite: Graphite::default(),
             topic_max_depth: Some(10),
+            upgrade_outgoing_qos: false,
+            override_max_online_messages: false,
+            max_last_will_delay: None,
             accepted: Vec::new(),
         }
     }
@@ -706,6 +719,16 @@ impl Config {
                     }
                     "graphite_prefix" => c.graphite.prefix = Some(value.to_owned()),
                     "graphite_api_key" => c.graphite.api_key = Some(value.to_owned()),
+                    "upgrade_outgoing_qos" => c.upgrade_outgoing_qos = parse_flag(value)?,
+                    "override_max_online_messages" => {
+                        c.override_max_online_messages = parse_flag(value)?
+                    }
+                    "max_last_will_delay" => {
+                        c.max_last_will_delay = match value {
+                            "client" => None,
+                            _ => Some(parse_duration(value)?.unwrap_or(Duration::MAX)),
+                        }
+                    }
                     "topic_max_depth" => c.topic_max_depth = parse_limit(value)?.filter(|n| *n > 0),
                     "connect_timeout" => {
                         c.connect_timeout = parse_duration(value)?

@@ -414,6 +414,10 @@ impl Conn {
                 Some(expiry) => delay.min(expiry),
                 None => delay,
             };
+            let delay = match engine.config().max_last_will_delay {
+                Some(max) => delay.min(max),
+                None => delay,
+            };
             will::schedule_will(&engine, &self.slot, &w, delay);
         }
         if let Some(done) = self.done.take() {

@@ -20,9 +20,13 @@ use crate::mqtt::{
 type Client = Framed<tokio::io::DuplexStream, MqttCodec>;
 
 fn engine() -> Arc<Engine> {
+    engine_with(Config::default())
+}
+
+fn engine_with(config: Config) -> Arc<Engine> {
     let config = Config {
         allow_anonymous: true,
-        ..Config::default()
+        ..config
     };
     Engine::new(
         config,
@@ -34,6 +38,17 @@ fn engine() -> Arc<Engine> {
 
 /// Connects `client_id` (v5, clean start) with `keep_alive` seconds.
 async fn connect(engine: &Arc<Engine>, client_id: &str, keep_alive: u16) -> Client {
+    connect_with(engine, client_id, keep_alive, None, Properties::default()).await
+}
+
+/// [`connect`] with a will and CONNECT properties.
+async fn connect_with(
+    engine: &Arc<Engine>,
+    client_id: &str,
+    keep_alive: u16,
+    will: Option<crate::mqtt::Will>,
+    properties: Properties,
+) -> Client {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let arrival = Arrival {
         peer: "127.0.0.1:1".parse().unwrap(),
@@ -54,8 +69,8 @@ async fn connect(engine: &Arc<Engine>, client_id: &str, keep_alive: u16) -> Clie
         client_id: client_id.into(),
         username: None,
         password: None,
-        will: None,
-        properties: Properties::default(),
+        will,
+        properties,
     })))
     .await
     .unwrap();
@@ -108,4 +123,48 @@ async fn a_client_without_keep_alive_is_never_timed_out() {
             .is_err()
     );
     assert!(engine.is_online("", "forever"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_last_will_delay_caps_what_the_client_asked_for() {
+    use crate::engine::{Subscriber, Subscription};
+    let engine = engine_with(Config {
+        max_last_will_delay: Some(Duration::from_secs(10)),
+        ..Config::default()
+    });
+    // A watcher of the will topic.
+    let watcher: Arc<str> = "watcher".into();
+    let w = engine.attach("", &watcher, true).await.unwrap();
+    engine.subscribe(
+        "",
+        "wills/#",
+        Subscription {
+            client_id: watcher,
+            subscriber: Subscriber::Local(w.slot.mailbox.clone()),
+            options: crate::mqtt::SubOptions::default(),
+            id: None,
+            acl: None,
+        },
+    );
+    let will = crate::mqtt::Will {
+        topic: "wills/c".into(),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: crate::mqtt::QoS::AtMostOnce,
+        retain: false,
+        properties: Properties {
+            will_delay_interval: Some(100),
+            ..Properties::default()
+        },
+    };
+    let session = Properties {
+        session_expiry_interval: Some(3600),
+        ..Properties::default()
+    };
+    let c = connect_with(&engine, "c", 0, Some(will), session).await;
+    // The socket goes without DISCONNECT: the will is due, after min(100 s, 10 s).
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(w.slot.mailbox.len(), 0, "not before 10 s");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.slot.mailbox.len(), 1, "published at 10 s, not 100 s");
 }

@@ -53,6 +53,8 @@ pub struct Mailbox {
     drained: Notify,
     /// Set when the queue reaches half of its online limit, cleared at a quarter.
     half_full: AtomicBool,
+    /// `override_max_online_messages`: a full online queue drops its oldest delivery.
+    drop_oldest: bool,
     /// When the connection last took deliveries (ms on [`clock_ms`]): a subscriber that has
     /// not read for a while is stuck, and publishers must not wait for it.
     last_take: AtomicU64,
@@ -98,7 +100,15 @@ impl Mailbox {
             max_online,
             max_offline,
             metrics,
+            drop_oldest: false,
         }
+    }
+
+    /// A full online queue drops its oldest delivery for a new one instead of the new one
+    /// (`override_max_online_messages`).
+    pub fn dropping_oldest(mut self, drop_oldest: bool) -> Mailbox {
+        self.drop_oldest = drop_oldest;
+        self
     }
 
     /// The session's identity in the store.
@@ -173,7 +183,18 @@ impl Mailbox {
             let mut q = self.queue.lock();
             if q.len() >= limit {
                 Metrics::inc(&self.metrics.queue_message_drop);
-                return (Pushed::Dropped, None);
+                if !(online && self.drop_oldest && limit > 0) {
+                    return (Pushed::Dropped, None);
+                }
+                // The oldest goes, the new one is queued.
+                if let Some(oldest) = q.pop_front()
+                    && let (Some(seq), Some(store)) = (oldest.stored, self.store())
+                {
+                    store.submit(Op::DeleteQueued {
+                        key: self.store_key(),
+                        seq,
+                    });
+                }
             }
             if delivery.qos != QoS::AtMostOnce
                 && let Some(store) = self.store()
@@ -358,6 +379,29 @@ mod tests {
         m.clear();
         assert_eq!(m.push(delivery()).0, Pushed::Offline);
         assert_eq!(m.push(delivery()).0, Pushed::Offline);
+        assert_eq!(m.push(delivery()).0, Pushed::Dropped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn override_max_online_messages_drops_the_oldest() {
+        let m = mailbox(2, 2).dropping_oldest(true);
+        m.set_online(true);
+        let mut out = Vec::new();
+        for payload in ["1", "2", "3"] {
+            let mut d = delivery();
+            let mut msg = (*d.message).clone();
+            msg.payload = bytes::Bytes::from(payload);
+            d.message = Arc::new(msg);
+            assert_eq!(m.push(d).0, Pushed::Online);
+        }
+        m.take(10, &mut out);
+        let kept: Vec<&[u8]> = out.iter().map(|d| d.message.payload.as_ref()).collect();
+        assert_eq!(kept, [b"2".as_slice(), b"3"]);
+        assert_eq!(Metrics::get(&m.metrics.queue_message_drop), 1);
+        // Offline, the new message is the one dropped, as before.
+        m.set_online(false);
+        m.push(delivery());
+        m.push(delivery());
         assert_eq!(m.push(delivery()).0, Pushed::Dropped);
     }
 }

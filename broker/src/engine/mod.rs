@@ -64,12 +64,13 @@ impl Engine {
         metrics: Arc<Metrics>,
         store: Option<Arc<Store>>,
     ) -> Arc<Engine> {
+        let router = Router::new(config.upgrade_outgoing_qos);
         Arc::new_cyclic(|weak| Engine {
             timers: Timers::start(weak.clone()),
             settings: Settings::from_config(&config),
             started: Instant::now(),
             config,
-            router: Router::default(),
+            router,
             retained: Box::new(Retained::default()),
             registry: Registry::default(),
             metrics,
@@ -247,13 +248,16 @@ impl Engine {
 
     /// A new, empty, offline mailbox for a session of `client_id`, with the current limits.
     pub(crate) fn new_mailbox(&self, mountpoint: &str, client_id: &Arc<str>) -> Arc<Mailbox> {
-        Arc::new(Mailbox::new(
-            mountpoint.into(),
-            client_id.clone(),
-            self.settings.queue_limits(),
-            self.metrics.clone(),
-            self.store.clone(),
-        ))
+        Arc::new(
+            Mailbox::new(
+                mountpoint.into(),
+                client_id.clone(),
+                self.settings.queue_limits(),
+                self.metrics.clone(),
+                self.store.clone(),
+            )
+            .dropping_oldest(self.config.override_max_online_messages),
+        )
     }
 
     /// Brings back what the store held (at start, before listeners accept).

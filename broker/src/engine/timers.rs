@@ -207,4 +207,40 @@ mod tests {
             "the returning client's will is not published"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn upgrade_outgoing_qos_delivers_at_the_granted_qos() {
+        for (upgrade, expected) in [(false, QoS::AtMostOnce), (true, QoS::AtLeastOnce)] {
+            let config = Config {
+                upgrade_outgoing_qos: upgrade,
+                ..Config::default()
+            };
+            let engine = Engine::new(
+                config,
+                Hooks::new(Vec::new()),
+                Arc::new(Metrics::default()),
+                None,
+            );
+            let id: Arc<str> = "s".into();
+            let a = engine.attach("", &id, true).await.unwrap();
+            engine.subscribe(
+                "",
+                "will/#",
+                Subscription {
+                    client_id: id,
+                    subscriber: Subscriber::Local(a.slot.mailbox.clone()),
+                    options: SubOptions {
+                        qos: QoS::AtLeastOnce,
+                        ..SubOptions::default()
+                    },
+                    id: None,
+                    acl: None,
+                },
+            );
+            engine.publish("", &will("will/x"), false);
+            let mut out = Vec::new();
+            a.slot.mailbox.take(1, &mut out);
+            assert_eq!(out[0].qos, expected, "upgrade_outgoing_qos = {upgrade}");
+        }
+    }
 }

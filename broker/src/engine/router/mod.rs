@@ -24,6 +24,8 @@ use crate::topic;
 #[derive(Debug, Default)]
 pub struct Router {
     tries: RwLock<HashMap<String, Arc<RwLock<Trie>>>>,
+    /// `upgrade_outgoing_qos`: deliveries at the subscription's QoS.
+    upgrade_qos: bool,
 }
 
 /// One subscriber's share of a publish, before it is queued.
@@ -50,6 +52,24 @@ pub struct Routed {
 }
 
 impl Router {
+    /// A router; `upgrade_qos` delivers at the subscription's QoS (`upgrade_outgoing_qos`).
+    pub fn new(upgrade_qos: bool) -> Router {
+        Router {
+            upgrade_qos,
+            ..Router::default()
+        }
+    }
+
+    /// The QoS of a delivery: the lower of published and granted, or the granted one when
+    /// upgrading.
+    fn delivery_qos(&self, published: QoS, granted: QoS) -> QoS {
+        if self.upgrade_qos {
+            granted
+        } else {
+            published.min(granted)
+        }
+    }
+
     /// Adds or replaces a subscription (`filter` may be `$share/<group>/...`, already
     /// validated). Returns whether it existed.
     pub fn subscribe(&self, mountpoint: &str, filter: &str, sub: Subscription) -> bool {
@@ -106,7 +126,7 @@ impl Router {
                     if sub.options.no_local && publisher == Some(&*sub.client_id) {
                         return;
                     }
-                    let qos = message.qos.min(sub.options.qos);
+                    let qos = self.delivery_qos(message.qos, sub.options.qos);
                     let retain = sub.options.retain_as_published && message.retain;
                     let Subscriber::Local(mailbox) = &sub.subscriber;
                     let key = Arc::as_ptr(mailbox);
@@ -151,7 +171,7 @@ impl Router {
                         let Subscriber::Local(mailbox) = &sub.subscriber;
                         shared.push(Pending {
                             mailbox: mailbox.clone(),
-                            qos: message.qos.min(sub.options.qos),
+                            qos: self.delivery_qos(message.qos, sub.options.qos),
                             retain: sub.options.retain_as_published && message.retain,
                             ids: sub.id.into_iter().collect(),
                             acl: sub.acl.clone(),
