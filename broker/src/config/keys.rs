@@ -143,18 +143,6 @@ const TABLE: &[(&str, KeyClass)] = &[
         KeyClass::NotYet("every listener accepts MQTT 3.1, 3.1.1 and 5.0"),
     ),
     (
-        "listener.*.*.allow_anonymous_override",
-        KeyClass::NotYet("allow_anonymous applies to every listener"),
-    ),
-    (
-        "listener.max_connection_lifetime",
-        KeyClass::NotYet("connections are not closed after a lifetime"),
-    ),
-    (
-        "listener.*.*.max_connection_lifetime",
-        KeyClass::NotYet("connections are not closed after a lifetime"),
-    ),
-    (
         "max_ws_frame_size",
         KeyClass::NotYet("WebSocket frames are bounded by max_message_size"),
     ),

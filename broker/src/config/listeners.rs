@@ -70,6 +70,10 @@ pub struct TcpListenerConfig {
     pub max_connections: Option<usize>,
     /// TLS settings (for `ssl` and `wss`).
     pub tls: TlsConfig,
+    /// `allow_anonymous_override`: anonymous clients allowed here whatever `allow_anonymous`.
+    pub allow_anonymous_override: bool,
+    /// `max_connection_lifetime` (seconds in the file; 0: none).
+    pub max_connection_lifetime: Option<std::time::Duration>,
 }
 
 /// A listener as it is being read from the file (or a transport's defaults): what was set.
@@ -83,13 +87,20 @@ struct PartialListener {
     cafile: Option<PathBuf>,
     require_certificate: Option<bool>,
     use_identity_as_username: Option<bool>,
+    allow_anonymous_override: Option<bool>,
+    max_connection_lifetime: Option<Option<std::time::Duration>>,
+    /// Whether a setting that only makes sense with an address was given (a listener with
+    /// only policy settings and no address is VerneMQ's default file, and ignored).
+    needs_address: bool,
     /// Where it was first named.
     file: String,
     line: usize,
 }
 
 /// The settings a transport may give all its listeners (`listener.<transport>.<setting>`).
-const TRANSPORT_SETTINGS: [&str; 7] = [
+const TRANSPORT_SETTINGS: [&str; 9] = [
+    "allow_anonymous_override",
+    "max_connection_lifetime",
     "mountpoint",
     "max_connections",
     "certfile",
@@ -98,6 +109,15 @@ const TRANSPORT_SETTINGS: [&str; 7] = [
     "require_certificate",
     "use_identity_as_username",
 ];
+
+/// `max_connection_lifetime`: seconds (or a duration); 0 is no limit.
+pub(super) fn lifetime(v: &str) -> Result<Option<std::time::Duration>, String> {
+    let d = match v.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => super::parse_duration(v)?.unwrap_or_default(),
+    };
+    Ok((!d.is_zero()).then_some(d))
+}
 
 /// One HTTP listener (metrics, health, status page, management API).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +209,12 @@ impl Builder {
                 Err(format!("{s} is a setting of ssl and wss listeners"))
             }
         };
+        if !matches!(
+            sub,
+            Some("allow_anonymous_override" | "max_connection_lifetime")
+        ) {
+            entry.needs_address = true;
+        }
         match sub {
             None => {
                 entry.addr = Some(
@@ -198,6 +224,12 @@ impl Builder {
                 )
             }
             Some("mountpoint") => entry.mountpoint = Some(value.to_owned()),
+            Some("allow_anonymous_override") => {
+                entry.allow_anonymous_override = Some(parse_flag(value)?)
+            }
+            Some("max_connection_lifetime") => {
+                entry.max_connection_lifetime = Some(lifetime(value)?)
+            }
             Some("max_connections") => entry.max_connections = Some(parse_limit(value)?),
             Some(s @ "certfile") => {
                 tls_only(s)?;
@@ -230,6 +262,7 @@ impl Builder {
     pub(super) fn finish(
         mut self,
         default_max: Option<usize>,
+        default_lifetime: Option<std::time::Duration>,
     ) -> Result<Vec<TcpListenerConfig>, Vec<ConfigError>> {
         let mut out = Vec::new();
         let mut problems = Vec::new();
@@ -242,7 +275,9 @@ impl Builder {
             };
             let full = format!("listener.{}.{name}", transport.key());
             let Some(addr) = l.addr else {
-                problems.push(at(format!("{full} has settings but no address")));
+                if l.needs_address {
+                    problems.push(at(format!("{full} has settings but no address")));
+                }
                 continue;
             };
             let tls = TlsConfig {
@@ -284,6 +319,14 @@ impl Builder {
                     .or(d.max_connections)
                     .unwrap_or(default_max),
                 tls,
+                allow_anonymous_override: l
+                    .allow_anonymous_override
+                    .or(d.allow_anonymous_override)
+                    .unwrap_or(false),
+                max_connection_lifetime: l
+                    .max_connection_lifetime
+                    .or(d.max_connection_lifetime)
+                    .unwrap_or(default_lifetime),
             });
         }
         if problems.is_empty() {

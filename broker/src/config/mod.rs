@@ -139,6 +139,8 @@ pub struct Config {
     pub plugin_keys: BTreeMap<String, Vec<PluginSetting>>,
     /// `listener.max_connections`: the default limit of each listener (`None`: none).
     pub listener_max_connections: Option<usize>,
+    /// `listener.max_connection_lifetime`: the default of each listener (`None`: none).
+    pub listener_max_connection_lifetime: Option<Duration>,
     /// `max_connections`: connections across all listeners (`None`: no limit).
     pub max_connections: Option<usize>,
     /// `max_connect_rate`: new connections accepted per second (`None`: no limit).
@@ -425,6 +427,7 @@ const TYPED_KEYS: &[&str] = &[
     "upgrade_outgoing_qos",
     "override_max_online_messages",
     "max_last_will_delay",
+    "listener.max_connection_lifetime",
 ];
 
 impl Default for Config {
@@ -453,6 +456,7 @@ impl Default for Config {
             plugin_priority: BTreeMap::new(),
             plugin_keys: BTreeMap::new(),
             listener_max_connections: None,
+            listener_max_connection_lifetime: None,
             max_connections: None,
             max_connect_rate: None,
             max_subscriptions_per_client: None,
@@ -692,6 +696,9 @@ impl Config {
                         listeners::set_http(&mut c.http_listeners, key, value)?
                     }
                     "listener.max_connections" => c.listener_max_connections = parse_limit(value)?,
+                    "listener.max_connection_lifetime" => {
+                        c.listener_max_connection_lifetime = listeners::lifetime(value)?
+                    }
                     "max_connections" => c.max_connections = parse_limit(value)?,
                     "max_connect_rate" => c.max_connect_rate = parse_limit(value)?,
                     "max_subscriptions_per_client" => {
@@ -753,7 +760,10 @@ impl Config {
                 problems.push(err(message));
             }
         }
-        match listeners.finish(c.listener_max_connections) {
+        match listeners.finish(
+            c.listener_max_connections,
+            c.listener_max_connection_lifetime,
+        ) {
             Ok(l) => c.listeners = l,
             Err(e) => problems.extend(e),
         }
@@ -1021,14 +1031,14 @@ mod tests {
                 ("erlang.max_ports", false),
                 ("leveldb.maximum_memory.percent", false),
                 ("listener.ssl.pskfile", true),
-                ("listener.tcp.name.allow_anonymous_override", true),
                 ("plugins.vmq_bridge", true),
                 ("vmq_diversity.auth_postgres.enabled", true),
             ]
         );
-        // The PSK file is not a listener named "pskfile", nor is "name" a listener here.
+        // The PSK file is not a listener named "pskfile", nor is "name" (a policy setting of a
+        // listener with no address, as in VerneMQ's default file) a listener here.
         assert_eq!(c.listeners.len(), 1);
-        assert_eq!(c.not_implemented().count(), 4);
+        assert_eq!(c.not_implemented().count(), 3);
         assert_eq!(c.accepted[0].origin, "f:2");
     }
 

@@ -41,6 +41,7 @@ pub(super) async fn open(
         mountpoint,
         admission,
         identity,
+        policy,
     } = arrival;
     // A small initial read buffer: it grows for large packets, and idle clients stay cheap.
     let mut framed = Framed::with_capacity(
@@ -110,7 +111,7 @@ pub(super) async fn open(
         // use_identity_as_username: the certificate's name replaces what the client sent.
         connect.username = identity;
     }
-    accept(framed, peer, mountpoint, &ctx, connect, admitted).await
+    accept(framed, peer, mountpoint, &ctx, connect, admitted, policy).await
 }
 
 /// Answers a CONNECT that did not decode: CONNACK 0x01 for an unsupported protocol level,
@@ -143,6 +144,7 @@ async fn accept(
     ctx: &super::Context,
     connect: Box<Connect>,
     admitted: super::Admitted,
+    policy: super::ListenerPolicy,
 ) -> Option<Box<Conn>> {
     let engine = &ctx.engine;
     let p = connect.protocol;
@@ -217,7 +219,11 @@ async fn accept(
             (Some(RegisterFailure::InvalidCredentials), None, why)
         }
         Some(AuthResult::Error(why)) => (Some(RegisterFailure::NotAuthorized), None, why),
-        Some(AuthResult::Next) | None if engine.settings().allow_anonymous() => (None, None, None),
+        Some(AuthResult::Next) | None
+            if engine.settings().allow_anonymous() || policy.allow_anonymous =>
+        {
+            (None, None, None)
+        }
         Some(AuthResult::Next) | None => (Some(RegisterFailure::NoMatchingHookFound), None, None),
     };
     if let Some(failure) = failure {
@@ -362,6 +368,7 @@ async fn accept(
         pace: None,
         throttle: None,
         _admitted: admitted,
+        end_of_life: policy.max_lifetime.map(|d| tokio::time::Instant::now() + d),
     });
     conn.slot
         .mailbox

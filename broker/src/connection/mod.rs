@@ -72,6 +72,18 @@ pub struct Arrival {
     pub admission: Result<Admitted, Refusal>,
     /// The username its TLS client certificate gives (`use_identity_as_username`).
     pub identity: Option<String>,
+    /// The listener's settings for its connections.
+    pub policy: ListenerPolicy,
+}
+
+/// What a listener says about each of its connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerPolicy {
+    /// `allow_anonymous_override`: anonymous clients are let in here whatever
+    /// `allow_anonymous` says.
+    pub allow_anonymous: bool,
+    /// `max_connection_lifetime`: the connection is closed after this long (v5: 0xA0).
+    pub max_lifetime: Option<Duration>,
 }
 
 /// What every connection needs from the node: the engine, and the tracer that shows an
@@ -147,6 +159,8 @@ pub(crate) struct Conn {
     throttle: Option<Duration>,
     /// Its place under the connection limits, given back when the connection ends.
     _admitted: Admitted,
+    /// When the listener's `max_connection_lifetime` ends the connection.
+    end_of_life: Option<Instant>,
 }
 
 /// Runs one client connection to its end.
@@ -190,6 +204,8 @@ impl Conn {
                 .min(last_seen + QUIET),
         );
         tokio::pin!(timer);
+        let lifetime = sleep_until(self.end_of_life.unwrap_or(far));
+        tokio::pin!(lifetime);
         let exit = loop {
             if !self.held.is_empty()
                 && let Err(exit) = Box::pin(self.release_held()).await
@@ -228,6 +244,9 @@ impl Conn {
                     break Exit::Closed(code.unwrap_or(MqttDisconnect::SessionTakenOver));
                 }
                 () = &mut cancelled => break Exit::Closed(MqttDisconnect::ServerShuttingDown),
+                () = &mut lifetime, if self.end_of_life.is_some() => {
+                    break Exit::Closed(MqttDisconnect::MaximumConnectTime);
+                }
                 () = &mut timer, if keep_alive.is_some() || buffers_held => {
                     // The timer is only moved when it fires: packets just note the time.
                     let now = Instant::now();

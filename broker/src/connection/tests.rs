@@ -20,14 +20,13 @@ use crate::mqtt::{
 type Client = Framed<tokio::io::DuplexStream, MqttCodec>;
 
 fn engine() -> Arc<Engine> {
-    engine_with(Config::default())
+    engine_with(Config {
+        allow_anonymous: true,
+        ..Config::default()
+    })
 }
 
 fn engine_with(config: Config) -> Arc<Engine> {
-    let config = Config {
-        allow_anonymous: true,
-        ..config
-    };
     Engine::new(
         config,
         Hooks::new(Vec::new()),
@@ -39,6 +38,45 @@ fn engine_with(config: Config) -> Arc<Engine> {
 /// Connects `client_id` (v5, clean start) with `keep_alive` seconds.
 async fn connect(engine: &Arc<Engine>, client_id: &str, keep_alive: u16) -> Client {
     connect_with(engine, client_id, keep_alive, None, Properties::default()).await
+}
+
+/// Opens a connection through a listener with `policy` and sends CONNECT (v5, clean start,
+/// no keep-alive); returns the client and the CONNACK's reason.
+async fn open(
+    engine: &Arc<Engine>,
+    client_id: &str,
+    policy: super::ListenerPolicy,
+) -> (Client, ConnAckReason) {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let arrival = Arrival {
+        peer: "127.0.0.1:1".parse().unwrap(),
+        mountpoint: String::new(),
+        admission: Ok(Box::new(())),
+        identity: None,
+        policy,
+    };
+    let ctx = Context {
+        engine: engine.clone(),
+        tracer: Arc::default(),
+    };
+    tokio::spawn(run(Box::new(server), arrival, ctx));
+    let mut c = Framed::new(client, MqttCodec::for_client(Protocol::V5, 1 << 20));
+    c.send(&Packet::Connect(Box::new(Connect {
+        protocol: Protocol::V5,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: client_id.into(),
+        username: None,
+        password: None,
+        will: None,
+        properties: Properties::default(),
+    })))
+    .await
+    .unwrap();
+    match c.next().await {
+        Some(Ok(Packet::ConnAck(a))) => (c, a.code),
+        other => panic!("no CONNACK: {other:?}"),
+    }
 }
 
 /// [`connect`] with a will and CONNECT properties.
@@ -55,6 +93,7 @@ async fn connect_with(
         mountpoint: String::new(),
         admission: Ok(Box::new(())),
         identity: None,
+        policy: super::ListenerPolicy::default(),
     };
     let ctx = Context {
         engine: engine.clone(),
@@ -129,6 +168,7 @@ async fn a_client_without_keep_alive_is_never_timed_out() {
 async fn max_last_will_delay_caps_what_the_client_asked_for() {
     use crate::engine::{Subscriber, Subscription};
     let engine = engine_with(Config {
+        allow_anonymous: true,
         max_last_will_delay: Some(Duration::from_secs(10)),
         ..Config::default()
     });
@@ -167,4 +207,37 @@ async fn max_last_will_delay_caps_what_the_client_asked_for() {
     assert_eq!(w.slot.mailbox.len(), 0, "not before 10 s");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(w.slot.mailbox.len(), 1, "published at 10 s, not 100 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listener_may_let_anonymous_clients_in_whatever_allow_anonymous_says() {
+    let engine = engine_with(Config::default());
+    let (_, refused) = open(&engine, "a", super::ListenerPolicy::default()).await;
+    assert_eq!(refused, ConnAckReason::NotAuthorized);
+    let policy = super::ListenerPolicy {
+        allow_anonymous: true,
+        ..Default::default()
+    };
+    let (_c, accepted) = open(&engine, "b", policy).await;
+    assert_eq!(accepted, ConnAckReason::Success);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_connection_lifetime_closes_the_connection_when_it_is_up() {
+    let engine = engine();
+    let policy = super::ListenerPolicy {
+        max_lifetime: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let (mut c, code) = open(&engine, "short-lived", policy).await;
+    assert_eq!(code, ConnAckReason::Success);
+    let start = Instant::now();
+    assert!(timeout(Duration::from_secs(29), c.next()).await.is_err());
+    match timeout(Duration::from_secs(2), c.next()).await {
+        Ok(Some(Ok(Packet::Disconnect(d)))) => {
+            assert_eq!(d.reason, DisconnectReason::MaximumConnectTime)
+        }
+        other => panic!("expected DISCONNECT 0xA0, got {other:?}"),
+    }
+    assert!(start.elapsed() >= Duration::from_secs(30));
 }

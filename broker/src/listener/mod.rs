@@ -308,6 +308,10 @@ impl Listener {
         let transport = self.config.transport;
         let identity_as_username = self.config.tls.use_identity_as_username;
         let mountpoint = self.config.mountpoint.clone();
+        let policy = connection::ListenerPolicy {
+            allow_anonymous: self.config.allow_anonymous_override,
+            max_lifetime: self.config.max_connection_lifetime,
+        };
         let mut socket = Some(self.socket);
         info!(%name, addr = %handle.addr, %mountpoint, transport = transport.key(), "MQTT listener accepting");
         loop {
@@ -348,6 +352,7 @@ impl Listener {
                         mountpoint: mountpoint.clone(),
                         admission: admit(&admission, &handle),
                         identity: None,
+                        policy,
                     };
                     if transport == Transport::Tcp {
                         tasks.spawn(connection::run(Box::new(stream), arrival, ctx.clone()));
