@@ -389,3 +389,72 @@ fn unreadable_certificates_stop_the_broker_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// `max_ws_frame_size`: a WebSocket frame larger than it closes the client's connection;
+/// smaller ones carry MQTT as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_frames_over_max_ws_frame_size_close_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ws.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener.ws.default = 127.0.0.1:0\nallow_anonymous = on\nmax_ws_frame_size = 512\n\
+             message_store = off\npersistent_data_dir = {}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let (broker, ws_port) = start_broker(&conf);
+    let url = format!("ws://127.0.0.1:{ws_port}/mqtt");
+    let (mut ws, _) = tokio_tungstenite::connect_async(request(&url))
+        .await
+        .unwrap();
+    let connect = Packet::Connect(Box::new(Connect {
+        protocol: Protocol::V311,
+        clean_start: true,
+        keep_alive: 30,
+        client_id: "framed".into(),
+        username: None,
+        password: None,
+        will: None,
+        properties: Properties::default(),
+    }));
+    ws.send(Message::Binary(encode(&connect).into()))
+        .await
+        .unwrap();
+    assert!(matches!(next_packet(&mut ws).await, Packet::ConnAck(_)));
+    let publish = |payload: usize| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "frames".into(),
+            packet_id: 1,
+            payload: vec![b'x'; payload].into(),
+            properties: Properties::default(),
+        })
+    };
+    // Under the limit: acknowledged.
+    ws.send(Message::Binary(encode(&publish(300)).into()))
+        .await
+        .unwrap();
+    assert!(matches!(next_packet(&mut ws).await, Packet::PubAck(_)));
+    // Over it: the broker closes the connection.
+    let _ = ws
+        .send(Message::Binary(encode(&publish(1000)).into()))
+        .await;
+    let end = timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(_))) => panic!("an answer to an oversized frame"),
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return,
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "connection closed");
+    terminate(&broker);
+    assert!(wait_with_timeout(broker).status.success());
+}

@@ -143,10 +143,6 @@ const TABLE: &[(&str, KeyClass)] = &[
         KeyClass::NotYet("every listener accepts MQTT 3.1, 3.1.1 and 5.0"),
     ),
     (
-        "max_ws_frame_size",
-        KeyClass::NotYet("WebSocket frames are bounded by max_message_size"),
-    ),
-    (
         "listener.*.*.max_ws_frame_size",
         KeyClass::NotYet("WebSocket frames are bounded by max_message_size"),
     ),

@@ -162,6 +162,8 @@ pub struct Config {
     pub override_max_online_messages: bool,
     /// `max_last_will_delay` (`client`: `None`, the client's will delay as it asked).
     pub max_last_will_delay: Option<Duration>,
+    /// `max_ws_frame_size`: the largest WebSocket frame a client may send, in bytes.
+    pub max_ws_frame_size: usize,
     /// VerneMQ keys accepted without being implemented (classes 2 and 3 of
     /// [`keys::KeyClass`]), in the order they were read.
     pub accepted: Vec<AcceptedKey>,
@@ -428,6 +430,7 @@ const TYPED_KEYS: &[&str] = &[
     "override_max_online_messages",
     "max_last_will_delay",
     "listener.max_connection_lifetime",
+    "max_ws_frame_size",
 ];
 
 impl Default for Config {
@@ -467,6 +470,7 @@ impl Default for Config {
             upgrade_outgoing_qos: false,
             override_max_online_messages: false,
             max_last_will_delay: None,
+            max_ws_frame_size: 268_435_456,
             accepted: Vec::new(),
         }
     }
@@ -727,6 +731,12 @@ impl Config {
                     "graphite_prefix" => c.graphite.prefix = Some(value.to_owned()),
                     "graphite_api_key" => c.graphite.api_key = Some(value.to_owned()),
                     "upgrade_outgoing_qos" => c.upgrade_outgoing_qos = parse_flag(value)?,
+                    "max_ws_frame_size" => {
+                        c.max_ws_frame_size = parse_size(value)?;
+                        if c.max_ws_frame_size < 16 {
+                            return Err("max_ws_frame_size must be at least 16 bytes".into());
+                        }
+                    }
                     "override_max_online_messages" => {
                         c.override_max_online_messages = parse_flag(value)?
                     }

@@ -184,6 +184,7 @@ impl Handshake {
     async fn run(self, tcp: tokio::net::TcpStream, mut arrival: connection::Arrival, ctx: Context) {
         let engine = ctx.engine.clone();
         let max = engine.config().max_packet_size().saturating_add(16);
+        let frame_max = engine.config().max_ws_frame_size;
         let peer = arrival.peer;
         let shake = async {
             let (stream, identity): (connection::Stream, Option<String>) =
@@ -200,12 +201,14 @@ impl Handshake {
                             None
                         };
                         if t == Transport::Wss {
-                            (Box::new(ws::accept(tls, max).await?), identity)
+                            (Box::new(ws::accept(tls, max, frame_max).await?), identity)
                         } else {
                             (Box::new(tls), identity)
                         }
                     }
-                    (None, Transport::Ws) => (Box::new(ws::accept(tcp, max).await?), None),
+                    (None, Transport::Ws) => {
+                        (Box::new(ws::accept(tcp, max, frame_max).await?), None)
+                    }
                     (None, _) => (Box::new(tcp), None),
                 };
             Ok::<_, std::io::Error>((stream, identity))

@@ -25,8 +25,9 @@ fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
     r
 }
 
-/// Performs the WebSocket upgrade; messages are limited to `max_message` bytes.
-pub async fn accept<S>(stream: S, max_message: usize) -> io::Result<WsStream<S>>
+/// Performs the WebSocket upgrade; messages are limited to `max_message` bytes and frames to
+/// `max_frame` (`max_ws_frame_size`).
+pub async fn accept<S>(stream: S, max_message: usize, max_frame: usize) -> io::Result<WsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -55,7 +56,7 @@ where
     };
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message));
+        .max_frame_size(Some(max_frame.min(max_message)));
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
         .await
         .map_err(io::Error::other)?;
