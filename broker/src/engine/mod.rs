@@ -65,8 +65,9 @@ impl Engine {
         store: Option<Arc<Store>>,
     ) -> Arc<Engine> {
         let router = Router::new(config.upgrade_outgoing_qos);
+        let stopping = CancellationToken::new();
         Arc::new_cyclic(|weak| Engine {
-            timers: Timers::start(weak.clone()),
+            timers: Timers::start(weak.clone(), stopping.clone()),
             settings: Settings::from_config(&config),
             started: Instant::now(),
             config,
@@ -74,7 +75,7 @@ impl Engine {
             retained: Box::new(Retained::default()),
             registry: Registry::default(),
             metrics,
-            stopping: CancellationToken::new(),
+            stopping,
             hooks,
             store,
         })

@@ -3,7 +3,8 @@
 //! `advance()`), instead of one sleeping task each. A timer carries the session generation it
 //! was set for: if a connection attached in between, it does nothing when it fires.
 //!
-//! The task holds the engine weakly and ends when the engine stops or is dropped.
+//! The task holds the engine weakly (it is spawned while the engine is being built, so it
+//! upgrades only when a timer fires) and ends when the engine stops or is dropped.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -11,6 +12,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use super::{Engine, SessionSlot};
@@ -41,11 +44,11 @@ pub struct Timers {
 
 impl Timers {
     /// Starts the timer task for `engine`. Must run inside a tokio runtime.
-    pub(super) fn start(engine: Weak<Engine>) -> Timers {
+    pub(super) fn start(engine: Weak<Engine>, stopping: CancellationToken) -> Timers {
         // Unbounded, but each entry is a detached session's (at most two per session): the
         // registry's size bounds it.
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(engine, rx));
+        tokio::spawn(run(engine, stopping, rx));
         Timers { tx }
     }
 
@@ -73,26 +76,43 @@ impl Timers {
     }
 }
 
-async fn run(engine: Weak<Engine>, mut rx: mpsc::UnboundedReceiver<(Timer, Duration)>) {
-    let mut queue: DelayQueue<Timer> = DelayQueue::new();
-    let stopping = match engine.upgrade() {
-        Some(e) => e.stopping().clone(),
-        None => return,
+/// The longest a timer waits in the queue at once; a longer one (a session expiry of years)
+/// is put back for the rest when this runs out. `DelayQueue` refuses durations past ~2 years.
+const LONGEST_WAIT: Duration = Duration::from_secs(86_400 * 365);
+
+async fn run(
+    engine: Weak<Engine>,
+    stopping: CancellationToken,
+    mut rx: mpsc::UnboundedReceiver<(Timer, Duration)>,
+) {
+    let mut queue: DelayQueue<(Timer, Instant)> = DelayQueue::new();
+    let arm = |queue: &mut DelayQueue<(Timer, Instant)>, timer: Timer, due: Instant| {
+        let wait = due
+            .saturating_duration_since(Instant::now())
+            .min(LONGEST_WAIT);
+        queue.insert((timer, due), wait);
     };
     loop {
         tokio::select! {
             () = stopping.cancelled() => return,
             set = rx.recv() => match set {
                 Some((timer, after)) => {
-                    queue.insert(timer, after);
+                    let now = Instant::now();
+                    let due = now.checked_add(after).unwrap_or(now + LONGEST_WAIT * 100);
+                    arm(&mut queue, timer, due);
                 }
                 None => return,
             },
             Some(expired) = queue.next(), if !queue.is_empty() => {
+                let (timer, due) = expired.into_inner();
+                if Instant::now() < due {
+                    arm(&mut queue, timer, due);
+                    continue;
+                }
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                fire(&engine, expired.into_inner());
+                fire(&engine, timer);
             }
         }
     }
@@ -242,5 +262,30 @@ mod tests {
             a.slot.mailbox.take(1, &mut out);
             assert_eq!(out[0].qos, expected, "upgrade_outgoing_qos = {upgrade}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_expiry_of_years_neither_kills_the_timers_nor_fires_early() {
+        let engine = engine();
+        let inbox = watcher(&engine).await;
+        let id: Arc<str> = "w".into();
+        let a = engine.attach("", &id, false).await.unwrap();
+        // A v5 client may ask for 136 years; DelayQueue alone would panic past ~2.
+        engine.detach(
+            &a.slot,
+            a.state,
+            Some(Duration::from_secs(u64::from(u32::MAX - 1))),
+        );
+        engine
+            .timers()
+            .publish_will(&a.slot, will("will/w"), Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(inbox.len(), 1, "later timers still fire");
+        tokio::time::sleep(LONGEST_WAIT + Duration::from_secs(1)).await;
+        assert_eq!(
+            engine.session_count(),
+            2,
+            "re-armed, not expired after a year"
+        );
     }
 }
