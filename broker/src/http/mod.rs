@@ -61,7 +61,7 @@ impl Rates {
         (self.received.load(Relaxed), self.sent.load(Relaxed))
     }
 
-    /// Samples the counters each second until the engine stops.
+    /// Samples the counters each second until the broker stops.
     pub async fn run(self: Arc<Self>, engine: Arc<Engine>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let read = |b: &Engine| {

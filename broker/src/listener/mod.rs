@@ -278,7 +278,7 @@ impl Listener {
         self.socket.local_addr()
     }
 
-    /// Its handle (to be registered with the engine before [`Listener::run`]).
+    /// Its handle (for operators, through the HTTP side; taken before [`Listener::run`]).
     pub fn handle(&self) -> std::io::Result<Arc<ListenerHandle>> {
         let mut h = ListenerHandle::new(
             match self.config.transport {
@@ -297,7 +297,7 @@ impl Listener {
         Ok(Arc::new(h))
     }
 
-    /// Accepts clients until the engine shuts down; connection tasks are tracked by `tasks`.
+    /// Accepts clients until the broker shuts down; connection tasks are tracked by `tasks`.
     pub async fn run(
         self,
         ctx: Context,
