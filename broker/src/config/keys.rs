@@ -227,10 +227,6 @@ const TABLE: &[(&str, KeyClass)] = &[
     ),
     // Session behaviour not implemented yet.
     (
-        "retry_interval",
-        KeyClass::NotYet("unacknowledged messages are resent when the client reconnects"),
-    ),
-    (
         "expire_retain_cache",
         KeyClass::NoEffect(
             "retained messages live in one in-memory trie; there is no cache to expire",

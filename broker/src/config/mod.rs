@@ -164,6 +164,9 @@ pub struct Config {
     pub max_last_will_delay: Option<Duration>,
     /// `max_ws_frame_size`: the largest WebSocket frame a client may send, in bytes.
     pub max_ws_frame_size: usize,
+    /// `retry_interval` (seconds; 0: never): unacknowledged QoS 1/2 messages are sent again to
+    /// MQTT 3 clients that stay connected (MQTT 5 forbids it except on reconnect).
+    pub retry_interval: Option<Duration>,
     /// VerneMQ keys accepted without being implemented (classes 2 and 3 of
     /// [`keys::KeyClass`]), in the order they were read.
     pub accepted: Vec<AcceptedKey>,
@@ -431,6 +434,7 @@ const TYPED_KEYS: &[&str] = &[
     "max_last_will_delay",
     "listener.max_connection_lifetime",
     "max_ws_frame_size",
+    "retry_interval",
 ];
 
 impl Default for Config {
@@ -471,6 +475,7 @@ impl Default for Config {
             override_max_online_messages: false,
             max_last_will_delay: None,
             max_ws_frame_size: 268_435_456,
+            retry_interval: Some(Duration::from_secs(20)),
             accepted: Vec::new(),
         }
     }
@@ -731,6 +736,10 @@ impl Config {
                     "graphite_prefix" => c.graphite.prefix = Some(value.to_owned()),
                     "graphite_api_key" => c.graphite.api_key = Some(value.to_owned()),
                     "upgrade_outgoing_qos" => c.upgrade_outgoing_qos = parse_flag(value)?,
+                    "retry_interval" => {
+                        let secs: u64 = parse_num(value)?;
+                        c.retry_interval = (secs > 0).then(|| Duration::from_secs(secs));
+                    }
                     "max_ws_frame_size" => {
                         c.max_ws_frame_size = parse_size(value)?;
                         if c.max_ws_frame_size < 16 {

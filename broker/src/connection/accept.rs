@@ -369,6 +369,7 @@ async fn accept(
         throttle: None,
         _admitted: admitted,
         end_of_life: policy.max_lifetime.map(|d| tokio::time::Instant::now() + d),
+        retry: config.retry_interval.filter(|_| !p.is_v5()),
     });
     conn.slot
         .mailbox

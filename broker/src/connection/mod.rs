@@ -161,6 +161,8 @@ pub(crate) struct Conn {
     _admitted: Admitted,
     /// When the listener's `max_connection_lifetime` ends the connection.
     end_of_life: Option<Instant>,
+    /// `retry_interval`, for MQTT 3 clients only.
+    retry: Option<Duration>,
 }
 
 /// Runs one client connection to its end.
@@ -206,7 +208,19 @@ impl Conn {
         tokio::pin!(timer);
         let lifetime = sleep_until(self.end_of_life.unwrap_or(far));
         tokio::pin!(lifetime);
+        // Retries: at each tick, what was already unacknowledged at the previous one (so for
+        // at least one interval) is sent again.
+        let retry_every = self.retry.unwrap_or(Duration::from_secs(86_400));
+        let retry_timer = sleep_until(Instant::now() + retry_every);
+        tokio::pin!(retry_timer);
+        let mut retry_mark = self.state.next_seq;
+        let mut retry_due = None;
         let exit = loop {
+            if let Some(mark) = retry_due.take()
+                && Box::pin(self.resend_older_than(mark)).await.is_err()
+            {
+                break Exit::Lost;
+            }
             if !self.held.is_empty()
                 && let Err(exit) = Box::pin(self.release_held()).await
             {
@@ -244,6 +258,12 @@ impl Conn {
                     break Exit::Closed(code.unwrap_or(MqttDisconnect::SessionTakenOver));
                 }
                 () = &mut cancelled => break Exit::Closed(MqttDisconnect::ServerShuttingDown),
+                () = &mut retry_timer, if self.retry.is_some() && !self.state.outgoing.is_empty() => {
+                    retry_due = Some(retry_mark);
+                    retry_mark = self.state.next_seq;
+                    retry_timer.as_mut().reset(Instant::now() + retry_every);
+                    None
+                }
                 () = &mut lifetime, if self.end_of_life.is_some() => {
                     break Exit::Closed(MqttDisconnect::MaximumConnectTime);
                 }

@@ -173,10 +173,17 @@ impl Conn {
     /// On a resumed session: resends every unacknowledged message in order, PUBLISH with DUP
     /// or PUBREL as the flow requires.
     pub(crate) async fn resend_inflight(&mut self) {
+        let _ = self.resend_older_than(u64::MAX).await;
+    }
+
+    /// Sends again (DUP) the unacknowledged messages sent before send number `mark`, in order;
+    /// an error when the socket failed. `retry_interval` and session resumption use it.
+    pub(crate) async fn resend_older_than(&mut self, mark: u64) -> Result<(), ()> {
         let mut pending: Vec<(u64, u16)> = self
             .state
             .outgoing
             .iter()
+            .filter(|(_, o)| o.seq < mark)
             .map(|(id, o)| (o.seq, *id))
             .collect();
         pending.sort_unstable();
@@ -198,9 +205,8 @@ impl Conn {
                 }
                 OutState::Released => Packet::PubRel(PubResp::ok(id)),
             };
-            if self.feed(&packet).await.is_err() {
-                return;
-            }
+            self.feed(&packet).await?;
         }
+        Ok(())
     }
 }

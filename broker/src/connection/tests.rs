@@ -241,3 +241,94 @@ async fn max_connection_lifetime_closes_the_connection_when_it_is_up() {
     }
     assert!(start.elapsed() >= Duration::from_secs(30));
 }
+
+/// A client of `protocol` subscribed at QoS 1 to `r`, and the message the engine routes to it.
+async fn subscribed(engine: &Arc<Engine>, protocol: Protocol) -> (Client, crate::mqtt::Publish) {
+    use crate::mqtt::{QoS, SubOptions, Subscribe};
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let arrival = Arrival {
+        peer: "127.0.0.1:1".parse().unwrap(),
+        mountpoint: String::new(),
+        admission: Ok(Box::new(())),
+        identity: None,
+        policy: super::ListenerPolicy::default(),
+    };
+    let ctx = Context {
+        engine: engine.clone(),
+        tracer: Arc::default(),
+    };
+    tokio::spawn(run(Box::new(server), arrival, ctx));
+    let mut c = Framed::new(client, MqttCodec::for_client(protocol, 1 << 20));
+    c.send(&Packet::Connect(Box::new(Connect {
+        protocol,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: format!("retry-{}", protocol.level()),
+        username: None,
+        password: None,
+        will: None,
+        properties: Properties::default(),
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(c.next().await, Some(Ok(Packet::ConnAck(_)))));
+    c.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(
+            "r".into(),
+            SubOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubOptions::default()
+            },
+        )],
+        properties: Properties::default(),
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(c.next().await, Some(Ok(Packet::SubAck(_)))));
+    let p = crate::mqtt::Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "r".into(),
+        packet_id: 0,
+        payload: bytes::Bytes::from_static(b"once"),
+        properties: Properties::default(),
+    };
+    let message = Arc::new(crate::message::Message::from_publish(&p, "r".into(), None));
+    engine.publish("", &message, false);
+    match c.next().await {
+        Some(Ok(Packet::Publish(p))) => {
+            assert!(!p.dup);
+            (c, p)
+        }
+        other => panic!("no PUBLISH: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_interval_resends_unacknowledged_messages_to_mqtt3_clients_only() {
+    let engine = engine_with(Config {
+        allow_anonymous: true,
+        retry_interval: Some(Duration::from_secs(20)),
+        ..Config::default()
+    });
+    let (mut c, first) = subscribed(&engine, Protocol::V311).await;
+    // Not acknowledged: sent again, marked DUP, within two intervals.
+    match timeout(Duration::from_secs(41), c.next()).await {
+        Ok(Some(Ok(Packet::Publish(p)))) => {
+            assert!(p.dup);
+            assert_eq!(p.packet_id, first.packet_id);
+        }
+        other => panic!("expected a DUP PUBLISH, got {other:?}"),
+    }
+    c.send(&Packet::PubAck(crate::mqtt::PubResp::ok(first.packet_id)))
+        .await
+        .unwrap();
+    // Acknowledged: never again.
+    assert!(timeout(Duration::from_secs(120), c.next()).await.is_err());
+
+    // MQTT 5 forbids resending on a live connection: nothing comes.
+    let (mut c5, _) = subscribed(&engine, Protocol::V5).await;
+    assert!(timeout(Duration::from_secs(120), c5.next()).await.is_err());
+}
