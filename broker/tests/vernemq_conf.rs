@@ -128,7 +128,7 @@ fn vernemqs_default_config_starts_the_broker_and_says_what_it_ignores() {
     }
     for key in [
         "listener.ssl.pskfile",
-        "prometheus_namespace",
+        "distributed_cookie",
         "log.syslog.remote.port",
         "log.console.rotation.compress_on_rotate",
         "vmq_diversity.auth_postgres.enabled",
@@ -196,6 +196,18 @@ fn docker_environment_variables_apply_over_the_file() {
     assert!(!out.status.success(), "anonymous refused");
     terminate(&broker);
     assert!(wait_with_timeout(broker).status.success());
+    // --check shows what the environment sets.
+    let check = Command::new(support::broker_bin())
+        .args(["--config", conf.to_str().unwrap(), "--check"])
+        .env("DOCKER_VERNEMQ_ALLOW_ANONYMOUS", "on")
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    assert!(
+        String::from_utf8_lossy(&check.stdout)
+            .contains("environment DOCKER_VERNEMQ_ALLOW_ANONYMOUS: allow_anonymous = on"),
+        "{check:?}"
+    );
     // ... on in the environment, as VerneMQ's Docker image reads it: let in.
     let (broker, port) = start_broker_in(&conf, None, &[("DOCKER_VERNEMQ_ALLOW_ANONYMOUS", "on")]);
     let out = Command::new("mosquitto_pub")
@@ -257,4 +269,40 @@ fn log_files_are_written_where_the_config_says_and_rotate_by_size() {
     let newest = std::fs::read_to_string(&log).unwrap();
     assert!(newest.contains("shutting down"), "{newest}");
     assert!(dir.path().join("logs/error.log").exists());
+}
+
+#[test]
+fn prometheus_namespace_prefixes_every_metric_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("prom.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener.tcp.default = 127.0.0.1:0\nlistener.http.default = 127.0.0.1:0\n\
+             allow_anonymous = on\nmessage_store = off\nprometheus_namespace = vernemq_\n\
+             persistent_data_dir = {}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let (broker, _) = start_broker_in(&conf, None, &[]);
+    let url = format!("http://127.0.0.1:{}/metrics", broker.http_port());
+    let text = ureq::get(&url)
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        text.contains("\nvernemq_mqtt_publish_received{node=\"VerneMQ@127.0.0.1\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE vernemq_socket_open counter"));
+    let unprefixed = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty() && !l.starts_with("vernemq_"))
+        .collect::<Vec<_>>();
+    assert!(unprefixed.is_empty(), "{unprefixed:?}");
+    terminate(&broker);
+    assert!(wait_with_timeout(broker).status.success());
 }

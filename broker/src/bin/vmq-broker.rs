@@ -44,6 +44,9 @@ fn load(args: &Args) -> Option<Config> {
 fn report(args: &Args, config: &Config) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
+    for (var, key, value) in &config.environment {
+        writeln!(out, "environment {var}: {key} = {value}")?;
+    }
     for a in &config.accepted {
         match a.class {
             KeyClass::NoEffect(why) => {

@@ -264,10 +264,6 @@ const TABLE: &[(&str, KeyClass)] = &[
         KeyClass::NotYet("the $SYS tree is under $SYS/<nodename>/"),
     ),
     (
-        "prometheus_namespace",
-        KeyClass::NotYet("/metrics names carry no prefix (VerneMQ's names)"),
-    ),
-    (
         "graphite_include_labels",
         KeyClass::NotYet("Graphite lines carry no labels"),
     ),

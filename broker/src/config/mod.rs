@@ -164,6 +164,11 @@ pub struct Config {
     pub max_last_will_delay: Option<Duration>,
     /// `max_ws_frame_size`: the largest WebSocket frame a client may send, in bytes.
     pub max_ws_frame_size: usize,
+    /// `prometheus_namespace`: a prefix of every `/metrics` name (none unless set; VerneMQ's
+    /// generated file sets `vernemq_`).
+    pub prometheus_namespace: String,
+    /// The `DOCKER_VERNEMQ_*` variables applied over the file: (variable, key, value).
+    pub environment: Vec<(String, String, String)>,
     /// `retry_interval` (seconds; 0: never): unacknowledged QoS 1/2 messages are sent again to
     /// MQTT 3 clients that stay connected (MQTT 5 forbids it except on reconnect).
     pub retry_interval: Option<Duration>,
@@ -435,6 +440,7 @@ const TYPED_KEYS: &[&str] = &[
     "listener.max_connection_lifetime",
     "max_ws_frame_size",
     "retry_interval",
+    "prometheus_namespace",
 ];
 
 impl Default for Config {
@@ -475,6 +481,8 @@ impl Default for Config {
             override_max_online_messages: false,
             max_last_will_delay: None,
             max_ws_frame_size: 268_435_456,
+            prometheus_namespace: String::new(),
+            environment: Vec::new(),
             retry_interval: Some(Duration::from_secs(20)),
             accepted: Vec::new(),
         }
@@ -501,7 +509,9 @@ impl Config {
             .into_iter()
             .filter_map(|(var, value)| env_key(&var).map(|key| (var, key, value)))
             .collect();
-        Self::parse_with(&text, &path.display().to_string(), &env)
+        let mut config = Self::parse_with(&text, &path.display().to_string(), &env)?;
+        config.environment = env;
+        Ok(config)
     }
 
     /// Parses config text; `file` names it in errors. Every problem is reported at once.
@@ -736,6 +746,18 @@ impl Config {
                     "graphite_prefix" => c.graphite.prefix = Some(value.to_owned()),
                     "graphite_api_key" => c.graphite.api_key = Some(value.to_owned()),
                     "upgrade_outgoing_qos" => c.upgrade_outgoing_qos = parse_flag(value)?,
+                    "prometheus_namespace" => {
+                        if !value
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+                            || value.starts_with(|ch: char| ch.is_ascii_digit())
+                        {
+                            return Err(format!(
+                                "{value:?} cannot start a Prometheus metric name (letters, digits, _ and :)"
+                            ));
+                        }
+                        c.prometheus_namespace = value.to_owned()
+                    }
                     "retry_interval" => {
                         let secs: u64 = parse_num(value)?;
                         c.retry_interval = (secs > 0).then(|| Duration::from_secs(secs));

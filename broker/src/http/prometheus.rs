@@ -19,16 +19,20 @@ fn label(v: &str) -> String {
 struct Out {
     text: String,
     node: String,
+    /// `prometheus_namespace`: put before every metric name.
+    namespace: String,
 }
 
 impl MetricsOut for Out {
     fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        let ns = &self.namespace;
+        let _ = writeln!(self.text, "# HELP {ns}{name} {help}");
+        let _ = writeln!(self.text, "# TYPE {ns}{name} {kind}");
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
-        let _ = write!(self.text, "{name}{{node=\"{}\"", self.node);
+        let ns = &self.namespace;
+        let _ = write!(self.text, "{ns}{name}{{node=\"{}\"", self.node);
         for (k, v) in labels {
             let _ = write!(self.text, ",{k}=\"{}\"", label(v));
         }
@@ -42,6 +46,7 @@ pub fn render(node: &Node) -> String {
     let mut out = Out {
         text: String::with_capacity(8192),
         node: label(&engine.config().nodename),
+        namespace: engine.config().prometheus_namespace.clone(),
     };
     let values = engine.metrics().snapshot();
     for ((name, help), (_, value)) in Metrics::descriptions().into_iter().zip(values) {
