@@ -466,13 +466,108 @@ pub fn render_docs(typed: &[&str]) -> String {
     md
 }
 
+/// The keys the typed parser implements by name (for suggestions; listener keys are patterns).
+pub(super) const TYPED_KEYS: &[&str] = &[
+    "nodename",
+    "allow_anonymous",
+    "max_inflight_messages",
+    "max_online_messages",
+    "max_offline_messages",
+    "persistent_client_expiration",
+    "max_message_size",
+    "max_client_id_size",
+    "topic_alias_max",
+    "topic_alias_max_client",
+    "receive_max_broker",
+    "shared_subscription_policy",
+    "retain_available",
+    "persistent_data_dir",
+    "message_store",
+    "message_store.durability",
+    "max_keepalive",
+    "log.console.level",
+    "listener.max_connections",
+    "max_connections",
+    "max_connect_rate",
+    "max_subscriptions_per_client",
+    "connect_timeout",
+    "vmq_passwd.password_file",
+    "vmq_passwd.password_reload_interval",
+    "vmq_acl.acl_file",
+    "vmq_acl.acl_reload_interval",
+    "vmq_events_sidecar.hostname",
+    "vmq_events_sidecar.port",
+    "vmq_events_sidecar.pool_size",
+    "vmq_events_sidecar.backlog_size",
+    "vmq_events_sidecar.hooks",
+    "vmq_events_sidecar.shutdown_timeout",
+    "plugins.vmq_passwd",
+    "plugins.vmq_acl",
+    "plugins.vmq_events_sidecar",
+    "systree_enabled",
+    "systree_interval",
+    "systree_qos",
+    "systree_retain",
+    "systree_mountpoint",
+    "graphite_enabled",
+    "graphite_host",
+    "graphite_port",
+    "graphite_interval",
+    "graphite_prefix",
+    "graphite_api_key",
+    "topic_max_depth",
+    "log.console",
+    "log.console.file",
+    "log.console.rotation.size",
+    "log.console.rotation.keep",
+    "log.error",
+    "log.error.file",
+    "log.error.rotation.size",
+    "log.error.rotation.keep",
+    "log.syslog",
+    "log.syslog.facility",
+    "upgrade_outgoing_qos",
+    "override_max_online_messages",
+    "max_last_will_delay",
+    "listener.max_connection_lifetime",
+    "max_ws_frame_size",
+    "retry_interval",
+    "prometheus_namespace",
+];
+
+/// What happens to a plugin that is not one of ours.
+pub(super) const NO_SUCH_PLUGIN: &str =
+    "no such plugin here (Erlang plugins cannot be loaded); the broker runs without it";
+
+/// A plugin name that is not ours is refused when it looks like a misspelling of one of ours
+/// (`vmq_paswd`: the broker must not start without the auth the user asked for).
+pub(super) fn check_plugin_name(name: &str) -> Result<(), String> {
+    let known = super::KNOWN_PLUGINS.iter().chain(&ABSENT_PLUGINS).copied();
+    match suggest(name, known) {
+        Some(near) => Err(format!(
+            "unknown plugin {name:?} (did you mean {near:?}? available: {})",
+            super::KNOWN_PLUGINS.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An unknown key, with the nearest known key when it looks misspelt.
+pub(super) fn unknown_key(key: &str) -> String {
+    let known = TYPED_KEYS.iter().copied().chain(literal_keys());
+    match suggest(key, known) {
+        Some(near) => format!("unknown key {key:?} (did you mean {near:?}?)"),
+        None => format!("unknown key {key:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn docs_list_every_key() {
-        let doc = render_docs(super::super::TYPED_KEYS);
+        let doc = render_docs(TYPED_KEYS);
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/config-keys.md");
         if std::env::var_os("UPDATE_DOCS").is_some() {
             std::fs::write(path, &doc).unwrap();

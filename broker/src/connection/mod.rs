@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use std::pin::Pin;
 use tokio::sync::oneshot;
-use tokio::time::{Instant, sleep_until, timeout};
+
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tracing::{debug, warn};
 
@@ -165,6 +167,14 @@ pub(crate) struct Conn {
     retry: Option<Duration>,
 }
 
+/// Completes when `timer` fires; never when there is none.
+async fn fire(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs one client connection to its end.
 ///
 /// The task of a connection holds little more than pointers: each phase (reading and checking
@@ -206,13 +216,14 @@ impl Conn {
                 .min(last_seen + QUIET),
         );
         tokio::pin!(timer);
-        let lifetime = sleep_until(self.end_of_life.unwrap_or(far));
-        tokio::pin!(lifetime);
+        // The lifetime and retry timers are boxed and made only when used: an idle connection
+        // carries a pointer for each, not a timer.
+        let mut lifetime: Option<Pin<Box<Sleep>>> =
+            self.end_of_life.map(|t| Box::pin(sleep_until(t)));
         // Retries: at each tick, what was already unacknowledged at the previous one (so for
         // at least one interval) is sent again.
         let retry_every = self.retry.unwrap_or(Duration::from_secs(86_400));
-        let retry_timer = sleep_until(Instant::now() + retry_every);
-        tokio::pin!(retry_timer);
+        let mut retry_timer: Option<Pin<Box<Sleep>>> = None;
         let mut retry_mark = self.state.next_seq;
         let mut retry_due = None;
         let exit = loop {
@@ -250,6 +261,10 @@ impl Conn {
                     () = tokio::time::sleep(pause) => {}
                 }
             }
+            let retrying = self.retry.is_some() && !self.state.outgoing.is_empty();
+            if retrying && retry_timer.is_none() {
+                retry_timer = Some(Box::pin(sleep_until(Instant::now() + retry_every)));
+            }
             let room = self.state.outgoing.len() < self.window;
             // Only the read arm awaits, and not inside select!: the select's output (which can
             // hold a whole packet) would otherwise be kept in this future across the await.
@@ -258,13 +273,15 @@ impl Conn {
                     break Exit::Closed(code.unwrap_or(MqttDisconnect::SessionTakenOver));
                 }
                 () = &mut cancelled => break Exit::Closed(MqttDisconnect::ServerShuttingDown),
-                () = &mut retry_timer, if self.retry.is_some() && !self.state.outgoing.is_empty() => {
+                () = fire(&mut retry_timer), if retrying => {
                     retry_due = Some(retry_mark);
                     retry_mark = self.state.next_seq;
-                    retry_timer.as_mut().reset(Instant::now() + retry_every);
+                    if let Some(t) = &mut retry_timer {
+                        t.as_mut().reset(Instant::now() + retry_every);
+                    }
                     None
                 }
-                () = &mut lifetime, if self.end_of_life.is_some() => {
+                () = fire(&mut lifetime), if lifetime.is_some() => {
                     break Exit::Closed(MqttDisconnect::MaximumConnectTime);
                 }
                 () = &mut timer, if keep_alive.is_some() || buffers_held => {

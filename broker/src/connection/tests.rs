@@ -11,8 +11,6 @@ use tokio_util::codec::Framed;
 use super::{Arrival, Context, run};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::hooks::Hooks;
-use crate::metrics::Metrics;
 use crate::mqtt::{
     ConnAckReason, Connect, Disconnect, DisconnectReason, MqttCodec, Packet, Properties, Protocol,
 };
@@ -27,49 +25,56 @@ fn engine() -> Arc<Engine> {
 }
 
 fn engine_with(config: Config) -> Arc<Engine> {
-    Engine::new(
-        config,
-        Hooks::new(Vec::new()),
-        Arc::new(Metrics::default()),
-        None,
-    )
+    Engine::for_tests(config)
 }
 
-/// Connects `client_id` (v5, clean start) with `keep_alive` seconds.
-async fn connect(engine: &Arc<Engine>, client_id: &str, keep_alive: u16) -> Client {
-    connect_with(engine, client_id, keep_alive, None, Properties::default()).await
-}
-
-/// Opens a connection through a listener with `policy` and sends CONNECT (v5, clean start,
-/// no keep-alive); returns the client and the CONNACK's reason.
-async fn open(
-    engine: &Arc<Engine>,
-    client_id: &str,
+/// How a test client connects: what its CONNECT says and what its listener allows.
+struct Opening {
+    protocol: Protocol,
+    keep_alive: u16,
+    will: Option<crate::mqtt::Will>,
+    properties: Properties,
     policy: super::ListenerPolicy,
-) -> (Client, ConnAckReason) {
+}
+
+impl Default for Opening {
+    fn default() -> Self {
+        Opening {
+            protocol: Protocol::V5,
+            keep_alive: 0,
+            will: None,
+            properties: Properties::default(),
+            policy: super::ListenerPolicy::default(),
+        }
+    }
+}
+
+/// Runs a connection task on one end of an in-memory pipe and sends CONNECT (clean start) on
+/// the other; returns the client and the CONNACK's reason.
+async fn open_with(engine: &Arc<Engine>, client_id: &str, o: Opening) -> (Client, ConnAckReason) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let arrival = Arrival {
         peer: "127.0.0.1:1".parse().unwrap(),
         mountpoint: String::new(),
         admission: Ok(Box::new(())),
         identity: None,
-        policy,
+        policy: o.policy,
     };
     let ctx = Context {
         engine: engine.clone(),
         tracer: Arc::default(),
     };
     tokio::spawn(run(Box::new(server), arrival, ctx));
-    let mut c = Framed::new(client, MqttCodec::for_client(Protocol::V5, 1 << 20));
+    let mut c = Framed::new(client, MqttCodec::for_client(o.protocol, 1 << 20));
     c.send(&Packet::Connect(Box::new(Connect {
-        protocol: Protocol::V5,
+        protocol: o.protocol,
         clean_start: true,
-        keep_alive: 0,
+        keep_alive: o.keep_alive,
         client_id: client_id.into(),
         username: None,
         password: None,
-        will: None,
-        properties: Properties::default(),
+        will: o.will,
+        properties: o.properties,
     })))
     .await
     .unwrap();
@@ -79,45 +84,41 @@ async fn open(
     }
 }
 
-/// [`connect`] with a will and CONNECT properties.
-async fn connect_with(
+/// Connects `client_id` (v5, clean start) with `keep_alive` seconds; it must be accepted.
+async fn connect(engine: &Arc<Engine>, client_id: &str, keep_alive: u16) -> Client {
+    connect_with(
+        engine,
+        client_id,
+        Opening {
+            keep_alive,
+            ..Opening::default()
+        },
+    )
+    .await
+}
+
+/// [`open_with`], which must be accepted.
+async fn connect_with(engine: &Arc<Engine>, client_id: &str, o: Opening) -> Client {
+    let (c, code) = open_with(engine, client_id, o).await;
+    assert_eq!(code, ConnAckReason::Success);
+    c
+}
+
+/// Opens a connection through a listener with `policy` (v5, no keep-alive).
+async fn open(
     engine: &Arc<Engine>,
     client_id: &str,
-    keep_alive: u16,
-    will: Option<crate::mqtt::Will>,
-    properties: Properties,
-) -> Client {
-    let (client, server) = tokio::io::duplex(64 * 1024);
-    let arrival = Arrival {
-        peer: "127.0.0.1:1".parse().unwrap(),
-        mountpoint: String::new(),
-        admission: Ok(Box::new(())),
-        identity: None,
-        policy: super::ListenerPolicy::default(),
-    };
-    let ctx = Context {
-        engine: engine.clone(),
-        tracer: Arc::default(),
-    };
-    tokio::spawn(run(Box::new(server), arrival, ctx));
-    let mut c = Framed::new(client, MqttCodec::for_client(Protocol::V5, 1 << 20));
-    c.send(&Packet::Connect(Box::new(Connect {
-        protocol: Protocol::V5,
-        clean_start: true,
-        keep_alive,
-        client_id: client_id.into(),
-        username: None,
-        password: None,
-        will,
-        properties,
-    })))
+    policy: super::ListenerPolicy,
+) -> (Client, ConnAckReason) {
+    open_with(
+        engine,
+        client_id,
+        Opening {
+            policy,
+            ..Opening::default()
+        },
+    )
     .await
-    .unwrap();
-    match c.next().await {
-        Some(Ok(Packet::ConnAck(a))) => assert_eq!(a.code, ConnAckReason::Success),
-        other => panic!("no CONNACK: {other:?}"),
-    }
-    c
 }
 
 #[tokio::test(start_paused = true)]
@@ -200,7 +201,16 @@ async fn max_last_will_delay_caps_what_the_client_asked_for() {
         session_expiry_interval: Some(3600),
         ..Properties::default()
     };
-    let c = connect_with(&engine, "c", 0, Some(will), session).await;
+    let c = connect_with(
+        &engine,
+        "c",
+        Opening {
+            will: Some(will),
+            properties: session,
+            ..Opening::default()
+        },
+    )
+    .await;
     // The socket goes without DISCONNECT: the will is due, after min(100 s, 10 s).
     drop(c);
     tokio::time::sleep(Duration::from_secs(9)).await;
@@ -245,33 +255,16 @@ async fn max_connection_lifetime_closes_the_connection_when_it_is_up() {
 /// A client of `protocol` subscribed at QoS 1 to `r`, and the message the engine routes to it.
 async fn subscribed(engine: &Arc<Engine>, protocol: Protocol) -> (Client, crate::mqtt::Publish) {
     use crate::mqtt::{QoS, SubOptions, Subscribe};
-    let (client, server) = tokio::io::duplex(64 * 1024);
-    let arrival = Arrival {
-        peer: "127.0.0.1:1".parse().unwrap(),
-        mountpoint: String::new(),
-        admission: Ok(Box::new(())),
-        identity: None,
-        policy: super::ListenerPolicy::default(),
-    };
-    let ctx = Context {
-        engine: engine.clone(),
-        tracer: Arc::default(),
-    };
-    tokio::spawn(run(Box::new(server), arrival, ctx));
-    let mut c = Framed::new(client, MqttCodec::for_client(protocol, 1 << 20));
-    c.send(&Packet::Connect(Box::new(Connect {
-        protocol,
-        clean_start: true,
-        keep_alive: 0,
-        client_id: format!("retry-{}", protocol.level()),
-        username: None,
-        password: None,
-        will: None,
-        properties: Properties::default(),
-    })))
-    .await
-    .unwrap();
-    assert!(matches!(c.next().await, Some(Ok(Packet::ConnAck(_)))));
+    let id = format!("retry-{}", protocol.level());
+    let mut c = connect_with(
+        engine,
+        &id,
+        Opening {
+            protocol,
+            ..Opening::default()
+        },
+    )
+    .await;
     c.send(&Packet::Subscribe(Subscribe {
         packet_id: 1,
         filters: vec![(

@@ -81,6 +81,17 @@ impl Engine {
         })
     }
 
+    /// An engine with `config`, no plugins, fresh counters and no store (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(config: Config) -> Arc<Engine> {
+        Engine::new(
+            config,
+            Hooks::new(Vec::new()),
+            Arc::new(Metrics::default()),
+            None,
+        )
+    }
+
     /// The configuration the broker started with.
     pub fn config(&self) -> &Config {
         &self.config

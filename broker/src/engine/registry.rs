@@ -402,15 +402,9 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::hooks::Hooks;
 
     fn engine() -> Arc<Engine> {
-        Engine::new(
-            Config::default(),
-            Hooks::new(Vec::new()),
-            Arc::new(Metrics::default()),
-            None,
-        )
+        Engine::for_tests(Config::default())
     }
 
     /// A connection as the registry sees it: attached, and detaching when kicked (after the

@@ -153,16 +153,10 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::engine::{Subscriber, Subscription};
-    use crate::hooks::Hooks;
     use crate::mqtt::{Properties, Publish, QoS, SubOptions};
 
     fn engine() -> Arc<Engine> {
-        Engine::new(
-            Config::default(),
-            Hooks::new(Vec::new()),
-            Arc::new(Metrics::default()),
-            None,
-        )
+        Engine::for_tests(Config::default())
     }
 
     fn will(topic: &str) -> Arc<Message> {
@@ -235,12 +229,7 @@ mod tests {
                 upgrade_outgoing_qos: upgrade,
                 ..Config::default()
             };
-            let engine = Engine::new(
-                config,
-                Hooks::new(Vec::new()),
-                Arc::new(Metrics::default()),
-                None,
-            );
+            let engine = Engine::for_tests(config);
             let id: Arc<str> = "s".into();
             let a = engine.attach("", &id, true).await.unwrap();
             engine.subscribe(
