@@ -13,7 +13,7 @@ use rumqttc::QoS as RQoS;
 use tokio::time::{Instant, timeout};
 use vmq_broker::hooks::{
     AuthResult, ClientInfo, Hook, MatchedAcl, MessageInfo, Plugin, PublishModifiers,
-    RegisterModifiers, RegisterRequest, SubscribeModifiers,
+    RegisterModifiers, RegisterRequest, SubscribeTopic, TopicVerdict,
 };
 use vmq_broker::mqtt::{Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS};
 use vmq_sidecar_sdk::proto::v1 as pb;
@@ -53,7 +53,7 @@ impl Plugin for TestAuth {
         let refuse = req.client.username.as_deref() == Some("intruder");
         Box::pin(async move {
             if refuse {
-                AuthResult::refused_because("intruder")
+                AuthResult::refused_because(vmq_broker::hooks::INVALID_CREDENTIALS)
             } else {
                 AuthResult::Ok(None)
             }
@@ -69,9 +69,9 @@ impl Plugin for TestAuth {
     fn auth_on_subscribe<'a>(
         &'a self,
         _c: &'a ClientInfo,
-        _t: &'a str,
-        _q: QoS,
-    ) -> BoxFuture<'a, AuthResult<SubscribeModifiers>> {
+        _t: &'a [SubscribeTopic],
+        _p: &'a Properties,
+    ) -> BoxFuture<'a, AuthResult<Vec<TopicVerdict>>> {
         Box::pin(async { AuthResult::Ok(test_acl()) })
     }
 }

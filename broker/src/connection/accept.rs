@@ -15,7 +15,10 @@ use tracing::{debug, info, warn};
 
 use super::{Arrival, Conn, Exit, Stream};
 use crate::engine::Engine;
-use crate::hooks::{AuthResult, ClientInfo, Hook, Notification, RegisterFailure, RegisterRequest};
+use crate::hooks::{
+    AuthResult, ClientInfo, Hook, INVALID_CREDENTIALS, Notification, RegisterFailure,
+    RegisterRequest,
+};
 use crate::metrics::Metrics;
 use crate::mqtt::codec::CodecError;
 use crate::mqtt::{
@@ -215,7 +218,7 @@ async fn accept(
     let (failure, modifiers, why) = match decision {
         Some(AuthResult::Ok(_)) => (None, None, None),
         Some(AuthResult::OkWith(m, _)) => (None, Some(m), None),
-        Some(AuthResult::Error(why)) if connect.username.is_some() => {
+        Some(AuthResult::Error(why)) if why.as_deref() == Some(INVALID_CREDENTIALS) => {
             (Some(RegisterFailure::InvalidCredentials), None, why)
         }
         Some(AuthResult::Error(why)) => (Some(RegisterFailure::NotAuthorized), None, why),
@@ -227,10 +230,13 @@ async fn accept(
         Some(AuthResult::Next) | None => (Some(RegisterFailure::NoMatchingHookFound), None, None),
     };
     if let Some(failure) = failure {
-        let code = if failure == RegisterFailure::InvalidCredentials {
-            ConnAckReason::BadUsernameOrPassword
-        } else {
-            ConnAckReason::NotAuthorized
+        // As VerneMQ: MQTT 3 hears "bad user name or password" (4) only for invalid
+        // credentials and "not authorized" (5) for any other refusal; MQTT 5 hears 0x86 for
+        // every refusal a plugin made.
+        let code = match failure {
+            RegisterFailure::InvalidCredentials => ConnAckReason::BadUsernameOrPassword,
+            RegisterFailure::NotAuthorized if p.is_v5() => ConnAckReason::BadUsernameOrPassword,
+            _ => ConnAckReason::NotAuthorized,
         };
         if hooks.wants(Hook::OnRegisterFailed) {
             hooks.notify(&Notification::RegisterFailed {
@@ -385,7 +391,7 @@ async fn accept(
     if hooks.wants(Hook::OnRegister) {
         hooks.notify(&Notification::Register {
             client: &conn.info,
-            user_properties: &connect.properties.user_properties,
+            properties: &connect.properties,
         });
     }
     if hooks.wants(Hook::OnClientWakeup) {

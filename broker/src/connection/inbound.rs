@@ -10,7 +10,9 @@ use tracing::debug;
 use super::{Conn, Exit};
 use crate::engine::Subscription;
 use crate::engine::{Mailbox, OutState, Pushed, Subscriber};
-use crate::hooks::{AuthResult, Hook, MatchedAcl, MessageInfo, Notification};
+use crate::hooks::{
+    AuthResult, Hook, MessageInfo, Notification, SubscribeTopic, SubscribedTopic, TopicVerdict,
+};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::mqtt::{
@@ -319,7 +321,7 @@ impl Conn {
     fn route(
         &self,
         p: &Publish,
-        acl: Option<&MatchedAcl>,
+        acl: Option<&crate::hooks::MatchedAcl>,
         into: Option<&str>,
     ) -> (usize, Option<Ticket>, Option<Arc<Mailbox>>) {
         let mountpoint = into.unwrap_or(&self.mountpoint);
@@ -406,62 +408,81 @@ impl Conn {
         let mut retained = Vec::new();
         let want_auth = self.engine.hooks().wants(Hook::AuthOnSubscribe);
         let want_notify = self.engine.hooks().wants(Hook::OnSubscribe);
-        let mut report: Vec<(String, u8, Option<MatchedAcl>)> = Vec::new();
-        for (filter, options) in &s.filters {
-            let (mut filter, mut options) = (filter.clone(), *options);
-            let valid = topic::parse_filter(&filter).is_ok_and(|f| !self.too_deep(f.filter));
-            if !valid {
-                reasons.push(SubAckReason::TopicFilterInvalid);
-                if want_notify {
-                    report.push((filter, 0x80, None));
-                }
-                continue;
-            }
-            let mut acl = None;
-            let decision = if want_auth {
-                self.engine
-                    .hooks()
-                    .auth_on_subscribe(&self.info, &filter, options.qos)
-                    .await
-            } else {
-                None
-            };
+        let mut report: Vec<SubscribedTopic> = Vec::new();
+        // The valid topics are asked about in one call of the chain, as VerneMQ does.
+        let valid: Vec<bool> = s
+            .filters
+            .iter()
+            .map(|(f, _)| topic::parse_filter(f).is_ok_and(|f| !self.too_deep(f.filter)))
+            .collect();
+        let mut verdicts = if want_auth {
+            let asked: Vec<SubscribeTopic> = s
+                .filters
+                .iter()
+                .zip(&valid)
+                .filter(|(_, ok)| **ok)
+                .map(|((filter, options), _)| SubscribeTopic {
+                    filter: filter.clone(),
+                    options: *options,
+                })
+                .collect();
+            let verdicts = self
+                .engine
+                .hooks()
+                .auth_on_subscribe(&self.info, &asked, &s.properties)
+                .await;
             self.trace(|| {
+                let topics: Vec<String> = asked
+                    .iter()
+                    .map(|t| format!("{{{:?}, {}}}", t.filter, t.options.qos as u8))
+                    .collect();
                 format!(
-                    "Calling auth_on_subscribe({:?}, {:?}, [{{{:?}, {}}}])\n{}",
+                    "Calling auth_on_subscribe({:?}, {:?}, [{}])\nHook returned {:?}",
                     self.info.username,
                     self.client_id,
-                    filter,
-                    options.qos as u8,
-                    crate::trace::outcome(want_auth, decision.as_ref())
+                    topics.join(", "),
+                    verdicts
                 )
             });
-            let nobody_allowed = want_auth && matches!(decision, None | Some(AuthResult::Next));
-            {
-                match decision {
-                    Some(AuthResult::Ok(a)) => acl = a,
-                    Some(AuthResult::OkWith(m, a)) => {
-                        acl = a;
-                        if let Some(t) = m.topic.filter(|t| topic::parse_filter(t).is_ok()) {
-                            filter = t;
-                        }
-                        if let Some(q) = m.qos {
-                            options.qos = q;
-                        }
-                    }
-                    Some(AuthResult::Error(_)) | Some(AuthResult::Next) | None
-                        if nobody_allowed || matches!(decision, Some(AuthResult::Error(_))) =>
-                    {
-                        Metrics::inc(&self.engine.metrics().mqtt_subscribe_auth_error);
-                        reasons.push(SubAckReason::NotAuthorized);
-                        if want_notify {
-                            report.push((filter, 0x80, None));
-                        }
-                        continue;
-                    }
-                    _ => {}
+            verdicts.into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        for ((filter, options), valid) in s.filters.iter().zip(valid) {
+            let refused = |reason, report: &mut Vec<SubscribedTopic>| {
+                if want_notify {
+                    report.push(SubscribedTopic {
+                        filter: filter.clone(),
+                        qos: 0x80,
+                        options: *options,
+                        acl: None,
+                    });
                 }
+                reason
+            };
+            if !valid {
+                reasons.push(refused(SubAckReason::TopicFilterInvalid, &mut report));
+                continue;
             }
+            let (filter, options, acl) = match verdicts.next() {
+                None => (filter.clone(), *options, None),
+                Some(TopicVerdict::Allow {
+                    filter: new,
+                    options,
+                    acl,
+                }) if topic::parse_filter(&new).is_ok() => (new, options, acl),
+                Some(verdict) => {
+                    // Refused, unparseable after a rewrite, or nobody decided (asked and no
+                    // plugin allowed it: refused, as VerneMQ does).
+                    let reason = match verdict {
+                        TopicVerdict::Refuse(r) => r,
+                        _ => SubAckReason::NotAuthorized,
+                    };
+                    Metrics::inc(&self.engine.metrics().mqtt_subscribe_auth_error);
+                    reasons.push(refused(reason, &mut report));
+                    continue;
+                }
+            };
             let Ok(parsed) = topic::parse_filter(&filter) else {
                 continue;
             };
@@ -473,7 +494,12 @@ impl Conn {
                 Metrics::inc(&self.engine.metrics().subscriptions_refused_limit);
                 reasons.push(SubAckReason::QuotaExceeded);
                 if want_notify {
-                    report.push((filter.clone(), 0x80, None));
+                    report.push(SubscribedTopic {
+                        filter: filter.clone(),
+                        qos: 0x80,
+                        options: *options,
+                        acl: None,
+                    });
                 }
                 continue;
             }
@@ -494,7 +520,12 @@ impl Conn {
                 },
             );
             if want_notify {
-                report.push((filter.clone(), options.qos as u8, acl.as_deref().cloned()));
+                report.push(SubscribedTopic {
+                    filter: filter.clone(),
+                    qos: options.qos as u8,
+                    options: *options,
+                    acl: acl.as_deref().cloned(),
+                });
             }
             self.state.subscriptions.insert(
                 filter.clone(),
@@ -539,6 +570,7 @@ impl Conn {
             self.engine.hooks().notify(&Notification::Subscribe {
                 client: &self.info,
                 topics: &report,
+                properties: &s.properties,
             });
         }
         for d in retained {
@@ -549,21 +581,35 @@ impl Conn {
 
     async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Step {
         Metrics::inc(&self.engine.metrics().mqtt_unsubscribe_received);
-        let mut reasons = Vec::with_capacity(u.filters.len());
-        for filter in &u.filters {
+        let u_count = u.filters.len();
+        let mut reasons = Vec::with_capacity(u_count);
+        // A plugin may replace the filters (VerneMQ's on_unsubscribe modifiers); UNSUBACK
+        // still answers each filter the client sent.
+        let filters = if self.engine.hooks().modifies(Hook::OnUnsubscribe) {
+            self.engine
+                .hooks()
+                .on_unsubscribe(&self.info, &u.filters, &u.properties)
+                .await
+        } else {
+            None
+        };
+        let rewritten = filters.is_some();
+        let filters = filters.unwrap_or(u.filters);
+        for filter in &filters {
             let existed = self.state.subscriptions.remove(filter).is_some();
             self.engine
                 .unsubscribe(&self.mountpoint, filter, &self.client_id);
-            reasons.push(if existed {
+            reasons.push(if existed || rewritten {
                 UnsubAckReason::Success
             } else {
                 UnsubAckReason::NoSubscriptionExisted
             });
         }
+        reasons.resize(u_count, UnsubAckReason::Success);
         if self.engine.hooks().wants(Hook::OnUnsubscribe) {
             self.engine.hooks().notify(&Notification::Unsubscribe {
                 client: &self.info,
-                topics: &u.filters,
+                topics: &filters,
             });
         }
         self.persist_session(false);

@@ -90,13 +90,16 @@ impl Conn {
     }
 
     /// Sends one delivery (dropping it if expired or larger than the client accepts).
-    async fn send_delivery(&mut self, d: Delivery) -> Result<(), ()> {
+    async fn send_delivery(&mut self, mut d: Delivery) -> Result<(), ()> {
         let now = Instant::now();
         if d.message.is_expired(now) {
             Metrics::inc(&self.engine.metrics().queue_message_expired);
             self.unstore(&d);
             self.dropped(&d, "expired");
             return Ok(());
+        }
+        if self.engine.hooks().modifies(Hook::OnDeliver) {
+            self.rewrite_for_delivery(&mut d).await;
         }
         let packet_id = if d.qos == QoS::AtMostOnce {
             0
@@ -153,6 +156,29 @@ impl Conn {
         }
         Metrics::inc(&self.engine.metrics().mqtt_publish_sent);
         self.feed_publish(publish).await
+    }
+
+    /// Asks the `on_deliver` chain whether this subscriber gets the message changed (VerneMQ's
+    /// on_deliver modifiers); the change is this delivery's own copy of the message.
+    async fn rewrite_for_delivery(&mut self, d: &mut Delivery) {
+        let engine = self.engine.clone();
+        let Some(m) = engine.hooks().on_deliver(&self.info, &d.info()).await else {
+            return;
+        };
+        if m.topic.is_none() && m.payload.is_none() && m.properties.is_none() {
+            return;
+        }
+        let mut message = (*d.message).clone();
+        if let Some(t) = m.topic.filter(|t| crate::topic::validate_name(t).is_ok()) {
+            message.topic = t.into();
+        }
+        if let Some(p) = m.payload {
+            message.payload = p;
+        }
+        if let Some(p) = m.properties {
+            message.properties = p;
+        }
+        d.message = std::sync::Arc::new(message);
     }
 
     /// Fires `on_message_drop` for a delivery that will not be sent.

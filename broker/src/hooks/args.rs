@@ -189,8 +189,9 @@ pub enum HookArgs<'a> {
     Register {
         /// The client's IP.
         peer_addr: String,
-        /// The client's port.
-        peer_port: u16,
+        /// The client's port (left out of cache keys).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer_port: Option<u16>,
         /// Mountpoint.
         mountpoint: &'a str,
         /// Client id.
@@ -223,8 +224,9 @@ pub enum HookArgs<'a> {
         qos: u8,
         /// Topic.
         topic: &'a str,
-        /// Payload.
-        payload: Blob<'a>,
+        /// Payload (left out for webhooks with `no_payload`, and of cache keys).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload: Option<Blob<'a>>,
         /// Retain flag.
         retain: bool,
         /// v5 properties.
@@ -241,6 +243,9 @@ pub enum HookArgs<'a> {
         client_id: &'a str,
         /// The topics.
         topics: Vec<TopicArgs<'a>>,
+        /// v5 SUBSCRIBE properties.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        properties: Option<PropertiesArgs<'a>>,
     },
     /// `on_unsubscribe(_m5)`.
     Unsubscribe {
@@ -252,6 +257,9 @@ pub enum HookArgs<'a> {
         client_id: &'a str,
         /// The filters.
         topics: Vec<&'a str>,
+        /// v5 UNSUBSCRIBE properties.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        properties: Option<PropertiesArgs<'a>>,
     },
     /// `on_client_wakeup`, `on_client_offline`, `on_client_gone`, `on_session_expired`.
     Client {
@@ -269,7 +277,7 @@ impl<'a> HookArgs<'a> {
         let v5 = c.protocol.is_v5();
         HookArgs::Register {
             peer_addr: c.peer.ip().to_string(),
-            peer_port: c.peer.port(),
+            peer_port: Some(c.peer.port()),
             mountpoint: &c.mountpoint,
             client_id: &c.client_id,
             username: c.username.as_deref(),
@@ -295,7 +303,7 @@ impl<'a> HookArgs<'a> {
             client_id: &client.client_id,
             qos: message.qos as u8,
             topic: message.topic,
-            payload: blob(message.payload, encoding),
+            payload: Some(blob(message.payload, encoding)),
             retain: message.retain,
             properties: client
                 .protocol
@@ -304,14 +312,74 @@ impl<'a> HookArgs<'a> {
         }
     }
 
-    /// `auth_on_subscribe(_m5)`: the topics as asked.
-    pub fn subscribe(client: &'a ClientInfo, topics: Vec<TopicArgs<'a>>) -> HookArgs<'a> {
+    /// `on_deliver(_m5)`: the receiving client and the message as it would be sent.
+    pub fn deliver(
+        client: &'a ClientInfo,
+        message: &MessageInfo<'a>,
+        encoding: Encoding,
+    ) -> HookArgs<'a> {
+        HookArgs::Publish {
+            username: Some(client.username.as_deref()),
+            mountpoint: &client.mountpoint,
+            client_id: &client.client_id,
+            qos: message.qos as u8,
+            topic: message.topic,
+            payload: Some(blob(message.payload, encoding)),
+            retain: message.retain,
+            // Sent even for v3 in VerneMQ (the message's property map, usually `{}`).
+            properties: Some(properties(message.properties, encoding)),
+        }
+    }
+
+    /// `auth_on_subscribe(_m5)`: the topics as asked, with the SUBSCRIBE's properties for v5.
+    pub fn subscribe(
+        client: &'a ClientInfo,
+        topics: Vec<TopicArgs<'a>>,
+        props: &'a Properties,
+        encoding: Encoding,
+    ) -> HookArgs<'a> {
         HookArgs::Subscribe {
             username: client.username.as_deref(),
             mountpoint: &client.mountpoint,
             client_id: &client.client_id,
             topics,
+            properties: client.protocol.is_v5().then(|| properties(props, encoding)),
         }
+    }
+
+    /// `on_unsubscribe(_m5)`: the filters as asked.
+    pub fn unsubscribe(
+        client: &'a ClientInfo,
+        topics: &'a [String],
+        props: &'a Properties,
+        encoding: Encoding,
+    ) -> HookArgs<'a> {
+        HookArgs::Unsubscribe {
+            username: client.username.as_deref(),
+            mountpoint: &client.mountpoint,
+            client_id: &client.client_id,
+            topics: topics.iter().map(String::as_str).collect(),
+            properties: client.protocol.is_v5().then(|| properties(props, encoding)),
+        }
+    }
+
+    /// These arguments as a cache key: without the payload and the peer port, which VerneMQ
+    /// leaves out so that a reconnect from another port or another payload still hits.
+    pub fn for_cache_key(mut self) -> HookArgs<'a> {
+        match &mut self {
+            HookArgs::Register { peer_port, .. } => *peer_port = None,
+            HookArgs::Publish { payload, .. } => *payload = None,
+            _ => {}
+        }
+        self
+    }
+
+    /// The same without the payload (webhooks with `no_payload`).
+    pub fn without_payload(mut self) -> HookArgs<'a> {
+        if let HookArgs::Publish { payload, .. } = &mut self {
+            *payload = None;
+        }
+        self
     }
 
     /// A notification's arguments; `None` for `on_register_failed`, `on_delivery_complete`
@@ -322,33 +390,26 @@ impl<'a> HookArgs<'a> {
             client_id,
         };
         Some(match *n {
-            Notification::Register { client, .. } => HookArgs::Register {
+            Notification::Register {
+                client,
+                properties: props,
+            } => HookArgs::Register {
                 peer_addr: client.peer.ip().to_string(),
-                peer_port: client.peer.port(),
+                peer_port: Some(client.peer.port()),
                 mountpoint: &client.mountpoint,
                 client_id: &client.client_id,
                 username: client.username.as_deref(),
                 password: None,
                 clean_session: None,
                 clean_start: None,
-                properties: None,
+                properties: client.protocol.is_v5().then(|| properties(props, encoding)),
             },
             Notification::Publish {
                 client, message, ..
             } => HookArgs::publish(client, &message, encoding),
             Notification::Deliver {
                 client, message, ..
-            } => HookArgs::Publish {
-                username: Some(client.username.as_deref()),
-                mountpoint: &client.mountpoint,
-                client_id: &client.client_id,
-                qos: message.qos as u8,
-                topic: message.topic,
-                payload: blob(message.payload, encoding),
-                retain: message.retain,
-                // Sent even for v3 in VerneMQ (the message's property map, usually `{}`).
-                properties: Some(properties(message.properties, encoding)),
-            },
+            } => HookArgs::deliver(client, &message, encoding),
             Notification::OfflineMessage {
                 mountpoint,
                 client_id,
@@ -360,30 +421,30 @@ impl<'a> HookArgs<'a> {
                 client_id,
                 qos: message.qos as u8,
                 topic: message.topic,
-                payload: blob(message.payload, encoding),
+                payload: Some(blob(message.payload, encoding)),
                 retain: message.retain,
                 properties: None,
             },
-            Notification::Subscribe { client, topics } => HookArgs::Subscribe {
-                username: client.username.as_deref(),
-                mountpoint: &client.mountpoint,
-                client_id: &client.client_id,
-                topics: topics
+            Notification::Subscribe {
+                client,
+                topics,
+                properties: props,
+            } => {
+                // Only the granted topics, as VerneMQ 2.2 passes them.
+                let v5 = client.protocol.is_v5();
+                let topics = topics
                     .iter()
-                    .map(|(t, qos, _)| TopicArgs {
-                        topic: t,
-                        qos: *qos,
-                        no_local: None,
-                        rap: None,
-                        retain_handling: None,
-                    })
-                    .collect(),
-            },
+                    .filter(|t| t.granted())
+                    .map(|t| TopicArgs::new(&t.filter, &t.options, v5))
+                    .collect();
+                HookArgs::subscribe(client, topics, props, encoding)
+            }
             Notification::Unsubscribe { client, topics } => HookArgs::Unsubscribe {
                 username: client.username.as_deref(),
                 mountpoint: &client.mountpoint,
                 client_id: &client.client_id,
                 topics: topics.iter().map(String::as_str).collect(),
+                properties: None,
             },
             Notification::ClientWakeup { client }
             | Notification::ClientOffline { client, .. }

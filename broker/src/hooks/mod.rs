@@ -21,7 +21,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use crate::mqtt::{Properties, Protocol, QoS};
+use crate::mqtt::{Properties, Protocol, QoS, SubAckReason, SubOptions};
+
+/// The refusal reason VerneMQ's `vmq_passwd` gives (`{error, invalid_credentials}`): the only
+/// one an MQTT 3 client is told as "bad user name or password" (CONNACK 4); any other refusal
+/// is "not authorized" (5).
+pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
 
 /// Every hook point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -338,13 +343,42 @@ pub struct PublishModifiers {
     pub throttle: Option<Duration>,
 }
 
-/// Changes an `auth_on_subscribe` may make to one topic.
+/// Changes an `on_deliver` may make to a message before it is sent to one subscriber.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SubscribeModifiers {
-    /// New filter.
+pub struct DeliverModifiers {
+    /// New topic.
     pub topic: Option<String>,
-    /// New maximum QoS.
-    pub qos: Option<QoS>,
+    /// New payload.
+    pub payload: Option<Bytes>,
+    /// New v5 properties (replacing the message's).
+    pub properties: Option<Properties>,
+}
+
+/// One topic of a SUBSCRIBE, as `auth_on_subscribe` is asked about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeTopic {
+    /// The filter as asked.
+    pub filter: String,
+    /// The options as asked (the QoS is the maximum asked for).
+    pub options: SubOptions,
+}
+
+/// A plugin's answer about one topic of a SUBSCRIBE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicVerdict {
+    /// Allowed: with this filter and these options (the asked ones, or rewritten).
+    Allow {
+        /// The filter to subscribe.
+        filter: String,
+        /// The options (maximum QoS, v5 flags).
+        options: SubOptions,
+        /// The ACL entry that allowed it.
+        acl: Option<MatchedAcl>,
+    },
+    /// Refused, with the SUBACK reason.
+    Refuse(SubAckReason),
+    /// No opinion: the next plugin is asked about this topic.
+    Pass,
 }
 
 /// A CONNECT as `auth_on_register` sees it.
@@ -360,6 +394,26 @@ pub struct RegisterRequest<'a> {
     pub properties: &'a Properties,
 }
 
+/// One topic of a handled SUBSCRIBE, as `on_subscribe` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribedTopic {
+    /// The filter (as subscribed, after any rewrite).
+    pub filter: String,
+    /// The granted QoS, or 128 when refused.
+    pub qos: u8,
+    /// The subscription's options.
+    pub options: SubOptions,
+    /// The ACL entry that allowed it.
+    pub acl: Option<MatchedAcl>,
+}
+
+impl SubscribedTopic {
+    /// Whether the topic was granted.
+    pub fn granted(&self) -> bool {
+        self.qos <= 2
+    }
+}
+
 /// A notification: something happened.
 #[derive(Clone, Copy, Debug)]
 pub enum Notification<'a> {
@@ -367,8 +421,8 @@ pub enum Notification<'a> {
     Register {
         /// The client.
         client: &'a ClientInfo,
-        /// v5 CONNECT user properties.
-        user_properties: &'a [(String, String)],
+        /// v5 CONNECT properties (empty for v3).
+        properties: &'a Properties,
     },
     /// A CONNECT was refused.
     RegisterFailed {
@@ -390,18 +444,20 @@ pub enum Notification<'a> {
         /// The ACL that allowed it.
         acl: Option<&'a MatchedAcl>,
     },
-    /// A subscribe was handled: (filter, granted QoS or 128, ACL) per topic.
+    /// A subscribe was handled.
     Subscribe {
         /// The subscriber.
         client: &'a ClientInfo,
-        /// The topics.
-        topics: &'a [(String, u8, Option<MatchedAcl>)],
+        /// Every topic of the SUBSCRIBE: granted ones as subscribed, refused ones with 128.
+        topics: &'a [SubscribedTopic],
+        /// The SUBSCRIBE's v5 properties.
+        properties: &'a Properties,
     },
     /// An unsubscribe was handled.
     Unsubscribe {
         /// The client.
         client: &'a ClientInfo,
-        /// The filters.
+        /// The filters unsubscribed (after any `on_unsubscribe` rewrite).
         topics: &'a [String],
     },
     /// A PUBLISH was sent to a subscriber.
@@ -533,13 +589,43 @@ pub trait Plugin: Send + Sync + 'static {
         Box::pin(async { AuthResult::Next })
     }
 
-    /// May this client subscribe to `topic` with `qos`? May rewrite both.
+    /// May this client subscribe to these topics? Asked once per SUBSCRIBE with the topics no
+    /// earlier plugin decided. `Ok`: all allowed as asked; `OkWith`: one [`TopicVerdict`] per
+    /// topic, in order (a list of another length is a refusal); `Error`: all refused.
     fn auth_on_subscribe<'a>(
         &'a self,
         _client: &'a ClientInfo,
-        _topic: &'a str,
-        _qos: QoS,
-    ) -> BoxFuture<'a, AuthResult<SubscribeModifiers>> {
+        _topics: &'a [SubscribeTopic],
+        _properties: &'a Properties,
+    ) -> BoxFuture<'a, AuthResult<Vec<TopicVerdict>>> {
+        Box::pin(async { AuthResult::Next })
+    }
+
+    /// Whether this plugin answers `on_deliver` or `on_unsubscribe` with changes (it is then
+    /// awaited before the PUBLISH or the UNSUBACK, as VerneMQ's conditional chains are).
+    /// Plugins that only observe those hooks get [`Plugin::notify`] and return `false`.
+    fn modifies(&self, _hook: Hook) -> bool {
+        false
+    }
+
+    /// May rewrite a message before it is sent to this subscriber. Errors and `Next` from
+    /// everyone leave the message as it is: it is delivered in any case.
+    fn on_deliver<'a>(
+        &'a self,
+        _client: &'a ClientInfo,
+        _message: &'a MessageInfo<'a>,
+    ) -> BoxFuture<'a, AuthResult<DeliverModifiers>> {
+        Box::pin(async { AuthResult::Next })
+    }
+
+    /// May replace the filters of an UNSUBSCRIBE. Errors and `Next` from everyone leave them
+    /// as asked.
+    fn on_unsubscribe<'a>(
+        &'a self,
+        _client: &'a ClientInfo,
+        _topics: &'a [String],
+        _properties: &'a Properties,
+    ) -> BoxFuture<'a, AuthResult<Vec<String>>> {
         Box::pin(async { AuthResult::Next })
     }
 
@@ -622,21 +708,95 @@ impl Hooks {
         None
     }
 
-    /// Runs the `auth_on_subscribe` chain for one topic. `None`: nobody decided.
+    /// Runs the `auth_on_subscribe` chain: each plugin is asked about the topics no earlier
+    /// plugin decided; an `Error` refuses all of those and ends the chain. One verdict per
+    /// topic; `Pass` where nobody decided.
     pub async fn auth_on_subscribe(
         &self,
         client: &ClientInfo,
-        topic: &str,
-        qos: QoS,
-    ) -> Option<AuthResult<SubscribeModifiers>> {
+        topics: &[SubscribeTopic],
+        properties: &Properties,
+    ) -> Vec<TopicVerdict> {
+        let mut verdicts = vec![TopicVerdict::Pass; topics.len()];
         for p in self
             .plugins
             .iter()
             .filter(|p| p.wants(Hook::AuthOnSubscribe))
         {
-            match p.auth_on_subscribe(client, topic, qos).await {
+            let open: Vec<usize> = (0..topics.len())
+                .filter(|&i| verdicts[i] == TopicVerdict::Pass)
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            let asked: Vec<SubscribeTopic> = open.iter().map(|&i| topics[i].clone()).collect();
+            match p.auth_on_subscribe(client, &asked, properties).await {
                 AuthResult::Next => {}
-                decided => return Some(decided),
+                AuthResult::Ok(acl) => {
+                    for (&i, t) in open.iter().zip(asked) {
+                        verdicts[i] = TopicVerdict::Allow {
+                            filter: t.filter,
+                            options: t.options,
+                            acl: acl.clone(),
+                        };
+                    }
+                }
+                AuthResult::OkWith(answers, _) if answers.len() == open.len() => {
+                    for (&i, v) in open.iter().zip(answers) {
+                        verdicts[i] = v;
+                    }
+                }
+                AuthResult::OkWith(..) | AuthResult::Error(_) => {
+                    for &i in &open {
+                        verdicts[i] = TopicVerdict::Refuse(SubAckReason::NotAuthorized);
+                    }
+                    break;
+                }
+            }
+        }
+        verdicts
+    }
+
+    /// Whether any plugin answers `hook` (`on_deliver`, `on_unsubscribe`) with changes.
+    #[inline]
+    pub fn modifies(&self, hook: Hook) -> bool {
+        !self.plugins.is_empty() && self.plugins.iter().any(|p| p.modifies(hook))
+    }
+
+    /// Runs the `on_deliver` chain: the first plugin answering `ok` decides; errors and
+    /// `next` from everyone mean no change.
+    pub async fn on_deliver(
+        &self,
+        client: &ClientInfo,
+        message: &MessageInfo<'_>,
+    ) -> Option<DeliverModifiers> {
+        for p in self.plugins.iter().filter(|p| p.modifies(Hook::OnDeliver)) {
+            match p.on_deliver(client, message).await {
+                AuthResult::Next => {}
+                AuthResult::OkWith(m, _) => return Some(m),
+                AuthResult::Ok(_) | AuthResult::Error(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Runs the `on_unsubscribe` chain: the filters to unsubscribe instead, if a plugin
+    /// answered `ok` with some.
+    pub async fn on_unsubscribe(
+        &self,
+        client: &ClientInfo,
+        topics: &[String],
+        properties: &Properties,
+    ) -> Option<Vec<String>> {
+        for p in self
+            .plugins
+            .iter()
+            .filter(|p| p.modifies(Hook::OnUnsubscribe))
+        {
+            match p.on_unsubscribe(client, topics, properties).await {
+                AuthResult::Next => {}
+                AuthResult::OkWith(m, _) => return Some(m),
+                AuthResult::Ok(_) | AuthResult::Error(_) => return None,
             }
         }
         None

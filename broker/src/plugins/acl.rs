@@ -26,9 +26,9 @@ use futures::future::BoxFuture;
 use super::reload::Watched;
 use crate::hooks::{
     AuthResult, ClientInfo, Hook, MatchedAcl, MessageInfo, Plugin, PublishModifiers,
-    SubscribeModifiers,
+    SubscribeTopic, TopicVerdict,
 };
-use crate::mqtt::QoS;
+use crate::mqtt::Properties;
 
 /// One rule: a filter (a pattern before substitution) and its label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,14 +243,26 @@ impl Plugin for Acl {
         Box::pin(async move { d })
     }
 
+    /// Each topic on its own: allowed by its matching rule, or left to the next plugin.
     fn auth_on_subscribe<'a>(
         &'a self,
         client: &'a ClientInfo,
-        topic: &'a str,
-        _qos: QoS,
-    ) -> BoxFuture<'a, AuthResult<SubscribeModifiers>> {
-        let d = self.decide(Access::Read, client, topic);
-        Box::pin(async move { d })
+        topics: &'a [SubscribeTopic],
+        _properties: &'a Properties,
+    ) -> BoxFuture<'a, AuthResult<Vec<TopicVerdict>>> {
+        let rules = self.rules.get().unwrap_or_default();
+        let verdicts = topics
+            .iter()
+            .map(|t| match rules.check(Access::Read, client, &t.filter) {
+                Some(acl) => TopicVerdict::Allow {
+                    filter: t.filter.clone(),
+                    options: t.options,
+                    acl: Some(acl),
+                },
+                None => TopicVerdict::Pass,
+            })
+            .collect();
+        Box::pin(async move { AuthResult::OkWith(verdicts, None) })
     }
 }
 

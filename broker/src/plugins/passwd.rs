@@ -146,7 +146,7 @@ impl Plugin for Passwd {
         let decision = match (&req.client.username, req.password) {
             (Some(user), Some(password)) => match self.check(user, password) {
                 Some(true) => AuthResult::Ok(None),
-                Some(false) => AuthResult::refused_because("wrong password"),
+                Some(false) => AuthResult::refused_because(crate::hooks::INVALID_CREDENTIALS),
                 None => AuthResult::Next,
             },
             _ => AuthResult::Next,

@@ -48,17 +48,14 @@ fn reason(r: DisconnectReason) -> i32 {
 pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
     let timestamp = Some(timestamp);
     match *n {
-        Notification::Register {
-            client,
-            user_properties,
-        } => pb::OnRegister {
+        Notification::Register { client, properties } => pb::OnRegister {
             timestamp,
             peer_addr: client.peer.ip().to_string(),
             peer_port: i32::from(client.peer.port()),
             username: username(client),
             mountpoint: client.mountpoint.clone(),
             client_id: client.client_id.to_string(),
-            user_properties: user_properties.iter().cloned().collect(),
+            user_properties: properties.user_properties.iter().cloned().collect(),
             session_id: client.session_id.to_string(),
         }
         .into(),
@@ -103,17 +100,17 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             session_id: client.session_id.to_string(),
         }
         .into(),
-        Notification::Subscribe { client, topics } => pb::OnSubscribe {
+        Notification::Subscribe { client, topics, .. } => pb::OnSubscribe {
             timestamp,
             client_id: client.client_id.to_string(),
             mountpoint: client.mountpoint.clone(),
             username: username(client),
             topics: topics
                 .iter()
-                .map(|(topic, qos, a)| pb::TopicInfo {
-                    topic: topic.clone(),
-                    qos: i32::from(*qos),
-                    matched_acl: acl(a.as_ref()),
+                .map(|t| pb::TopicInfo {
+                    topic: t.filter.clone(),
+                    qos: i32::from(t.qos),
+                    matched_acl: acl(t.acl.as_ref()),
                 })
                 .collect(),
             session_id: client.session_id.to_string(),
