@@ -328,10 +328,6 @@ const TABLE: &[(&str, KeyClass)] = &[
         KeyClass::NotYet("Lua plugins (vmq_diversity) arrive with their issue; ignored"),
     ),
     (
-        "vmq_webhooks.**",
-        KeyClass::NotYet("webhooks (vmq_webhooks) arrive with their issue; ignored"),
-    ),
-    (
         "vmq_bridge.**",
         KeyClass::NotYet("there is no MQTT bridge (vmq_bridge); ignored"),
     ),
@@ -385,9 +381,8 @@ pub fn lookup(key: &str) -> Option<KeyClass> {
 }
 
 /// VerneMQ plugins that do not exist here: `plugins.<name> = on` is accepted with a warning.
-pub const ABSENT_PLUGINS: [&str; 6] = [
+pub const ABSENT_PLUGINS: [&str; 5] = [
     "vmq_diversity",
-    "vmq_webhooks",
     "vmq_bridge",
     "vmq_http_pub",
     "vmq_web_ui",

@@ -219,7 +219,12 @@ pub enum Durability {
 }
 
 /// The plugins this broker ships.
-pub const KNOWN_PLUGINS: [&str; 3] = ["vmq_events_sidecar", "vmq_passwd", "vmq_acl"];
+pub const KNOWN_PLUGINS: [&str; 4] = [
+    "vmq_events_sidecar",
+    "vmq_passwd",
+    "vmq_acl",
+    "vmq_webhooks",
+];
 
 impl Default for Config {
     fn default() -> Self {

@@ -12,6 +12,7 @@ pub mod command;
 pub mod events_sidecar;
 pub mod passwd;
 mod reload;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,7 +139,7 @@ struct Shipped {
 
 /// Every plugin the broker ships, in start order. Their names are the config's
 /// [`crate::config::KNOWN_PLUGINS`].
-const SHIPPED: [Shipped; 3] = [
+const SHIPPED: [Shipped; 4] = [
     Shipped {
         name: "vmq_passwd",
         check: passwd::check_settings,
@@ -150,6 +151,12 @@ const SHIPPED: [Shipped; 3] = [
         check: acl::check_settings,
         start: acl::start_hosted,
         usage: "",
+    },
+    Shipped {
+        name: webhooks::NAME,
+        check: webhooks::check_settings,
+        start: webhooks::start_hosted,
+        usage: webhooks::USAGE,
     },
     Shipped {
         name: events_sidecar::NAME,

@@ -1,0 +1,764 @@
+//! `vmq_webhooks`: VerneMQ's webhooks, so existing endpoints work unchanged
+//! (`specs/webhooks.md`): the same config keys, request bodies, `vernemq-hook` header,
+//! answers, modifiers, cache, admin commands and metric names.
+//!
+//! - Verdict hooks (`auth_on_*`, `on_deliver`, `on_unsubscribe`) are awaited: a hook's
+//!   endpoints are asked in registration order until one answers `ok` or fails; `next` asks the
+//!   next endpoint, then the next plugin. HTTP failures, timeouts, bad JSON and bad modifiers
+//!   are errors (an auth hook refuses), never `next`.
+//! - Notification hooks never make a session wait (VerneMQ's do): the body goes into the
+//!   endpoint's bounded queue (`endpoint.rs`).
+//! - `_m5` webhooks are called for MQTT 5 clients, the others for MQTT 3 ones.
+//! - Runtime registrations (`vmq-admin webhooks register`) are not persisted, as in VerneMQ:
+//!   add them to `vernemq.conf` to keep them.
+
+mod cache;
+mod client;
+pub mod config;
+mod endpoint;
+mod metrics;
+mod names;
+mod response;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::command::{Answer, Args, CommandError, row, text};
+use super::{Hosted, MetricsOut};
+use crate::config::{Config, ConfigError, PluginSetting};
+use crate::hooks::args::{Encoding, HookArgs, TopicArgs};
+use crate::hooks::{
+    AuthResult, ClientInfo, DeliverModifiers, Hook, HookSet, MessageInfo, Notification, Plugin,
+    PublishModifiers, RegisterModifiers, RegisterRequest, SubscribeTopic, TopicVerdict,
+};
+use crate::mqtt::Properties;
+use cache::{Cache, CacheStats, Cached};
+use config::{WebhookSpec, WebhooksConfig, parse_endpoint, parse_hook, parse_ms};
+use endpoint::{Endpoint, Job, Shared};
+use names::{Group, HOOKS};
+
+/// The plugin's name.
+pub const NAME: &str = "vmq_webhooks";
+
+/// The usage of its commands.
+pub const USAGE: &str = "  webhooks show
+  webhooks register hook=<Hook> endpoint=<Url> [--base64payload=true|false] [--no_payload=true|false] [--response_timeout=<ms>]
+  webhooks deregister hook=<Hook> endpoint=<Url>
+  webhooks cache show [--reset]
+  webhooks cache clear";
+
+/// Checks the `vmq_webhooks.*` lines.
+pub(super) fn check_settings(s: &[PluginSetting]) -> Result<(), ConfigError> {
+    WebhooksConfig::from_settings(s).map(drop)
+}
+
+/// Starts the plugin from the `vmq_webhooks.*` lines.
+pub(super) fn start_hosted(
+    _config: &Config,
+    s: &[PluginSetting],
+    priority: i32,
+) -> Result<Arc<dyn Hosted>, String> {
+    let config = WebhooksConfig::from_settings(s).map_err(|e| e.to_string())?;
+    Ok(Webhooks::start(config, priority)?)
+}
+
+/// One (hook, endpoint) pair.
+#[derive(Debug)]
+struct Registration {
+    hook: usize,
+    endpoint: Arc<Endpoint>,
+    base64: bool,
+    no_payload: bool,
+    timeout: Duration,
+    cache: Arc<CacheStats>,
+}
+
+impl Registration {
+    fn encoding(&self) -> Encoding {
+        if self.base64 {
+            Encoding::Base64
+        } else {
+            Encoding::Text
+        }
+    }
+}
+
+/// How a hook's decision goes into the cache and comes out.
+type Caching<T> = (fn(&T) -> Cached, fn(Cached) -> Option<T>);
+
+/// What a verdict hook's endpoints decided.
+enum Outcome<T> {
+    Ok(T),
+    Next,
+    Error(String),
+}
+
+/// The webhooks plugin.
+#[derive(Debug)]
+pub struct Webhooks {
+    registrations: RwLock<Arc<Vec<Arc<Registration>>>>,
+    /// The hooks some registration is for (a [`HookSet`]).
+    wanted: AtomicU32,
+    /// Cache counters by (endpoint, hook), kept after deregistration as VerneMQ keeps them.
+    cache_stats: Mutex<Vec<(String, usize, Arc<CacheStats>)>>,
+    cache: Cache,
+    shared: Shared,
+    pool_max_connections: usize,
+    queue_size: usize,
+    priority: i32,
+}
+
+impl Webhooks {
+    /// Starts the plugin with the config's webhooks (inside a tokio runtime).
+    pub fn start(config: WebhooksConfig, priority: i32) -> Result<Arc<Webhooks>, String> {
+        let shared = Shared {
+            http: client::Http::new(&config)?,
+            metrics: Arc::default(),
+        };
+        let w = Webhooks {
+            registrations: RwLock::default(),
+            wanted: AtomicU32::new(0),
+            cache_stats: Mutex::default(),
+            cache: Cache::new(config.cache_max_entries),
+            shared,
+            pool_max_connections: config.pool_max_connections,
+            queue_size: config.queue_size,
+            priority,
+        };
+        for spec in config.webhooks {
+            // As VerneMQ: a second (hook, endpoint) pair is logged, not fatal.
+            if let Err(e) = w.register(spec.clone()) {
+                warn!(hook = HOOKS[spec.hook].name, endpoint = %spec.endpoint, "webhook not registered: {e}");
+            }
+        }
+        Ok(Arc::new(w))
+    }
+
+    /// Registers a webhook after the existing ones of its hook.
+    pub fn register(&self, spec: WebhookSpec) -> Result<(), String> {
+        let mut regs = self.registrations.write();
+        if regs
+            .iter()
+            .any(|r| r.hook == spec.hook && r.endpoint.url == spec.endpoint)
+        {
+            return Err("already_registered".into());
+        }
+        if HOOKS[spec.hook].hook.is_none() {
+            warn!(
+                endpoint = %spec.endpoint,
+                "on_auth_m5 registered, but MQTT 5 enhanced authentication (AUTH) is not \
+                 supported here: the webhook is never called"
+            );
+        }
+        let endpoint = regs
+            .iter()
+            .find(|r| r.endpoint.url == spec.endpoint)
+            .map(|r| r.endpoint.clone())
+            .unwrap_or_else(|| {
+                Endpoint::start(
+                    spec.endpoint.clone(),
+                    self.pool_max_connections,
+                    self.queue_size,
+                    &self.shared,
+                )
+            });
+        let cache = {
+            let mut stats = self.cache_stats.lock();
+            match stats
+                .iter()
+                .find(|(e, h, _)| *e == spec.endpoint && *h == spec.hook)
+            {
+                Some((_, _, s)) => s.clone(),
+                None => {
+                    let s = Arc::new(CacheStats::default());
+                    stats.push((spec.endpoint.clone(), spec.hook, s.clone()));
+                    s
+                }
+            }
+        };
+        let mut list = (**regs).clone();
+        list.push(Arc::new(Registration {
+            hook: spec.hook,
+            endpoint,
+            base64: spec.base64,
+            no_payload: spec.no_payload,
+            timeout: spec.response_timeout,
+            cache,
+        }));
+        self.set(&mut regs, list);
+        Ok(())
+    }
+
+    /// Removes a webhook; its endpoint's queues close when no hook posts there any more.
+    pub fn deregister(&self, hook: usize, url: &str) -> Result<(), String> {
+        let mut regs = self.registrations.write();
+        let Some(at) = regs
+            .iter()
+            .position(|r| r.hook == hook && r.endpoint.url == url)
+        else {
+            return Err("not_found".into());
+        };
+        let mut list = (**regs).clone();
+        let gone = list.remove(at);
+        if !list.iter().any(|r| r.endpoint.url == url) {
+            gone.endpoint.close();
+        }
+        self.set(&mut regs, list);
+        Ok(())
+    }
+
+    fn set(&self, regs: &mut Arc<Vec<Arc<Registration>>>, list: Vec<Arc<Registration>>) {
+        let wanted = list
+            .iter()
+            .filter_map(|r| HOOKS[r.hook].hook)
+            .fold(HookSet::default(), HookSet::with);
+        *regs = Arc::new(list);
+        self.wanted.store(wanted.0, Relaxed);
+    }
+
+    /// The registrations of `hook` for a client of this protocol, in order.
+    fn for_hook(&self, hook: Hook, v5: Option<bool>) -> Vec<Arc<Registration>> {
+        let regs = self.registrations.read().clone();
+        regs.iter()
+            .filter(|r| {
+                let h = &HOOKS[r.hook];
+                h.hook == Some(hook) && v5.is_none_or(|v5| h.for_protocol(v5))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Posts `body` for a verdict hook, counting and logging failures.
+    async fn call(&self, r: &Registration, body: Vec<u8>) -> Result<client::Reply, String> {
+        let name = HOOKS[r.hook].name;
+        let c = self.shared.metrics.hook(r.hook);
+        let len = body.len() as u64;
+        let started = Instant::now();
+        let result = r
+            .endpoint
+            .post(&self.shared.http, name, body.into(), r.timeout)
+            .await;
+        c.requests.fetch_add(1, Relaxed);
+        c.bytes_sent.fetch_add(len, Relaxed);
+        c.elapsed_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Relaxed);
+        result.map_err(|e| {
+            if e == client::CallError::Timeout {
+                c.timeouts.fetch_add(1, Relaxed);
+            }
+            self.failed(r, &e.to_string());
+            e.to_string()
+        })
+    }
+
+    fn failed(&self, r: &Registration, why: &str) {
+        self.shared
+            .metrics
+            .hook(r.hook)
+            .errors
+            .fetch_add(1, Relaxed);
+        warn!(endpoint = %r.endpoint.url, hook = HOOKS[r.hook].name, error = why, "webhook error");
+    }
+
+    /// Runs a verdict hook's endpoints: `args` builds the request for a registration,
+    /// `parse` reads the changes of an `ok`, and `cache` (for the auth hooks) stores and finds
+    /// `ok` answers.
+    async fn chain<'a, T: Clone>(
+        &self,
+        hook: Hook,
+        v5: bool,
+        args: impl Fn(&Registration) -> HookArgs<'a>,
+        parse: impl Fn(&Registration, Option<&Value>) -> Result<T, String>,
+        cache: Option<Caching<T>>,
+    ) -> Outcome<T> {
+        for r in self.for_hook(hook, Some(v5)) {
+            let h = &HOOKS[r.hook];
+            let args = args(&r);
+            let key = cache.map(|_| {
+                format!(
+                    "{}\0{}\0{}",
+                    r.endpoint.url,
+                    h.name,
+                    serde_json::to_string(&args.clone().for_cache_key()).unwrap_or_default()
+                )
+            });
+            if let (Some((_, from)), Some(key)) = (cache, &key)
+                && let Some(hit) = self.cache.get(key, &r.cache).and_then(from)
+            {
+                return Outcome::Ok(hit);
+            }
+            let args = if r.no_payload {
+                args.without_payload()
+            } else {
+                args
+            };
+            let body = match serde_json::to_vec(&args) {
+                Ok(b) => b,
+                Err(e) => return Outcome::Error(format!("cannot encode the request: {e}")),
+            };
+            let reply = match self.call(&r, body).await {
+                Ok(reply) => reply,
+                Err(e) => return Outcome::Error(e),
+            };
+            let changes = if h.group == Group::TopLevelTopics {
+                "topics"
+            } else {
+                "modifiers"
+            };
+            match response::verdict(&reply.body, changes) {
+                response::Verdict::Next => continue,
+                response::Verdict::Error(why) => {
+                    self.failed(&r, &why);
+                    return Outcome::Error(why);
+                }
+                response::Verdict::Ok(changes) => match parse(&r, changes) {
+                    Ok(t) => {
+                        if let (Some((to, _)), Some(key), Some(age)) = (cache, key, reply.max_age) {
+                            self.cache.put(key, to(&t), age, &r.cache);
+                        }
+                        return Outcome::Ok(t);
+                    }
+                    Err(why) => {
+                        self.failed(&r, &why);
+                        return Outcome::Error(why);
+                    }
+                },
+            }
+        }
+        Outcome::Next
+    }
+
+    /// Notification webhooks waiting to be posted, over every endpoint.
+    pub fn queued(&self) -> usize {
+        let regs = self.registrations.read().clone();
+        let mut seen: Vec<&str> = Vec::new();
+        regs.iter()
+            .filter(|r| {
+                let new = !seen.contains(&r.endpoint.url.as_str());
+                seen.push(&r.endpoint.url);
+                new
+            })
+            .map(|r| r.endpoint.depth())
+            .sum()
+    }
+
+    fn show(&self) -> Answer {
+        let regs = self.registrations.read().clone();
+        Answer::Table(
+            regs.iter()
+                .map(|r| {
+                    row([
+                        ("hook", json!(HOOKS[r.hook].name)),
+                        ("endpoint", json!(r.endpoint.url)),
+                        ("base64payload", json!(r.base64)),
+                        ("response_timeout", json!(r.timeout.as_millis() as u64)),
+                    ])
+                })
+                .collect(),
+        )
+    }
+
+    fn cache_show(&self) -> Answer {
+        let stats = self.cache_stats.lock();
+        let mut rows = Vec::new();
+        for (endpoint, hook, s) in stats.iter() {
+            for (stat, v) in [
+                ("hits", s.hits.load(Relaxed)),
+                ("misses", s.misses.load(Relaxed)),
+                ("entries", s.entries.load(Relaxed)),
+            ] {
+                rows.push(row([
+                    ("stat", json!(stat)),
+                    ("endpoint", json!(endpoint)),
+                    ("hook", json!(HOOKS[*hook].name)),
+                    ("value", json!(v)),
+                ]));
+            }
+        }
+        Answer::Table(rows)
+    }
+
+    fn all_cache_stats(&self) -> Vec<Arc<CacheStats>> {
+        self.cache_stats
+            .lock()
+            .iter()
+            .map(|(_, _, s)| s.clone())
+            .collect()
+    }
+}
+
+/// A `true|false` flag of `vmq-admin webhooks register` (`--flag` alone is true).
+fn flag(args: &Args, name: &str, default: bool) -> Result<bool, CommandError> {
+    match args.get(name) {
+        None => Ok(default),
+        Some("" | "true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(CommandError::bad(format!(
+            "{name} must be true or false, got {v:?}"
+        ))),
+    }
+}
+
+fn cached_register(m: &Option<RegisterModifiers>) -> Cached {
+    Cached::Register(m.clone())
+}
+
+fn from_register(c: Cached) -> Option<Option<RegisterModifiers>> {
+    match c {
+        Cached::Register(m) => Some(m),
+        _ => None,
+    }
+}
+
+fn cached_publish(m: &Option<PublishModifiers>) -> Cached {
+    // A hit does not rewrite the payload (VerneMQ removes it before storing).
+    Cached::Publish(m.clone().map(|m| PublishModifiers { payload: None, ..m }))
+}
+
+fn from_publish(c: Cached) -> Option<Option<PublishModifiers>> {
+    match c {
+        Cached::Publish(m) => Some(m),
+        _ => None,
+    }
+}
+
+#[allow(clippy::ptr_arg)] // The cache's signature: `fn(&T)` with T = Vec<_>.
+fn cached_subscribe(v: &Vec<TopicVerdict>) -> Cached {
+    Cached::Subscribe(v.clone())
+}
+
+fn from_subscribe(c: Cached) -> Option<Vec<TopicVerdict>> {
+    match c {
+        Cached::Subscribe(v) => Some(v),
+        _ => None,
+    }
+}
+
+fn result<M>(o: Outcome<Option<M>>) -> AuthResult<M> {
+    match o {
+        Outcome::Ok(None) => AuthResult::Ok(None),
+        Outcome::Ok(Some(m)) => AuthResult::OkWith(m, None),
+        Outcome::Next => AuthResult::Next,
+        Outcome::Error(why) => AuthResult::Error(Some(why)),
+    }
+}
+
+impl Plugin for Webhooks {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    fn wants(&self, hook: Hook) -> bool {
+        HookSet(self.wanted.load(Relaxed)).contains(hook)
+    }
+
+    fn modifies(&self, hook: Hook) -> bool {
+        matches!(hook, Hook::OnDeliver | Hook::OnUnsubscribe) && self.wants(hook)
+    }
+
+    fn auth_on_register<'a>(
+        &'a self,
+        req: &'a RegisterRequest<'a>,
+    ) -> BoxFuture<'a, AuthResult<RegisterModifiers>> {
+        Box::pin(async move {
+            let v5 = req.client.protocol.is_v5();
+            let o = self
+                .chain(
+                    Hook::AuthOnRegister,
+                    v5,
+                    |r| HookArgs::auth_on_register(req, r.encoding()),
+                    |_, m| m.map(|m| response::register(m, v5)).transpose(),
+                    Some((cached_register, from_register)),
+                )
+                .await;
+            result(o)
+        })
+    }
+
+    fn auth_on_publish<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        message: &'a MessageInfo<'a>,
+    ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
+        Box::pin(async move {
+            let v5 = client.protocol.is_v5();
+            let o = self
+                .chain(
+                    Hook::AuthOnPublish,
+                    v5,
+                    |r| HookArgs::publish(client, message, r.encoding()),
+                    |r, m| m.map(|m| response::publish(m, v5, r.base64)).transpose(),
+                    Some((cached_publish, from_publish)),
+                )
+                .await;
+            result(o)
+        })
+    }
+
+    fn auth_on_subscribe<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        topics: &'a [SubscribeTopic],
+        properties: &'a Properties,
+    ) -> BoxFuture<'a, AuthResult<Vec<TopicVerdict>>> {
+        Box::pin(async move {
+            let v5 = client.protocol.is_v5();
+            let o = self
+                .chain(
+                    Hook::AuthOnSubscribe,
+                    v5,
+                    |r| {
+                        let asked = topics
+                            .iter()
+                            .map(|t| TopicArgs::new(&t.filter, &t.options, v5))
+                            .collect();
+                        HookArgs::subscribe(client, asked, properties, r.encoding())
+                    },
+                    |_, m| match m {
+                        None => Ok(response::allow_all(topics)),
+                        Some(m) => response::subscribe(m, v5, topics),
+                    },
+                    Some((cached_subscribe, from_subscribe)),
+                )
+                .await;
+            match o {
+                Outcome::Ok(v) => AuthResult::OkWith(v, None),
+                Outcome::Next => AuthResult::Next,
+                Outcome::Error(why) => AuthResult::Error(Some(why)),
+            }
+        })
+    }
+
+    fn on_deliver<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        message: &'a MessageInfo<'a>,
+    ) -> BoxFuture<'a, AuthResult<DeliverModifiers>> {
+        Box::pin(async move {
+            let v5 = client.protocol.is_v5();
+            let o = self
+                .chain(
+                    Hook::OnDeliver,
+                    v5,
+                    |r| HookArgs::deliver(client, message, r.encoding()),
+                    |r, m| m.map(|m| response::deliver(m, v5, r.base64)).transpose(),
+                    None,
+                )
+                .await;
+            result(o)
+        })
+    }
+
+    fn on_unsubscribe<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        topics: &'a [String],
+        properties: &'a Properties,
+    ) -> BoxFuture<'a, AuthResult<Vec<String>>> {
+        Box::pin(async move {
+            let v5 = client.protocol.is_v5();
+            let o = self
+                .chain(
+                    Hook::OnUnsubscribe,
+                    v5,
+                    |r| HookArgs::unsubscribe(client, topics, properties, r.encoding()),
+                    |_, m| match m {
+                        None => Ok(None),
+                        Some(m) => response::unsubscribe(m, v5),
+                    },
+                    None,
+                )
+                .await;
+            result(o)
+        })
+    }
+
+    fn notify(&self, event: &Notification<'_>) {
+        let (v5, client_id) = match *event {
+            Notification::Register { client, .. }
+            | Notification::Publish { client, .. }
+            | Notification::Subscribe { client, .. }
+            | Notification::ClientWakeup { client }
+            | Notification::ClientOffline { client, .. }
+            | Notification::ClientGone { client, .. } => {
+                (Some(client.protocol.is_v5()), &*client.client_id)
+            }
+            Notification::OfflineMessage { client_id, .. }
+            | Notification::SessionExpired { client_id, .. } => (None, client_id),
+            // Verdict hooks (on_deliver, on_unsubscribe) are asked through their chains; the
+            // others have no webhook.
+            _ => return,
+        };
+        if let Notification::Subscribe { topics, .. } = event
+            && !topics.iter().any(|t| t.granted())
+        {
+            return;
+        }
+        for r in self.for_hook(event.hook(), v5) {
+            if HOOKS[r.hook].group != Group::Notification {
+                continue;
+            }
+            let Some(args) = HookArgs::notification(event, r.encoding()) else {
+                continue;
+            };
+            let Ok(body) = serde_json::to_vec(&args) else {
+                continue;
+            };
+            let job = Job {
+                hook: r.hook,
+                body: body.into(),
+                timeout: r.timeout,
+            };
+            r.endpoint.enqueue(client_id, job, &self.shared.metrics);
+        }
+    }
+}
+
+impl Hosted for Webhooks {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn hooks(self: Arc<Self>) -> Arc<dyn Plugin> {
+        self
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+
+    fn commands(&self) -> (&'static [&'static str], &'static str) {
+        (&["webhooks"], USAGE)
+    }
+
+    fn command(&self, words: &[&str], args: &Args) -> Result<Answer, CommandError> {
+        match words {
+            ["webhooks", "show"] => {
+                args.check(&[])?;
+                Ok(self.show())
+            }
+            ["webhooks", "register"] => {
+                args.check(&[
+                    "hook",
+                    "endpoint",
+                    "--base64payload",
+                    "--no_payload",
+                    "--response_timeout",
+                ])?;
+                let hook = parse_hook(args.need("hook")?).map_err(CommandError::bad)?;
+                let endpoint = parse_endpoint(args.need("endpoint")?).map_err(CommandError::bad)?;
+                let response_timeout = match args.get("--response_timeout") {
+                    Some(v) => parse_ms(v).map_err(CommandError::bad)?,
+                    None => Duration::from_millis(5000),
+                };
+                self.register(WebhookSpec {
+                    hook,
+                    endpoint,
+                    base64: flag(args, "--base64payload", true)?,
+                    no_payload: flag(args, "--no_payload", false)?,
+                    response_timeout,
+                })
+                .map_err(|e| CommandError::bad(format!("can't register endpoint due to '{e}'")))?;
+                text("Done")
+            }
+            ["webhooks", "deregister"] => {
+                args.check(&["hook", "endpoint"])?;
+                let hook = parse_hook(args.need("hook")?).map_err(CommandError::bad)?;
+                self.deregister(hook, args.need("endpoint")?).map_err(|e| {
+                    CommandError::not_found(format!("can't deregister endpoint due to '{e}'"))
+                })?;
+                text("Done")
+            }
+            ["webhooks", "cache", "show"] => {
+                args.check(&["--reset"])?;
+                if flag(args, "--reset", false)? {
+                    Cache::reset_stats(&self.all_cache_stats());
+                    return text("Done");
+                }
+                Ok(self.cache_show())
+            }
+            ["webhooks", "cache", "clear"] => {
+                args.check(&[])?;
+                self.cache.clear(&self.all_cache_stats());
+                text("Done")
+            }
+            _ => Err(CommandError::not_found(format!(
+                "unknown command {:?}\n{USAGE}",
+                words.join(" ")
+            ))),
+        }
+    }
+
+    fn metrics(&self, out: &mut dyn MetricsOut) {
+        self.shared.metrics.write(out);
+        out.single(
+            "webhooks_notifications_queued",
+            "gauge",
+            "Notification webhook calls waiting in the endpoints' queues.",
+            self.queued() as u64,
+        );
+        let stats = self.all_cache_stats();
+        let sum = |f: fn(&CacheStats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
+        out.single(
+            "webhooks_cache_hits",
+            "counter",
+            "Webhook calls answered from the cache.",
+            sum(|s| s.hits.load(Relaxed)),
+        );
+        out.single(
+            "webhooks_cache_misses",
+            "counter",
+            "Cacheable webhook calls not found in the cache.",
+            sum(|s| s.misses.load(Relaxed)),
+        );
+        out.single(
+            "webhooks_cache_entries",
+            "gauge",
+            "Answers held in the webhook cache.",
+            self.cache.len() as u64,
+        );
+        out.single(
+            "webhooks_cache_full",
+            "counter",
+            "Cacheable answers not stored because the cache was full (cache_max_entries).",
+            self.cache.full.load(Relaxed),
+        );
+    }
+
+    fn status(&self) -> Value {
+        json!({
+            "webhooks": self.registrations.read().len(),
+            "queued": self.queued(),
+            "cache_entries": self.cache.len(),
+        })
+    }
+
+    fn stop(&self, within: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let regs = self.registrations.read().clone();
+            let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
+            for r in regs.iter() {
+                if !endpoints.iter().any(|e| Arc::ptr_eq(e, &r.endpoint)) {
+                    endpoints.push(r.endpoint.clone());
+                }
+            }
+            futures::future::join_all(
+                endpoints
+                    .iter()
+                    .map(|e| e.drain(within, &self.shared.metrics)),
+            )
+            .await;
+        })
+    }
+}
