@@ -137,7 +137,8 @@ async fn every_event_type_with_every_field() {
     let (mut events, port) = sidecar().await;
     let (server, addr, relay) = broker(
         port,
-        &format!("vmq_events_sidecar.hooks = {ALL_HOOKS}\n"),
+        // Anonymous access off: VerneMQ asks auth_on_register only then.
+        &format!("vmq_events_sidecar.hooks = {ALL_HOOKS}\nallow_anonymous = off\n"),
         vec![Arc::new(TestAuth)],
     )
     .await;

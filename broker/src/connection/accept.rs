@@ -192,7 +192,10 @@ async fn accept(
     // Authentication: the auth_on_register chain decides; if no plugin does, anonymous access
     // (allow_anonymous) does.
     let hooks = engine.hooks();
-    let decision = if hooks.wants(Hook::AuthOnRegister) {
+    // As VerneMQ: anonymous access (global or the listener's) lets every client in without
+    // asking the auth_on_register chain at all.
+    let anonymous = engine.settings().allow_anonymous() || policy.allow_anonymous;
+    let decision = if !anonymous && hooks.wants(Hook::AuthOnRegister) {
         let req = RegisterRequest {
             client: &info,
             password: connect.password.as_ref(),
@@ -222,11 +225,7 @@ async fn accept(
             (Some(RegisterFailure::InvalidCredentials), None, why)
         }
         Some(AuthResult::Error(why)) => (Some(RegisterFailure::NotAuthorized), None, why),
-        Some(AuthResult::Next) | None
-            if engine.settings().allow_anonymous() || policy.allow_anonymous =>
-        {
-            (None, None, None)
-        }
+        Some(AuthResult::Next) | None if anonymous => (None, None, None),
         Some(AuthResult::Next) | None => (Some(RegisterFailure::NoMatchingHookFound), None, None),
     };
     if let Some(failure) = failure {

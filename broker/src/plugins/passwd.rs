@@ -4,8 +4,9 @@
 //! by VerneMQ's `vmq-passwd` work here and ours work there. `vmq-passwd` (a binary of this
 //! crate) creates and edits them.
 //!
-//! Unknown users and clients without credentials get `next` (another plugin, or
-//! `allow_anonymous`, decides); a wrong password is refused (bad username or password).
+//! Unknown users and clients without credentials get `next` (another plugin decides, or
+//! nobody and the client is refused); a wrong password is refused (bad username or
+//! password). With `allow_anonymous = on` no password is checked at all, as in VerneMQ.
 
 use std::collections::HashMap;
 use std::path::Path;
