@@ -44,6 +44,26 @@ enum Cmd {
     Idle(Idle),
     /// Events per second an SDK sidecar server ingests from synthetic producers.
     SdkIngest(Ingest),
+    /// CONNECT rate: clients connecting and disconnecting in a loop (each with its own client
+    /// id, the same every time, so an auth cache keyed by client id can hit).
+    Connect(ConnectRate),
+}
+
+#[derive(clap::Args, Debug)]
+struct ConnectRate {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Clients connecting at once.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// User name sent in CONNECT (with password `secret`).
+    #[arg(long)]
+    username: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -147,6 +167,16 @@ async fn connect_with(
     source: Option<IpAddr>,
     clean: bool,
 ) -> anyhow::Result<Conn> {
+    connect_as(addr, id, source, clean, None).await
+}
+
+async fn connect_as(
+    addr: SocketAddr,
+    id: String,
+    source: Option<IpAddr>,
+    clean: bool,
+    username: Option<String>,
+) -> anyhow::Result<Conn> {
     let stream = match source {
         Some(ip) => {
             let socket = TcpSocket::new_v4()?;
@@ -162,8 +192,8 @@ async fn connect_with(
         clean_start: clean,
         keep_alive: 600,
         client_id: id,
-        username: None,
-        password: None,
+        password: username.as_ref().map(|_| Bytes::from_static(b"secret")),
+        username,
         will: None,
         properties: Properties::default(),
     })))
@@ -725,6 +755,53 @@ async fn sdk_ingest(a: Ingest, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn connect_rate(a: ConnectRate, json: bool) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(a.host, a.port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..a.clients {
+        let (stop, done, user) = (stop.clone(), done.clone(), a.username.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Relaxed) {
+                let mut c =
+                    connect_as(addr, format!("connect-{i}"), None, true, user.clone()).await?;
+                c.send(&Packet::Disconnect(Default::default())).await?;
+                // The broker closes after DISCONNECT: the session is gone before the next.
+                while c.next().await.is_some() {}
+                done.fetch_add(1, Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = done.load(Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
+    let n = done.load(Relaxed) - before;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    let rate = n as f64 / elapsed;
+    if json {
+        println!(
+            "{}",
+            serde_like_json(&[
+                ("clients", a.clients.to_string()),
+                ("connects_per_s", format!("{rate:.0}")),
+            ])
+        );
+    } else {
+        println!(
+            "{} clients: {rate:.0} CONNECT/CONNACK/DISCONNECT per second",
+            a.clients
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -732,5 +809,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Pubsub(a) => pubsub(a, args.json).await,
         Cmd::Idle(a) => idle(a, args.json).await,
         Cmd::SdkIngest(a) => sdk_ingest(a, args.json).await,
+        Cmd::Connect(a) => connect_rate(a, args.json).await,
     }
 }

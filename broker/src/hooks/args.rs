@@ -138,7 +138,8 @@ impl Serialize for PropertiesArgs<'_> {
     }
 }
 
-fn properties(properties: &Properties, encoding: Encoding) -> PropertiesArgs<'_> {
+/// v5 properties in VerneMQ's form.
+pub fn properties(properties: &Properties, encoding: Encoding) -> PropertiesArgs<'_> {
     PropertiesArgs {
         properties,
         encoding,
@@ -189,9 +190,8 @@ pub enum HookArgs<'a> {
     Register {
         /// The client's IP.
         peer_addr: String,
-        /// The client's port (left out of cache keys).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        peer_port: Option<u16>,
+        /// The client's port.
+        peer_port: u16,
         /// Mountpoint.
         mountpoint: &'a str,
         /// Client id.
@@ -224,7 +224,7 @@ pub enum HookArgs<'a> {
         qos: u8,
         /// Topic.
         topic: &'a str,
-        /// Payload (left out for webhooks with `no_payload`, and of cache keys).
+        /// Payload (left out for webhooks with `no_payload`).
         #[serde(skip_serializing_if = "Option::is_none")]
         payload: Option<Blob<'a>>,
         /// Retain flag.
@@ -277,7 +277,7 @@ impl<'a> HookArgs<'a> {
         let v5 = c.protocol.is_v5();
         HookArgs::Register {
             peer_addr: c.peer.ip().to_string(),
-            peer_port: Some(c.peer.port()),
+            peer_port: c.peer.port(),
             mountpoint: &c.mountpoint,
             client_id: &c.client_id,
             username: c.username.as_deref(),
@@ -363,17 +363,6 @@ impl<'a> HookArgs<'a> {
         }
     }
 
-    /// These arguments as a cache key: without the payload and the peer port, which VerneMQ
-    /// leaves out so that a reconnect from another port or another payload still hits.
-    pub fn for_cache_key(mut self) -> HookArgs<'a> {
-        match &mut self {
-            HookArgs::Register { peer_port, .. } => *peer_port = None,
-            HookArgs::Publish { payload, .. } => *payload = None,
-            _ => {}
-        }
-        self
-    }
-
     /// The same without the payload (webhooks with `no_payload`).
     pub fn without_payload(mut self) -> HookArgs<'a> {
         if let HookArgs::Publish { payload, .. } = &mut self {
@@ -395,7 +384,7 @@ impl<'a> HookArgs<'a> {
                 properties: props,
             } => HookArgs::Register {
                 peer_addr: client.peer.ip().to_string(),
-                peer_port: Some(client.peer.port()),
+                peer_port: client.peer.port(),
                 mountpoint: &client.mountpoint,
                 client_id: &client.client_id,
                 username: client.username.as_deref(),

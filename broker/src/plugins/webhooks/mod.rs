@@ -33,13 +33,13 @@ use tracing::warn;
 use super::command::{Answer, Args, CommandError, row, text};
 use super::{Hosted, MetricsOut};
 use crate::config::{Config, ConfigError, PluginSetting};
-use crate::hooks::args::{Encoding, HookArgs, TopicArgs};
+use crate::hooks::args::{self, Encoding, HookArgs, TopicArgs};
 use crate::hooks::{
     AuthResult, ClientInfo, DeliverModifiers, Hook, HookSet, MessageInfo, Notification, Plugin,
     PublishModifiers, RegisterModifiers, RegisterRequest, SubscribeTopic, TopicVerdict,
 };
 use crate::mqtt::Properties;
-use cache::{Cache, CacheStats, Cached};
+use cache::{Cache, CacheStats, Cached, Key};
 use config::{WebhookSpec, WebhooksConfig, parse_endpoint, parse_hook, parse_ms};
 use endpoint::{Endpoint, Job, Shared};
 use names::{Group, HOOKS};
@@ -90,8 +90,20 @@ impl Registration {
     }
 }
 
-/// How a hook's decision goes into the cache and comes out.
-type Caching<T> = (fn(&T) -> Cached, fn(Cached) -> Option<T>);
+/// How a hook's request is keyed in the cache, and its decision goes in and comes out.
+struct Caching<'c, T> {
+    /// Feeds the request's fields (without payload and peer port) to the key.
+    fill: &'c (dyn Fn(&mut Key) + Send + Sync),
+    to: fn(&T) -> Cached,
+    from: fn(Cached) -> Option<T>,
+}
+
+/// The v5 properties of a request, in a cache key.
+fn key_properties(k: &mut Key, v5: bool, p: &Properties) {
+    if v5 && *p != Properties::default() {
+        k.add(serde_json::to_vec(&args::properties(p, Encoding::Base64)).unwrap_or_default());
+    }
+}
 
 /// What a verdict hook's endpoints decided.
 enum Outcome<T> {
@@ -223,16 +235,9 @@ impl Webhooks {
         self.wanted.store(wanted.0, Relaxed);
     }
 
-    /// The registrations of `hook` for a client of this protocol, in order.
-    fn for_hook(&self, hook: Hook, v5: Option<bool>) -> Vec<Arc<Registration>> {
-        let regs = self.registrations.read().clone();
-        regs.iter()
-            .filter(|r| {
-                let h = &HOOKS[r.hook];
-                h.hook == Some(hook) && v5.is_none_or(|v5| h.for_protocol(v5))
-            })
-            .cloned()
-            .collect()
+    /// The registrations now (a snapshot: registering meanwhile does not disturb a call).
+    fn snapshot(&self) -> Arc<Vec<Arc<Registration>>> {
+        self.registrations.read().clone()
     }
 
     /// Posts `body` for a verdict hook, counting and logging failures.
@@ -276,24 +281,22 @@ impl Webhooks {
         v5: bool,
         args: impl Fn(&Registration) -> HookArgs<'a>,
         parse: impl Fn(&Registration, Option<&Value>) -> Result<T, String>,
-        cache: Option<Caching<T>>,
+        cache: Option<Caching<'_, T>>,
     ) -> Outcome<T> {
-        for r in self.for_hook(hook, Some(v5)) {
+        let regs = self.snapshot();
+        for r in regs.iter().filter(|r| HOOKS[r.hook].is(hook, Some(v5))) {
             let h = &HOOKS[r.hook];
-            let args = args(&r);
-            let key = cache.map(|_| {
-                format!(
-                    "{}\0{}\0{}",
-                    r.endpoint.url,
-                    h.name,
-                    serde_json::to_string(&args.clone().for_cache_key()).unwrap_or_default()
-                )
+            let key = cache.as_ref().map(|c| {
+                let mut k = Key::new(&r.endpoint.url, r.hook);
+                (c.fill)(&mut k);
+                k.finish()
             });
-            if let (Some((_, from)), Some(key)) = (cache, &key)
-                && let Some(hit) = self.cache.get(key, &r.cache).and_then(from)
+            if let (Some(c), Some(key)) = (&cache, key)
+                && let Some(hit) = self.cache.get(key, &r.cache).and_then(c.from)
             {
                 return Outcome::Ok(hit);
             }
+            let args = args(r);
             let args = if r.no_payload {
                 args.without_payload()
             } else {
@@ -303,7 +306,7 @@ impl Webhooks {
                 Ok(b) => b,
                 Err(e) => return Outcome::Error(format!("cannot encode the request: {e}")),
             };
-            let reply = match self.call(&r, body).await {
+            let reply = match self.call(r, body).await {
                 Ok(reply) => reply,
                 Err(e) => return Outcome::Error(e),
             };
@@ -315,18 +318,18 @@ impl Webhooks {
             match response::verdict(&reply.body, changes) {
                 response::Verdict::Next => continue,
                 response::Verdict::Error(why) => {
-                    self.failed(&r, &why);
+                    self.failed(r, &why);
                     return Outcome::Error(why);
                 }
-                response::Verdict::Ok(changes) => match parse(&r, changes) {
+                response::Verdict::Ok(changes) => match parse(r, changes) {
                     Ok(t) => {
-                        if let (Some((to, _)), Some(key), Some(age)) = (cache, key, reply.max_age) {
-                            self.cache.put(key, to(&t), age, &r.cache);
+                        if let (Some(c), Some(key), Some(age)) = (&cache, key, reply.max_age) {
+                            self.cache.put(key, (c.to)(&t), age, &r.cache);
                         }
                         return Outcome::Ok(t);
                     }
                     Err(why) => {
-                        self.failed(&r, &why);
+                        self.failed(r, &why);
                         return Outcome::Error(why);
                     }
                 },
@@ -473,13 +476,27 @@ impl Plugin for Webhooks {
     ) -> BoxFuture<'a, AuthResult<RegisterModifiers>> {
         Box::pin(async move {
             let v5 = req.client.protocol.is_v5();
+            let c = req.client;
+            let fill = |k: &mut Key| {
+                k.add(c.peer.ip())
+                    .add(&c.mountpoint)
+                    .add(&*c.client_id)
+                    .add(c.username.as_deref())
+                    .add(req.password.map(|p| &p[..]))
+                    .add(req.clean_start);
+                key_properties(k, v5, req.properties);
+            };
             let o = self
                 .chain(
                     Hook::AuthOnRegister,
                     v5,
                     |r| HookArgs::auth_on_register(req, r.encoding()),
                     |_, m| m.map(|m| response::register(m, v5)).transpose(),
-                    Some((cached_register, from_register)),
+                    Some(Caching {
+                        fill: &fill,
+                        to: cached_register,
+                        from: from_register,
+                    }),
                 )
                 .await;
             result(o)
@@ -493,13 +510,26 @@ impl Plugin for Webhooks {
     ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
         Box::pin(async move {
             let v5 = client.protocol.is_v5();
+            let fill = |k: &mut Key| {
+                k.add(client.username.as_deref())
+                    .add(&client.mountpoint)
+                    .add(&*client.client_id)
+                    .add(message.qos as u8)
+                    .add(message.topic)
+                    .add(message.retain);
+                key_properties(k, v5, message.properties);
+            };
             let o = self
                 .chain(
                     Hook::AuthOnPublish,
                     v5,
                     |r| HookArgs::publish(client, message, r.encoding()),
                     |r, m| m.map(|m| response::publish(m, v5, r.base64)).transpose(),
-                    Some((cached_publish, from_publish)),
+                    Some(Caching {
+                        fill: &fill,
+                        to: cached_publish,
+                        from: from_publish,
+                    }),
                 )
                 .await;
             result(o)
@@ -514,6 +544,22 @@ impl Plugin for Webhooks {
     ) -> BoxFuture<'a, AuthResult<Vec<TopicVerdict>>> {
         Box::pin(async move {
             let v5 = client.protocol.is_v5();
+            let fill = |k: &mut Key| {
+                k.add(client.username.as_deref())
+                    .add(&client.mountpoint)
+                    .add(&*client.client_id)
+                    .add(topics.len());
+                for t in topics {
+                    let o = &t.options;
+                    k.add(&t.filter).add(o.qos as u8);
+                    if v5 {
+                        k.add(o.no_local)
+                            .add(o.retain_as_published)
+                            .add(o.retain_handling);
+                    }
+                }
+                key_properties(k, v5, properties);
+            };
             let o = self
                 .chain(
                     Hook::AuthOnSubscribe,
@@ -529,7 +575,11 @@ impl Plugin for Webhooks {
                         None => Ok(response::allow_all(topics)),
                         Some(m) => response::subscribe(m, v5, topics),
                     },
-                    Some((cached_subscribe, from_subscribe)),
+                    Some(Caching {
+                        fill: &fill,
+                        to: cached_subscribe,
+                        from: from_subscribe,
+                    }),
                 )
                 .await;
             match o {
@@ -605,8 +655,11 @@ impl Plugin for Webhooks {
         {
             return;
         }
-        for r in self.for_hook(event.hook(), v5) {
-            if HOOKS[r.hook].group != Group::Notification {
+        let regs = self.snapshot();
+        let hook = event.hook();
+        for r in regs.iter() {
+            let h = &HOOKS[r.hook];
+            if h.group != Group::Notification || !h.is(hook, v5) {
                 continue;
             }
             let Some(args) = HookArgs::notification(event, r.encoding()) else {
@@ -705,7 +758,7 @@ impl Hosted for Webhooks {
         out.single(
             "webhooks_notifications_queued",
             "gauge",
-            "Notification webhook calls waiting in the endpoints' queues.",
+            "Notification webhook calls waiting in the endpoints' queues or being sent.",
             self.queued() as u64,
         );
         let stats = self.all_cache_stats();

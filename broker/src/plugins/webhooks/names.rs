@@ -90,8 +90,12 @@ pub fn list() -> String {
 }
 
 impl HookName {
-    /// Whether a client of this protocol calls it.
-    pub fn for_protocol(&self, v5: bool) -> bool {
-        self.v5.is_none_or(|x| x == v5)
+    /// Whether it is `hook` as called for a client of this protocol (`None`: no client).
+    pub fn is(&self, hook: Hook, v5: Option<bool>) -> bool {
+        self.hook == Some(hook)
+            && match (self.v5, v5) {
+                (Some(mine), Some(theirs)) => mine == theirs,
+                _ => true,
+            }
     }
 }
