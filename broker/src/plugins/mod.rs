@@ -10,6 +10,8 @@
 pub mod acl;
 pub mod command;
 pub mod events_sidecar;
+pub(crate) mod hook_names;
+pub(crate) mod modifiers;
 pub mod passwd;
 mod reload;
 pub mod webhooks;

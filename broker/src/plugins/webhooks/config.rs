@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::names;
 use crate::config::{ConfigError, PluginSetting, parse_duration, parse_flag};
+use crate::plugins::hook_names as names;
 
 /// One webhook: a hook name and the endpoint it posts to.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use tracing::warn;
 
 use super::client::{CallError, Http, Reply};
 use super::metrics::{Drop, WebhookMetrics};
-use super::names::HOOKS;
+use crate::plugins::hook_names::HOOKS;
 
 /// Queues (and workers) per endpoint: enough to keep several requests in flight while each
 /// client's notifications stay in order.

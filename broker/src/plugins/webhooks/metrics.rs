@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::names::{HOOKS, UNREGISTRABLE};
 use crate::plugins::MetricsOut;
+use crate::plugins::hook_names::{HOOKS, UNREGISTRABLE};
 
 /// Counters of one hook name.
 #[derive(Debug, Default)]

@@ -17,7 +17,6 @@ mod client;
 pub mod config;
 mod endpoint;
 mod metrics;
-mod names;
 mod response;
 
 use std::sync::Arc;
@@ -39,10 +38,11 @@ use crate::hooks::{
     PublishModifiers, RegisterModifiers, RegisterRequest, SubscribeTopic, TopicVerdict,
 };
 use crate::mqtt::Properties;
+use crate::plugins::hook_names::{Group, HOOKS};
+use crate::plugins::modifiers;
 use cache::{Cache, CacheStats, Cached, Key};
 use config::{WebhookSpec, WebhooksConfig, parse_endpoint, parse_hook, parse_ms};
 use endpoint::{Endpoint, Job, Shared};
-use names::{Group, HOOKS};
 
 /// The plugin's name.
 pub const NAME: &str = "vmq_webhooks";
@@ -491,7 +491,7 @@ impl Plugin for Webhooks {
                     Hook::AuthOnRegister,
                     v5,
                     |r| HookArgs::auth_on_register(req, r.encoding()),
-                    |_, m| m.map(|m| response::register(m, v5)).transpose(),
+                    |_, m| m.map(|m| modifiers::register(m, v5)).transpose(),
                     Some(Caching {
                         fill: &fill,
                         to: cached_register,
@@ -524,7 +524,7 @@ impl Plugin for Webhooks {
                     Hook::AuthOnPublish,
                     v5,
                     |r| HookArgs::publish(client, message, r.encoding()),
-                    |r, m| m.map(|m| response::publish(m, v5, r.base64)).transpose(),
+                    |r, m| m.map(|m| modifiers::publish(m, v5, r.base64)).transpose(),
                     Some(Caching {
                         fill: &fill,
                         to: cached_publish,
@@ -572,8 +572,8 @@ impl Plugin for Webhooks {
                         HookArgs::subscribe(client, asked, properties, r.encoding())
                     },
                     |_, m| match m {
-                        None => Ok(response::allow_all(topics)),
-                        Some(m) => response::subscribe(m, v5, topics),
+                        None => Ok(modifiers::allow_all(topics)),
+                        Some(m) => modifiers::subscribe(m, v5, topics),
                     },
                     Some(Caching {
                         fill: &fill,
@@ -602,7 +602,7 @@ impl Plugin for Webhooks {
                     Hook::OnDeliver,
                     v5,
                     |r| HookArgs::deliver(client, message, r.encoding()),
-                    |r, m| m.map(|m| response::deliver(m, v5, r.base64)).transpose(),
+                    |r, m| m.map(|m| modifiers::deliver(m, v5, r.base64)).transpose(),
                     None,
                 )
                 .await;
@@ -625,7 +625,7 @@ impl Plugin for Webhooks {
                     |r| HookArgs::unsubscribe(client, topics, properties, r.encoding()),
                     |_, m| match m {
                         None => Ok(None),
-                        Some(m) => response::unsubscribe(m, v5),
+                        Some(m) => modifiers::unsubscribe(m, v5),
                     },
                     None,
                 )

@@ -1,10 +1,10 @@
-//! The 22 hook names a webhook can be registered for (`specs/webhooks.md` section 3): each is
-//! a broker hook and a protocol family, since only MQTT 5 clients call the `_m5` hooks and
-//! only MQTT 3 clients the others.
+//! The 22 hook names VerneMQ's webhooks and Lua scripts register for (`specs/webhooks.md` 3,
+//! `specs/lua.md` 3): each is a broker hook and a protocol family, since only MQTT 5 clients
+//! call the `_m5` hooks and only MQTT 3 clients the others.
 
 use crate::hooks::Hook;
 
-/// What a webhook's response may say, by hook group (`specs/webhooks.md` 2.1).
+/// What a plugin's answer may say, by hook group (`specs/webhooks.md` 2.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
     /// `ok` (with `modifiers`), `next` or `{"error": ...}`: the chain waits for it.
