@@ -131,7 +131,6 @@ fn vernemqs_default_config_starts_the_broker_and_says_what_it_ignores() {
         "distributed_cookie",
         "log.syslog.remote.port",
         "log.console.rotation.compress_on_rotate",
-        "vmq_diversity.auth_postgres.enabled",
         "plugins.name",
         "listener.vmq.clustering",
     ] {

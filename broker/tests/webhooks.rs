@@ -6,143 +6,18 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rumqttc::{Incoming, QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
-use support::{BrokerProcess, WAIT, metric, poll_until, start_broker, v4_client};
-
-/// What the test endpoint answers.
-#[derive(Clone, Debug)]
-enum Reply {
-    Json(Value),
-    /// JSON with `cache-control: max-age=N`.
-    Cached(Value, u32),
-    Status(u16),
-    Garbage,
-    Hang,
-}
-
-type Responder = Arc<dyn Fn(&str, &Value) -> Reply + Send + Sync>;
-
-/// One request the endpoint received.
-#[derive(Clone, Debug)]
-struct Call {
-    hook: String,
-    content_type: String,
-    body: Value,
-}
-
-/// The test's webhook endpoint: records every call, answers as the test says.
-#[derive(Clone)]
-struct Endpoint {
-    url: String,
-    calls: Arc<Mutex<Vec<Call>>>,
-    responder: Arc<Mutex<Responder>>,
-}
-
-/// VerneMQ's "all is well": ok for verdict hooks, `{}` for notifications.
-fn ok_reply(hook: &str, _body: &Value) -> Reply {
-    if hook.starts_with("auth_on_")
-        || hook.starts_with("on_deliver")
-        || hook.starts_with("on_unsub")
-    {
-        Reply::Json(json!({"result": "ok"}))
-    } else {
-        Reply::Json(json!({}))
-    }
-}
-
-async fn handle(State(e): State<Endpoint>, headers: HeaderMap, body: Bytes) -> Response {
-    let hook = headers
-        .get("vernemq-hook")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    e.calls.lock().push(Call {
-        hook: hook.clone(),
-        content_type,
-        body: body.clone(),
-    });
-    let responder = e.responder.lock().clone();
-    match responder(&hook, &body) {
-        Reply::Json(v) => (StatusCode::OK, v.to_string()).into_response(),
-        Reply::Cached(v, age) => (
-            StatusCode::OK,
-            [("cache-control", format!("private, max-age={age}"))],
-            v.to_string(),
-        )
-            .into_response(),
-        Reply::Status(s) => StatusCode::from_u16(s).unwrap().into_response(),
-        Reply::Garbage => (StatusCode::OK, "<html>not json").into_response(),
-        Reply::Hang => {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            StatusCode::OK.into_response()
-        }
-    }
-}
-
-impl Endpoint {
-    async fn start() -> Endpoint {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let e = Endpoint {
-            url: format!("http://127.0.0.1:{port}/vmq"),
-            calls: Arc::default(),
-            responder: Arc::new(Mutex::new(Arc::new(ok_reply))),
-        };
-        let app = axum::Router::new()
-            .route("/vmq", axum::routing::post(handle))
-            .with_state(e.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        e
-    }
-
-    fn answer(&self, f: impl Fn(&str, &Value) -> Reply + Send + Sync + 'static) {
-        *self.responder.lock() = Arc::new(f);
-    }
-
-    fn calls(&self, hook: &str) -> Vec<Call> {
-        self.calls
-            .lock()
-            .iter()
-            .filter(|c| c.hook == hook)
-            .cloned()
-            .collect()
-    }
-
-    /// Waits until `hook` was called `n` times; its calls.
-    async fn wait_calls(&self, hook: &str, n: usize) -> Vec<Call> {
-        let start = Instant::now();
-        loop {
-            let calls = self.calls(hook);
-            if calls.len() >= n {
-                return calls;
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "{hook}: {} calls of {n}; all: {:?}",
-                calls.len(),
-                self.calls.lock()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
+use support::endpoint::{Endpoint, Reply, handle, ok_reply};
+use support::{
+    BrokerProcess, WAIT, admin, b64, metric, mosquitto_pub, poll_until, run, start_broker, text,
+    v4_client,
+};
 
 /// A broker with an HTTP listener, passwd and acl off (as a webhooks-only VerneMQ setup is),
 /// and `webhooks`: (hook, endpoint, extra per-webhook lines).
@@ -162,53 +37,6 @@ fn broker(dir: &Path, extra: &str, webhooks: &[(&str, &str)]) -> (BrokerProcess,
     std::fs::write(&path, conf).unwrap();
     let (b, port) = start_broker(&path);
     (b, port, path)
-}
-
-async fn run(program: &str, args: Vec<String>) -> Output {
-    let program = program.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Command::new(&program)
-            .args(&args)
-            .output()
-            .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test installs mosquitto-clients)"))
-    })
-    .await
-    .unwrap()
-}
-
-/// `mosquitto_pub` with `args` against the broker on `port`.
-async fn mosquitto_pub(port: &str, args: &[&str]) -> Output {
-    let mut a = vec![
-        "-h".to_owned(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        port.into(),
-    ];
-    a.extend(args.iter().map(|s| s.to_string()));
-    run("mosquitto_pub", a).await
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
-async fn admin(conf: &Path, http_port: &str, args: &[&str]) -> Output {
-    let mut a = vec![
-        "--config".to_owned(),
-        conf.display().to_string(),
-        "--url".into(),
-        format!("http://127.0.0.1:{http_port}"),
-    ];
-    a.extend(args.iter().map(|s| s.to_string()));
-    run(env!("CARGO_BIN_EXE_vmq-admin"), a).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -324,10 +324,6 @@ const TABLE: &[(&str, KeyClass)] = &[
     ),
     // VerneMQ plugins that do not exist here (yet).
     (
-        "vmq_diversity.**",
-        KeyClass::NotYet("Lua plugins (vmq_diversity) arrive with their issue; ignored"),
-    ),
-    (
         "vmq_bridge.**",
         KeyClass::NotYet("there is no MQTT bridge (vmq_bridge); ignored"),
     ),
@@ -381,8 +377,7 @@ pub fn lookup(key: &str) -> Option<KeyClass> {
 }
 
 /// VerneMQ plugins that do not exist here: `plugins.<name> = on` is accepted with a warning.
-pub const ABSENT_PLUGINS: [&str; 5] = [
-    "vmq_diversity",
+pub const ABSENT_PLUGINS: [&str; 4] = [
     "vmq_bridge",
     "vmq_http_pub",
     "vmq_web_ui",

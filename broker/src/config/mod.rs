@@ -219,11 +219,12 @@ pub enum Durability {
 }
 
 /// The plugins this broker ships.
-pub const KNOWN_PLUGINS: [&str; 4] = [
+pub const KNOWN_PLUGINS: [&str; 5] = [
     "vmq_events_sidecar",
     "vmq_passwd",
     "vmq_acl",
     "vmq_webhooks",
+    "vmq_diversity",
 ];
 
 impl Default for Config {

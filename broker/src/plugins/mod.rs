@@ -11,6 +11,7 @@ pub mod acl;
 pub mod command;
 pub mod events_sidecar;
 pub(crate) mod hook_names;
+pub mod lua;
 pub(crate) mod modifiers;
 pub mod passwd;
 mod reload;
@@ -141,7 +142,7 @@ struct Shipped {
 
 /// Every plugin the broker ships, in start order. Their names are the config's
 /// [`crate::config::KNOWN_PLUGINS`].
-const SHIPPED: [Shipped; 4] = [
+const SHIPPED: [Shipped; 5] = [
     Shipped {
         name: "vmq_passwd",
         check: passwd::check_settings,
@@ -153,6 +154,12 @@ const SHIPPED: [Shipped; 4] = [
         check: acl::check_settings,
         start: acl::start_hosted,
         usage: "",
+    },
+    Shipped {
+        name: lua::NAME,
+        check: lua::check_settings,
+        start: lua::start_hosted,
+        usage: lua::USAGE,
     },
     Shipped {
         name: webhooks::NAME,

@@ -1,6 +1,8 @@
 //! Helpers for tests that run the `vmq-broker` binary as an operator does.
 #![allow(dead_code)]
 
+pub mod endpoint;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -233,4 +235,54 @@ pub async fn metric(http_port: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
         .parse()
         .unwrap()
+}
+
+pub async fn run(program: &str, args: Vec<String>) -> Output {
+    let program = program.to_owned();
+    tokio::task::spawn_blocking(move || {
+        Command::new(&program)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test installs mosquitto-clients)"))
+    })
+    .await
+    .unwrap()
+}
+
+/// `mosquitto_pub` with `args` against the broker on `port`.
+pub async fn mosquitto_pub(port: &str, args: &[&str]) -> Output {
+    let mut a = vec![
+        "-h".to_owned(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.into(),
+    ];
+    a.extend(args.iter().map(|s| s.to_string()));
+    run("mosquitto_pub", a).await
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn b64(s: &str) -> String {
+    {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+}
+
+pub async fn admin(conf: &Path, http_port: &str, args: &[&str]) -> Output {
+    let mut a = vec![
+        "--config".to_owned(),
+        conf.display().to_string(),
+        "--url".into(),
+        format!("http://127.0.0.1:{http_port}"),
+    ];
+    a.extend(args.iter().map(|s| s.to_string()));
+    run(env!("CARGO_BIN_EXE_vmq-admin"), a).await
 }

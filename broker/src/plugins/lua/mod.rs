@@ -1,0 +1,696 @@
+//! `vmq_diversity`: VerneMQ's Lua plugins, so its users' scripts run unchanged
+//! (`specs/lua.md`): scripts with a global `hooks` table, VerneMQ's argument tables and return
+//! conventions, its modules (`json`, `http`, `kv`, `log`, `bcrypt`, `crypto`, `obf`), and
+//! `vmq-admin script load|reload|unload|show`.
+//!
+//! Each script runs in a pool of real Lua 5.4 states on their own threads (`script.rs`,
+//! `vm.rs`); a session's hook call is queued and awaited, never run on a tokio worker. The
+//! database modules, `auth_cache` and `vmq_api` are not here yet: using one raises a Lua error
+//! that names it.
+
+mod args;
+pub mod config;
+mod data;
+mod modules;
+mod script;
+mod vm;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use futures::future::BoxFuture;
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::command::{Answer, Args, CommandError, row, text};
+use super::{Hosted, MetricsOut};
+use crate::config::{Config, ConfigError, PluginSetting};
+use crate::hooks::{
+    AuthResult, ClientInfo, DeliverModifiers, Hook, HookSet, INVALID_CREDENTIALS, MessageInfo,
+    Notification, Plugin, PublishModifiers, RegisterModifiers, RegisterRequest, SubscribeTopic,
+    TopicVerdict,
+};
+use crate::mqtt::Properties;
+use crate::plugins::hook_names::{Group, HOOKS};
+use crate::plugins::modifiers;
+use config::LuaConfig;
+use data::Data;
+use script::Script;
+use vm::{CallError, Setup};
+
+/// The plugin's name.
+pub const NAME: &str = "vmq_diversity";
+
+/// The usage of its commands.
+pub const USAGE: &str = "  script show
+  script load path=<file>
+  script reload path=<file>
+  script unload path=<file>";
+
+/// Checks the `vmq_diversity.*` lines.
+pub(super) fn check_settings(s: &[PluginSetting]) -> Result<(), ConfigError> {
+    LuaConfig::from_settings(s).map(drop)
+}
+
+/// Starts the plugin and loads its scripts (before the listeners accept).
+pub(super) fn start_hosted(
+    _config: &Config,
+    s: &[PluginSetting],
+    priority: i32,
+) -> Result<Arc<dyn Hosted>, String> {
+    let config = LuaConfig::from_settings(s).map_err(|e| e.to_string())?;
+    Ok(LuaPlugin::start(config, priority)?)
+}
+
+/// What a script's answer to a conditional hook means (`specs/lua.md` 3.1).
+enum Ret {
+    /// `true`.
+    Ok,
+    /// A table of modifiers.
+    Changes(Data),
+    /// `false`.
+    Refused,
+    /// `nil` or anything else: the next script.
+    Next,
+}
+
+fn ret(d: Data) -> Ret {
+    match d {
+        Data::Bool(true) => Ret::Ok,
+        Data::Bool(false) => Ret::Refused,
+        Data::Table(_) => Ret::Changes(d),
+        _ => Ret::Next,
+    }
+}
+
+/// The Lua plugin.
+pub struct LuaPlugin {
+    scripts: RwLock<Arc<Vec<Arc<Script>>>>,
+    wanted: AtomicU32,
+    setup: Setup,
+    default_states: usize,
+    priority: i32,
+}
+
+impl std::fmt::Debug for LuaPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LuaPlugin")
+            .field("scripts", &self.scripts.read().len())
+            .finish()
+    }
+}
+
+/// Runs blocking work (loading a script) from async code without stalling the runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl LuaPlugin {
+    /// Starts the plugin (inside a tokio runtime): `script_dir`'s `*.lua` in name order, then
+    /// the `<name>.file` scripts. A script that does not load is logged and skipped, as in
+    /// VerneMQ.
+    pub fn start(config: LuaConfig, priority: i32) -> Result<Arc<LuaPlugin>, String> {
+        let setup = Setup {
+            script_dir: config.script_dir.clone(),
+            keep_state: config.keep_state,
+            hook_timeout: config.hook_timeout,
+            shared: Arc::new(modules::Shared::new()?),
+        };
+        let plugin = Arc::new(LuaPlugin {
+            scripts: RwLock::default(),
+            wanted: AtomicU32::new(0),
+            setup,
+            default_states: config.nr_lua_states,
+            priority,
+        });
+        let mut paths: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = &config.script_dir {
+            match std::fs::read_dir(dir) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "lua") && p.is_file())
+                        .collect();
+                    found.sort();
+                    paths.extend(found);
+                }
+                Err(e) => warn!(dir = %dir.display(), "vmq_diversity.script_dir: {e}"),
+            }
+        }
+        paths.extend(config.scripts);
+        for p in paths {
+            match plugin.load(&p) {
+                Ok(()) => info!(script = %p.display(), "Lua script loaded"),
+                Err(e) => warn!("can't load script {}: {e}", p.display()),
+            }
+        }
+        Ok(plugin)
+    }
+
+    /// Loads a script; an already loaded path is an error.
+    pub fn load(&self, path: &Path) -> Result<(), String> {
+        if self.scripts.read().iter().any(|s| s.path == path) {
+            return Err("already loaded".into());
+        }
+        let script = blocking(|| Script::load(path, &self.setup, self.default_states))?;
+        let mut scripts = self.scripts.write();
+        let mut list = (**scripts).clone();
+        list.push(Arc::new(script));
+        self.set(&mut scripts, list);
+        Ok(())
+    }
+
+    /// Loads the file again into the script's states; the old code stays if it fails.
+    pub fn reload(&self, path: &Path) -> Result<(), String> {
+        let script = self
+            .find(path)
+            .ok_or_else(|| "no such script loaded".to_owned())?;
+        blocking(|| script.reload())
+    }
+
+    /// Unloads a script: it leaves every hook; its states stop after the calls queued.
+    pub fn unload(&self, path: &Path) -> Result<(), String> {
+        let mut scripts = self.scripts.write();
+        let Some(at) = scripts.iter().position(|s| s.path == path) else {
+            return Err("no such script loaded".into());
+        };
+        let mut list = (**scripts).clone();
+        list.remove(at).unload();
+        self.set(&mut scripts, list);
+        Ok(())
+    }
+
+    fn find(&self, path: &Path) -> Option<Arc<Script>> {
+        self.scripts.read().iter().find(|s| s.path == path).cloned()
+    }
+
+    fn set(&self, scripts: &mut Arc<Vec<Arc<Script>>>, list: Vec<Arc<Script>>) {
+        let wanted = list
+            .iter()
+            .flat_map(|s| s.hooks.iter())
+            .filter_map(|&i| HOOKS[i].hook)
+            .fold(HookSet::default(), HookSet::with);
+        *scripts = Arc::new(list);
+        self.wanted.store(wanted.0, Relaxed);
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Script>>> {
+        self.scripts.read().clone()
+    }
+
+    /// Runs a conditional hook through the scripts that registered it, in load order:
+    /// `true` or a table decides; `false` refuses; `nil` asks the next script. A raised error
+    /// is logged and counted; for auth hooks the next script is asked (VerneMQ's rule), for
+    /// the others the chain stops.
+    async fn chain<T>(
+        &self,
+        hook: Hook,
+        v5: bool,
+        args: Data,
+        read: impl Fn(Ret) -> Option<Result<T, String>>,
+    ) -> Option<Result<T, String>> {
+        let auth = matches!(
+            hook,
+            Hook::AuthOnRegister | Hook::AuthOnPublish | Hook::AuthOnSubscribe
+        );
+        for s in self.snapshot().iter() {
+            let Some(index) = s
+                .hooks
+                .iter()
+                .copied()
+                .find(|&i| HOOKS[i].is(hook, Some(v5)))
+            else {
+                continue;
+            };
+            match s.call(index, args.clone()).await {
+                Ok(d) => {
+                    if let Some(decided) = read(ret(d)) {
+                        return Some(decided);
+                    }
+                }
+                Err(e) => {
+                    let why = match e {
+                        CallError::Timeout => "hook_timeout exceeded".to_owned(),
+                        CallError::Raised(m) => m,
+                    };
+                    warn!(
+                        script = %s.path.display(),
+                        hook = HOOKS[index].name,
+                        error = %why,
+                        "can't call Lua hook"
+                    );
+                    if !auth {
+                        return Some(Err(why));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn show(&self) -> Answer {
+        let rows = self
+            .snapshot()
+            .iter()
+            .map(|s| {
+                let mut r = row([
+                    ("script", json!(s.path.display().to_string())),
+                    ("states", json!(s.states)),
+                ]);
+                for (hook, us) in s.take_averages() {
+                    r.insert(hook.to_owned(), json!(us));
+                }
+                r
+            })
+            .collect();
+        Answer::Table(rows)
+    }
+}
+
+/// A Lua array's items, in order.
+fn items(d: &Data) -> Vec<&Data> {
+    let Data::Table(pairs) = d else {
+        return Vec::new();
+    };
+    let mut v: Vec<(i64, &Data)> = pairs
+        .iter()
+        .filter_map(|(k, v)| match k {
+            Data::Int(i) => Some((*i, v)),
+            _ => None,
+        })
+        .collect();
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, v)| v).collect()
+}
+
+fn field<'a>(d: &'a Data, name: &str) -> Option<&'a Data> {
+    let Data::Table(pairs) = d else {
+        return None;
+    };
+    pairs
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
+}
+
+/// Lua's modifier table in the JSON shape the shared checks read: `subscriber_id` flattened,
+/// user properties from `{{k = v}, ...}` to webhooks' base64 `key`/`val` objects.
+fn modifiers_json(d: &Data) -> Result<Value, String> {
+    use base64::Engine as _;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut j = d
+        .to_json()
+        .ok_or("the returned table cannot be read as modifiers")?;
+    let Some(o) = j.as_object_mut() else {
+        return Err("expected a table of modifiers".into());
+    };
+    if let Some(Value::Object(id)) = o.remove("subscriber_id") {
+        for (k, v) in id {
+            o.insert(k, v);
+        }
+    }
+    if let (Some(Value::Object(p)), Some(props)) = (o.get_mut("properties"), field(d, "properties"))
+        && let Some(up) = field(props, "p_user_property")
+    {
+        let pairs: Vec<Value> = items(up)
+            .into_iter()
+            .filter_map(|pair| match pair {
+                Data::Table(kv) if kv.len() == 1 => match &kv[0] {
+                    (Data::Str(k), Data::Str(v)) => Some(json!({"key": b64(k), "val": b64(v)})),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        p.insert("p_user_property".into(), Value::Array(pairs));
+    }
+    Ok(j)
+}
+
+/// `{{topic, qos}, ...}` (v3) or `{topics = {{topic, {qos, {opts}}}, ...}}` (v5) in the JSON
+/// shape the subscribe check reads.
+fn subscribe_json(d: &Data, v5: bool) -> Value {
+    let list = if v5 {
+        field(d, "topics").map(items).unwrap_or_default()
+    } else {
+        items(d)
+    };
+    let topics: Vec<Value> = list
+        .into_iter()
+        .map(|entry| {
+            let parts = items(entry);
+            let topic = parts.first().and_then(|t| t.as_str()).unwrap_or_default();
+            let mut o = json!({"topic": topic});
+            match parts.get(1) {
+                Some(Data::Table(_)) if v5 => {
+                    let inner = items(parts[1]);
+                    o["qos"] = inner
+                        .first()
+                        .and_then(|q| q.to_json())
+                        .unwrap_or(Value::Null);
+                    if let Some(opts) = inner.get(1)
+                        && let Some(Value::Object(m)) = opts.to_json()
+                    {
+                        for (k, v) in m {
+                            o[k] = v;
+                        }
+                    }
+                }
+                Some(q) => o["qos"] = q.to_json().unwrap_or(Value::Null),
+                None => {}
+            }
+            o
+        })
+        .collect();
+    if v5 {
+        json!({"topics": topics})
+    } else {
+        Value::Array(topics)
+    }
+}
+
+fn result<M>(o: Option<Result<Option<M>, String>>) -> AuthResult<M> {
+    match o {
+        None => AuthResult::Next,
+        Some(Ok(None)) => AuthResult::Ok(None),
+        Some(Ok(Some(m))) => AuthResult::OkWith(m, None),
+        Some(Err(why)) => AuthResult::Error(Some(why)),
+    }
+}
+
+impl Plugin for LuaPlugin {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    fn wants(&self, hook: Hook) -> bool {
+        HookSet(self.wanted.load(Relaxed)).contains(hook)
+    }
+
+    fn modifies(&self, hook: Hook) -> bool {
+        matches!(hook, Hook::OnDeliver | Hook::OnUnsubscribe) && self.wants(hook)
+    }
+
+    fn auth_on_register<'a>(
+        &'a self,
+        req: &'a RegisterRequest<'a>,
+    ) -> BoxFuture<'a, AuthResult<RegisterModifiers>> {
+        Box::pin(async move {
+            let v5 = req.client.protocol.is_v5();
+            let o = self
+                .chain(Hook::AuthOnRegister, v5, args::register(req), |r| match r {
+                    Ret::Ok => Some(Ok(None)),
+                    Ret::Refused => Some(Err(INVALID_CREDENTIALS.to_owned())),
+                    Ret::Changes(d) => Some(
+                        modifiers_json(&d)
+                            .and_then(|j| modifiers::register(&j, v5))
+                            .map(Some)
+                            .map_err(|e| format!("invalid_modifiers: {e}")),
+                    ),
+                    Ret::Next => None,
+                })
+                .await;
+            result(o)
+        })
+    }
+
+    fn auth_on_publish<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        message: &'a MessageInfo<'a>,
+    ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
+        Box::pin(async move {
+            let v5 = client.protocol.is_v5();
+            let o = self
+                .chain(
+                    Hook::AuthOnPublish,
+                    v5,
+                    args::publish(client, message, v5),
+                    |r| match r {
+                        Ret::Ok => Some(Ok(None)),
+                        Ret::Refused => Some(Err("not_authorized".to_owned())),
+                        Ret::Changes(d) => Some(
+                            modifiers_json(&d)
+                                .and_then(|j| modifiers::publish(&j, v5, false))
+                                .map(Some)
+                                .map_err(|e| format!("invalid_modifiers: {e}")),
+                        ),
+                        Ret::Next => None,
+                    },
+                )
+                .await;
+            result(o)
+        })
+    }
+
+    fn auth_on_subscribe<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        topics: &'a [SubscribeTopic],
+        properties: &'a Properties,
+    ) -> BoxFuture<'a, AuthResult<Vec<TopicVerdict>>> {
+        Box::pin(async move {
+            let v5 = client.protocol.is_v5();
+            let a = args::subscribe(client, args::asked(topics), properties);
+            let o = self
+                .chain(Hook::AuthOnSubscribe, v5, a, |r| match r {
+                    Ret::Ok => Some(Ok(modifiers::allow_all(topics))),
+                    Ret::Refused => Some(Err("not_authorized".to_owned())),
+                    Ret::Changes(d) => Some(
+                        modifiers::subscribe(&subscribe_json(&d, v5), v5, topics)
+                            .map_err(|e| format!("invalid_modifiers: {e}")),
+                    ),
+                    Ret::Next => None,
+                })
+                .await;
+            match o {
+                None => AuthResult::Next,
+                Some(Ok(v)) => AuthResult::OkWith(v, None),
+                Some(Err(why)) => AuthResult::Error(Some(why)),
+            }
+        })
+    }
+
+    fn on_deliver<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        message: &'a MessageInfo<'a>,
+    ) -> BoxFuture<'a, AuthResult<DeliverModifiers>> {
+        Box::pin(async move {
+            let v5 = client.protocol.is_v5();
+            let o = self
+                .chain(
+                    Hook::OnDeliver,
+                    v5,
+                    args::publish(client, message, true),
+                    |r| match r {
+                        Ret::Ok => Some(Ok(None)),
+                        Ret::Refused => Some(Err("not_authorized".to_owned())),
+                        Ret::Changes(d) => Some(
+                            modifiers_json(&d)
+                                .and_then(|j| modifiers::deliver(&j, v5, false))
+                                .map(Some),
+                        ),
+                        Ret::Next => None,
+                    },
+                )
+                .await;
+            result(o)
+        })
+    }
+
+    fn on_unsubscribe<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        topics: &'a [String],
+        properties: &'a Properties,
+    ) -> BoxFuture<'a, AuthResult<Vec<String>>> {
+        Box::pin(async move {
+            let v5 = client.protocol.is_v5();
+            let o = self
+                .chain(
+                    Hook::OnUnsubscribe,
+                    v5,
+                    args::unsubscribe(client, topics, properties),
+                    |r| match r {
+                        Ret::Ok => Some(Ok(None)),
+                        Ret::Refused => Some(Err("not_authorized".to_owned())),
+                        Ret::Changes(d) => {
+                            let j = if v5 {
+                                d.to_json().unwrap_or(Value::Null)
+                            } else {
+                                Value::Array(items(&d).iter().filter_map(|t| t.to_json()).collect())
+                            };
+                            Some(modifiers::unsubscribe(&j, v5))
+                        }
+                        Ret::Next => None,
+                    },
+                )
+                .await;
+            result(o)
+        })
+    }
+
+    fn notify(&self, event: &Notification<'_>) {
+        let v5 = match *event {
+            Notification::Register { client, .. }
+            | Notification::Publish { client, .. }
+            | Notification::Subscribe { client, .. }
+            | Notification::ClientWakeup { client }
+            | Notification::ClientOffline { client, .. }
+            | Notification::ClientGone { client, .. } => Some(client.protocol.is_v5()),
+            Notification::OfflineMessage { .. } | Notification::SessionExpired { .. } => None,
+            _ => return,
+        };
+        let hook = event.hook();
+        let targets: Vec<(Arc<Script>, usize)> = self
+            .snapshot()
+            .iter()
+            .filter_map(|s| {
+                s.hooks
+                    .iter()
+                    .copied()
+                    .find(|&i| HOOKS[i].group == Group::Notification && HOOKS[i].is(hook, v5))
+                    .map(|i| (s.clone(), i))
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let Some(args) = args::notification(event) else {
+            return;
+        };
+        // Notifications never make the session wait: the calls run in order on a task.
+        tokio::spawn(async move {
+            for (s, i) in targets {
+                if let Err(e) = s.call(i, args.clone()).await {
+                    warn!(script = %s.path.display(), hook = HOOKS[i].name, error = ?e, "can't call Lua hook");
+                }
+            }
+        });
+    }
+}
+
+impl Hosted for LuaPlugin {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn hooks(self: Arc<Self>) -> Arc<dyn Plugin> {
+        self
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+
+    fn commands(&self) -> (&'static [&'static str], &'static str) {
+        (&["script"], USAGE)
+    }
+
+    fn command(&self, words: &[&str], args: &Args) -> Result<Answer, CommandError> {
+        let path = || -> Result<PathBuf, CommandError> { Ok(PathBuf::from(args.need("path")?)) };
+        match words {
+            ["script", "show"] => {
+                args.check(&[])?;
+                Ok(self.show())
+            }
+            ["script", "load"] => {
+                args.check(&["path"])?;
+                let p = path()?;
+                if !p.is_file() {
+                    return Err(CommandError::bad(format!("no such file: {}", p.display())));
+                }
+                self.load(&p).map_err(|e| {
+                    warn!("can't load script {}: {e}", p.display());
+                    CommandError::bad(format!("Can't load script! {e}"))
+                })?;
+                text("Script successfully loaded!")
+            }
+            ["script", "reload"] => {
+                args.check(&["path"])?;
+                let p = path()?;
+                self.reload(&p).map_err(|e| {
+                    warn!(
+                        "can't reload script {} due to {e}, keeping old version",
+                        p.display()
+                    );
+                    CommandError::bad(format!(
+                        "Can't reload script! {e} (the old version runs on)"
+                    ))
+                })?;
+                text("Script successfully reloaded!")
+            }
+            ["script", "unload"] => {
+                args.check(&["path"])?;
+                let p = path()?;
+                self.unload(&p)
+                    .map_err(|e| CommandError::not_found(format!("Can't unload script! {e}")))?;
+                text("Script successfully unloaded!")
+            }
+            _ => Err(CommandError::not_found(format!(
+                "unknown command {:?}\n{USAGE}",
+                words.join(" ")
+            ))),
+        }
+    }
+
+    fn metrics(&self, out: &mut dyn MetricsOut) {
+        let scripts = self.snapshot();
+        type Pick = fn(&script::HookStats) -> u64;
+        let families: [(&str, &str, &str, Pick); 4] = [
+            (
+                "lua_hook_calls",
+                "counter",
+                "Lua hook calls, by script and hook.",
+                |s| s.calls.load(Relaxed),
+            ),
+            (
+                "lua_hook_errors",
+                "counter",
+                "Lua hook calls that raised an error.",
+                |s| s.errors.load(Relaxed),
+            ),
+            (
+                "lua_hook_timeouts",
+                "counter",
+                "Lua hook calls stopped by hook_timeout.",
+                |s| s.timeouts.load(Relaxed),
+            ),
+            (
+                "lua_hook_microseconds",
+                "counter",
+                "Time spent in Lua hook calls.",
+                |s| s.micros.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, pick) in families {
+            out.header(name, kind, help);
+            for s in scripts.iter() {
+                let path = s.path.display().to_string();
+                for &i in &s.hooks {
+                    out.sample(
+                        name,
+                        &[("script", &path), ("hook", HOOKS[i].name)],
+                        pick(s.stats(i)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> Value {
+        json!({"scripts": self.snapshot().iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>()})
+    }
+}
