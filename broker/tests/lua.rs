@@ -564,3 +564,80 @@ async fn the_seeds_sample_script_posts_every_hook_as_json() {
     assert_eq!(s3.body["topics"], serde_json::json!([["s/#", 1]]));
     drop(b);
 }
+
+const CACHED: &str = r#"
+function auth_on_register(reg)
+  local acls = {{pattern = "own/%c/#"}, {pattern = "open/#", max_qos = 0}}
+  auth_cache.insert(reg.mountpoint, reg.client_id, reg.username or "", acls, acls)
+  assert(obf.decrypt(obf.encrypt("x")) == "x" and obf.encrypt("x") ~= "x")
+  if reg.password then assert(obf.decrypt(reg.password) == reg.password) end
+  assert(bit32.band(6, 3) == 2 and unpack({7}) == 7)
+  return true
+end
+-- Never asked for a client with an entry: the cache decides.
+function auth_on_publish(pub) return true end
+function on_publish(pub)
+  if pub.topic == "own/kicker/kick" then
+    log.info("kicking victim: " .. vmq_api.disconnect_by_subscriber_id({mountpoint = "", client_id = "victim"}, {}))
+  end
+end
+hooks = {auth_on_register = auth_on_register, auth_on_publish = auth_on_publish, on_publish = on_publish}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_cache_decides_before_scripts_and_vmq_api_disconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("cached.lua");
+    std::fs::write(&script, CACHED).unwrap();
+    let (b, port, _) = broker(
+        dir.path(),
+        &format!(
+            "allow_anonymous = off\nvmq_diversity.c.file = {}\n",
+            script.display()
+        ),
+    );
+    let o = mosquitto_pub(
+        &port,
+        &[
+            "-i", "me", "-u", "u", "-P", "p", "-t", "own/me/x", "-m", "1",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    // Outside its ACLs (or above max_qos): refused, although the script's own
+    // auth_on_publish says yes to everything (MQTT 3: acknowledged, dropped, counted).
+    let (c, mut events) = v4_client("me", &port, true);
+    c.subscribe("open/#", QoS::AtMostOnce).await.unwrap();
+    poll_until(&mut events, |p| matches!(p, Incoming::SubAck(_))).await;
+    c.publish("open/x", QoS::AtLeastOnce, false, "too high")
+        .await
+        .unwrap();
+    c.publish("open/y", QoS::AtMostOnce, false, "fine")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_publish(&mut events).await,
+        ("open/y".into(), "fine".into())
+    );
+    assert_eq!(
+        support::metric(b.http_port(), "mqtt_publish_auth_error").await,
+        1
+    );
+
+    // vmq_api disconnects another client from a hook.
+    let (victim, mut victim_events) = v4_client("victim", &port, true);
+    let _ = &victim;
+    poll_until(&mut victim_events, |p| matches!(p, Incoming::ConnAck(_))).await;
+    let o = mosquitto_pub(&port, &["-i", "kicker", "-t", "own/kicker/kick", "-m", "1"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let kicked = tokio::time::timeout(WAIT, async {
+        loop {
+            if victim_events.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(kicked.is_ok(), "the victim is still connected");
+    drop(b);
+}

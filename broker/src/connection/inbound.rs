@@ -205,6 +205,9 @@ impl Conn {
         }
         let mut acl = None;
         let mut into = None;
+        // The acknowledgement follows the QoS the client sent, whatever QoS a plugin routes
+        // the message with.
+        let received = p.qos;
         let asked = self.engine.hooks().wants(Hook::AuthOnPublish);
         let decision = if asked {
             let info = publish_info(&p);
@@ -257,7 +260,7 @@ impl Conn {
                 None => {}
             }
         }
-        if p.qos == QoS::ExactlyOnce {
+        if received == QoS::ExactlyOnce {
             if self.state.incoming_qos2.contains(&p.packet_id) {
                 // A retransmission of a message already routed: acknowledge only.
                 return self
@@ -279,7 +282,7 @@ impl Conn {
         if routed == 0 && self.protocol.is_v5() {
             ack.reason = PubAckReason::NoMatchingSubscribers;
         }
-        match p.qos {
+        match received {
             QoS::AtMostOnce => Ok(None),
             QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), ticket).await,
             QoS::ExactlyOnce => {

@@ -4,11 +4,13 @@
 //! `vmq-admin script load|reload|unload|show`.
 //!
 //! Each script runs in a pool of real Lua 5.4 states on their own threads (`script.rs`,
-//! `vm.rs`); a session's hook call is queued and awaited, never run on a tokio worker. The
-//! database modules, `auth_cache` and `vmq_api` are not here yet: using one raises a Lua error
-//! that names it.
+//! `vm.rs`); a session's hook call is queued and awaited, never run on a tokio worker. ACLs a
+//! script puts in `auth_cache` decide a client's publishes and subscribes before any script
+//! (`auth_cache.rs`). The database modules are not here yet: using one raises a Lua error that
+//! names it.
 
 mod args;
+mod auth_cache;
 pub mod config;
 mod data;
 mod modules;
@@ -35,6 +37,7 @@ use crate::hooks::{
 use crate::mqtt::Properties;
 use crate::plugins::hook_names::{Group, HOOKS};
 use crate::plugins::modifiers;
+use auth_cache::Decision;
 use config::LuaConfig;
 use data::Data;
 use script::Script;
@@ -396,6 +399,15 @@ impl Plugin for LuaPlugin {
 
     fn wants(&self, hook: Hook) -> bool {
         HookSet(self.wanted.load(Relaxed)).contains(hook)
+            || (!self.setup.shared.auth_cache.is_empty()
+                && matches!(
+                    hook,
+                    Hook::AuthOnPublish
+                        | Hook::AuthOnSubscribe
+                        | Hook::OnClientOffline
+                        | Hook::OnClientGone
+                        | Hook::OnSessionExpired
+                ))
     }
 
     fn modifies(&self, hook: Hook) -> bool {
@@ -432,6 +444,25 @@ impl Plugin for LuaPlugin {
     ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
         Box::pin(async move {
             let v5 = client.protocol.is_v5();
+            match self.setup.shared.auth_cache.publish(
+                &client.mountpoint,
+                &client.client_id,
+                message.topic,
+                message.qos as u8,
+                message.payload.len(),
+                message.retain,
+            ) {
+                Decision::NoEntry => {}
+                Decision::Refused => return AuthResult::Error(Some("not_authorized".into())),
+                Decision::Allowed(None) => return AuthResult::Ok(None),
+                Decision::Allowed(Some(m)) => {
+                    return match modifiers_json(&m).and_then(|j| modifiers::publish(&j, v5, false))
+                    {
+                        Ok(m) => AuthResult::OkWith(m, None),
+                        Err(e) => AuthResult::Error(Some(format!("invalid_modifiers: {e}"))),
+                    };
+                }
+            }
             let o = self
                 .chain(
                     Hook::AuthOnPublish,
@@ -462,6 +493,27 @@ impl Plugin for LuaPlugin {
     ) -> BoxFuture<'a, AuthResult<Vec<TopicVerdict>>> {
         Box::pin(async move {
             let v5 = client.protocol.is_v5();
+            let asked: Vec<(&str, u8)> = topics
+                .iter()
+                .map(|t| (t.filter.as_str(), t.options.qos as u8))
+                .collect();
+            match self.setup.shared.auth_cache.subscribe(
+                &client.mountpoint,
+                &client.client_id,
+                &asked,
+            ) {
+                Decision::NoEntry => {}
+                Decision::Refused => return AuthResult::Error(Some("not_authorized".into())),
+                Decision::Allowed(None) => {
+                    return AuthResult::OkWith(modifiers::allow_all(topics), None);
+                }
+                Decision::Allowed(Some(m)) => {
+                    return match modifiers::subscribe(&subscribe_json(&m, false), false, topics) {
+                        Ok(v) => AuthResult::OkWith(v, None),
+                        Err(e) => AuthResult::Error(Some(format!("invalid_modifiers: {e}"))),
+                    };
+                }
+            }
             let a = args::subscribe(client, args::asked(topics), properties);
             let o = self
                 .chain(Hook::AuthOnSubscribe, v5, a, |r| match r {
@@ -554,6 +606,20 @@ impl Plugin for LuaPlugin {
             _ => return,
         };
         let hook = event.hook();
+        match *event {
+            Notification::ClientOffline { client, .. }
+            | Notification::ClientGone { client, .. } => self
+                .setup
+                .shared
+                .auth_cache
+                .remove(&client.mountpoint, &client.client_id),
+            Notification::SessionExpired {
+                mountpoint,
+                client_id,
+                ..
+            } => self.setup.shared.auth_cache.remove(mountpoint, client_id),
+            _ => {}
+        }
         let targets: Vec<(Arc<Script>, usize)> = self
             .snapshot()
             .iter()
@@ -571,14 +637,10 @@ impl Plugin for LuaPlugin {
         let Some(args) = args::notification(event) else {
             return;
         };
-        // Notifications never make the session wait: the calls run in order on a task.
-        tokio::spawn(async move {
-            for (s, i) in targets {
-                if let Err(e) = s.call(i, args.clone()).await {
-                    warn!(script = %s.path.display(), hook = HOOKS[i].name, error = ?e, "can't call Lua hook");
-                }
-            }
-        });
+        // Notifications never make the session wait: queued to the scripts' states.
+        for (s, i) in targets {
+            s.notify(i, args.clone());
+        }
     }
 }
 
@@ -593,6 +655,10 @@ impl Hosted for LuaPlugin {
 
     fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
         self
+    }
+
+    fn start(&self, broker: crate::engine::BrokerHandle) {
+        let _ = self.setup.shared.broker.set(broker);
     }
 
     fn commands(&self) -> (&'static [&'static str], &'static str) {
@@ -688,9 +754,27 @@ impl Hosted for LuaPlugin {
                 }
             }
         }
+        out.header(
+            "lua_notifications_dropped",
+            "counter",
+            "Lua notification hook calls dropped: too many waiting for the script's states.",
+        );
+        for s in scripts.iter() {
+            out.sample(
+                "lua_notifications_dropped",
+                &[("script", &s.path.display().to_string())],
+                s.dropped.load(Relaxed),
+            );
+        }
     }
 
     fn status(&self) -> Value {
+        self.status_json()
+    }
+}
+
+impl LuaPlugin {
+    fn status_json(&self) -> Value {
         json!({"scripts": self.snapshot().iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>()})
     }
 }

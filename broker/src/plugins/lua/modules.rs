@@ -3,7 +3,7 @@
 //! modules (`postgres`, `mysql`, `redis`, ...) are tables that raise a clear error when used.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -11,7 +11,9 @@ use mlua::{Lua, Table, Value, Variadic};
 use parking_lot::Mutex;
 use sha2::Digest;
 
+use super::auth_cache::{AuthCache, Decision};
 use super::data::Data;
+use crate::engine::BrokerHandle;
 
 /// What every state of every script shares: `kv` tables, `http` pools, the runtime that runs
 /// `http` requests (the Lua thread waits; no tokio worker does).
@@ -25,6 +27,10 @@ pub struct Shared {
     runtime: tokio::runtime::Handle,
     /// `obf`'s key: random per process.
     obf_key: [u8; 16],
+    /// `auth_cache`: ACLs stored by scripts, deciding before any script is called.
+    pub auth_cache: AuthCache,
+    /// What `vmq_api` acts on, once the engine exists.
+    pub broker: OnceLock<BrokerHandle>,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +64,8 @@ impl Shared {
             http,
             runtime: tokio::runtime::Handle::current(),
             obf_key,
+            auth_cache: AuthCache::default(),
+            broker: OnceLock::new(),
         })
     }
 }
@@ -80,6 +88,8 @@ pub fn install(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<()> {
     g.set("crypto", crypto(lua)?)?;
     g.set("bcrypt", bcrypt(lua)?)?;
     g.set("obf", obf(lua, shared)?)?;
+    g.set("auth_cache", auth_cache(lua, shared)?)?;
+    g.set("vmq_api", vmq_api(lua, shared)?)?;
     for name in [
         "postgres",
         "cockroachdb",
@@ -88,8 +98,6 @@ pub fn install(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<()> {
         "mongodb",
         "redis",
         "memcached",
-        "auth_cache",
-        "vmq_api",
     ] {
         g.set(name, missing(lua, name)?)?;
     }
@@ -499,6 +507,106 @@ fn obf(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                 // Passwords reach scripts in plain text: decrypt leaves them as they are.
                 None => Ok(s.clone()),
             }
+        })?,
+    )?;
+    Ok(t)
+}
+
+fn opt_table(v: Value) -> mlua::Result<Option<Data>> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::Table(_) => Ok(Some(Data::from_lua(&v)?)),
+        _ => Err(bad("auth_cache: ACLs are a table or nil")),
+    }
+}
+
+fn decision(lua: &Lua, d: Decision) -> mlua::Result<Value> {
+    match d {
+        Decision::Allowed(None) => Ok(Value::Boolean(true)),
+        Decision::Allowed(Some(m)) => m.to_lua(lua),
+        Decision::Refused | Decision::NoEntry => Ok(Value::Boolean(false)),
+    }
+}
+
+fn auth_cache(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let s = shared.clone();
+    t.set(
+        "insert",
+        lua.create_function(
+            move |_, (mp, cid, user, publish, subscribe): (String, String, String, Value, Value)| {
+                let (p, s2) = (opt_table(publish)?, opt_table(subscribe)?);
+                Ok(s.auth_cache.insert(&mp, &cid, &user, p.as_ref(), s2.as_ref()))
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    t.set(
+        "match_publish",
+        lua.create_function(
+            move |lua,
+                  (mp, cid, topic, qos, payload, retain): (
+                String,
+                String,
+                String,
+                i64,
+                mlua::LuaString,
+                bool,
+            )| {
+                let size = payload.as_bytes().len();
+                decision(
+                    lua,
+                    s.auth_cache
+                        .publish(&mp, &cid, &topic, qos.clamp(0, 255) as u8, size, retain),
+                )
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    t.set(
+        "match_subscribe",
+        lua.create_function(
+            move |lua, (mp, cid, topic, qos): (String, String, String, i64)| {
+                decision(
+                    lua,
+                    s.auth_cache
+                        .subscribe(&mp, &cid, &[(&topic, qos.clamp(0, 255) as u8)]),
+                )
+            },
+        )?,
+    )?;
+    Ok(t)
+}
+
+fn vmq_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let s = shared.clone();
+    t.set(
+        "disconnect_by_subscriber_id",
+        lua.create_function(move |_, (id, _opts): (Table, Option<Table>)| {
+            let mp: String = id
+                .get::<Option<String>>("mountpoint")?
+                .ok_or_else(|| bad("vmq_api.disconnect_by_subscriber_id: no mountpoint"))?;
+            let cid: String = id
+                .get::<Option<String>>("client_id")?
+                .ok_or_else(|| bad("vmq_api.disconnect_by_subscriber_id: no client_id"))?;
+            let Some(broker) = s.broker.get().cloned() else {
+                return Ok("not_found");
+            };
+            let done = s.runtime.block_on(broker.disconnect(
+                &mp,
+                &cid,
+                crate::mqtt::DisconnectReason::AdministrativeAction,
+            ));
+            Ok(if done { "ok" } else { "not_found" })
+        })?,
+    )?;
+    t.set(
+        "reauthorize_subscriptions",
+        lua.create_function(|_, _: Variadic<Value>| -> mlua::Result<()> {
+            Err(bad(
+                "vmq_api.reauthorize_subscriptions is not available in this broker yet",
+            ))
         })?,
     )?;
     Ok(t)

@@ -3,7 +3,7 @@
 //! (`specs/lua.md` 5). A session awaits its call's answer without blocking the runtime.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -32,9 +32,11 @@ pub struct HookStats {
 
 enum Job {
     Call {
-        hook: &'static str,
+        hook: usize,
         args: Data,
-        reply: oneshot::Sender<Result<Data, CallError>>,
+        queued: Instant,
+        /// `None` for a notification: nobody waits for it.
+        reply: Option<oneshot::Sender<Result<Data, CallError>>>,
     },
     Reload {
         barrier: Arc<Barrier>,
@@ -51,7 +53,45 @@ pub struct Script {
     /// Its states.
     pub states: usize,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    stats: Vec<HookStats>,
+    stats: Arc<Vec<HookStats>>,
+    /// Notifications queued and not yet run.
+    pending: Arc<AtomicUsize>,
+    /// Notifications dropped because [`MAX_PENDING`] were waiting.
+    pub dropped: AtomicU64,
+}
+
+/// Notifications a script may have waiting before new ones are dropped (counted).
+pub const MAX_PENDING: usize = 10_000;
+
+/// What a state's thread shares with its script.
+#[derive(Clone)]
+struct Counters {
+    stats: Arc<Vec<HookStats>>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Counters {
+    fn record(&self, index: usize, queued: Instant, result: &Result<Data, CallError>) {
+        let s = &self.stats[index];
+        let micros = queued.elapsed().as_micros() as u64;
+        s.calls.fetch_add(1, Relaxed);
+        s.micros.fetch_add(micros, Relaxed);
+        {
+            let mut since = s.since_show.lock();
+            since.0 += 1;
+            since.1 += micros;
+        }
+        match result {
+            Err(CallError::Timeout) => {
+                s.timeouts.fetch_add(1, Relaxed);
+                s.errors.fetch_add(1, Relaxed);
+            }
+            Err(CallError::Raised(_)) => {
+                s.errors.fetch_add(1, Relaxed);
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 impl std::fmt::Debug for Script {
@@ -69,6 +109,7 @@ fn spawn_state(
     instance: usize,
     setup: Setup,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    counters: Counters,
 ) -> mpsc::Receiver<Result<Meta, String>> {
     let (loaded, result) = mpsc::channel();
     let name = format!("lua-{instance}");
@@ -87,8 +128,30 @@ fn spawn_state(
             // One idle state at a time waits on the queue: the first idle one gets the call.
             let job = queue.lock().recv();
             match job {
-                Ok(Job::Call { hook, args, reply }) => {
-                    let _ = reply.send(vm.call(hook, &args));
+                Ok(Job::Call {
+                    hook,
+                    args,
+                    queued,
+                    reply,
+                }) => {
+                    let result = vm.call(HOOKS[hook].name, &args);
+                    counters.record(hook, queued, &result);
+                    match reply {
+                        Some(reply) => {
+                            let _ = reply.send(result);
+                        }
+                        None => {
+                            counters.pending.fetch_sub(1, Relaxed);
+                            if let Err(e) = result {
+                                tracing::warn!(
+                                    script = %path.display(),
+                                    hook = HOOKS[hook].name,
+                                    error = ?e,
+                                    "can't call Lua hook"
+                                );
+                            }
+                        }
+                    }
                 }
                 Ok(Job::Reload { barrier, reply }) => {
                     // Each state takes exactly one reload job: it waits here for the others.
@@ -121,6 +184,10 @@ impl Script {
     pub fn load(path: &Path, setup: &Setup, default_states: usize) -> Result<Script, String> {
         let (tx, rx) = mpsc::channel();
         let queue = Arc::new(Mutex::new(rx));
+        let counters = Counters {
+            stats: Arc::new((0..HOOKS.len()).map(|_| HookStats::default()).collect()),
+            pending: Arc::default(),
+        };
         let wait = |r: mpsc::Receiver<Result<Meta, String>>| {
             r.recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|_| Err("the script took over 60 s to load".into()))
@@ -130,6 +197,7 @@ impl Script {
             1,
             setup.clone(),
             queue.clone(),
+            counters.clone(),
         ))?;
         let keep = meta.keep_state.unwrap_or(setup.keep_state);
         let states = meta
@@ -141,6 +209,7 @@ impl Script {
                 i,
                 setup.clone(),
                 queue.clone(),
+                counters.clone(),
             )) {
                 drop(tx);
                 return Err(e);
@@ -162,48 +231,53 @@ impl Script {
             hooks,
             states,
             jobs: Mutex::new(Some(tx)),
-            stats: (0..HOOKS.len()).map(|_| HookStats::default()).collect(),
+            stats: counters.stats,
+            pending: counters.pending,
+            dropped: AtomicU64::new(0),
         })
     }
 
     /// Calls hook `index` on the first idle state.
     pub async fn call(&self, index: usize, args: Data) -> Result<Data, CallError> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.jobs.lock().as_ref().is_some_and(|jobs| {
-            jobs.send(Job::Call {
-                hook: HOOKS[index].name,
-                args,
-                reply,
-            })
-            .is_ok()
-        });
-        if !sent {
+        let job = Job::Call {
+            hook: index,
+            args,
+            queued: Instant::now(),
+            reply: Some(reply),
+        };
+        if !self.send(job) {
             return Err(CallError::Raised("the script was unloaded".into()));
         }
-        let started = Instant::now();
-        let result = answer
+        answer
             .await
-            .unwrap_or_else(|_| Err(CallError::Raised("the script was unloaded".into())));
-        let s = &self.stats[index];
-        let micros = started.elapsed().as_micros() as u64;
-        s.calls.fetch_add(1, Relaxed);
-        s.micros.fetch_add(micros, Relaxed);
-        {
-            let mut since = s.since_show.lock();
-            since.0 += 1;
-            since.1 += micros;
+            .unwrap_or_else(|_| Err(CallError::Raised("the script was unloaded".into())))
+    }
+
+    /// Queues notification hook `index`; never waits. Dropped (and counted) when
+    /// [`MAX_PENDING`] notifications are already waiting.
+    pub fn notify(&self, index: usize, args: Data) {
+        if self.pending.fetch_add(1, Relaxed) >= MAX_PENDING {
+            self.pending.fetch_sub(1, Relaxed);
+            self.dropped.fetch_add(1, Relaxed);
+            return;
         }
-        match &result {
-            Err(CallError::Timeout) => {
-                s.timeouts.fetch_add(1, Relaxed);
-                s.errors.fetch_add(1, Relaxed);
-            }
-            Err(CallError::Raised(_)) => {
-                s.errors.fetch_add(1, Relaxed);
-            }
-            Ok(_) => {}
+        let job = Job::Call {
+            hook: index,
+            args,
+            queued: Instant::now(),
+            reply: None,
+        };
+        if !self.send(job) {
+            self.pending.fetch_sub(1, Relaxed);
         }
-        result
+    }
+
+    fn send(&self, job: Job) -> bool {
+        self.jobs
+            .lock()
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok())
     }
 
     /// Loads the file again into every state; calls in flight finish on the old code, later

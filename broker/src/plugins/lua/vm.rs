@@ -20,10 +20,22 @@ use mlua::{Function, HookTriggers, Lua, Table, Value, VmState};
 use super::data::Data;
 use super::modules::{self, Shared};
 
-/// Lua code run in every state before the script: luerl's leftovers from Lua 5.1.
+/// Lua code run in every state before the script: luerl's leftovers from Lua 5.1 and 5.2
+/// (`unpack`, `loadstring`, `bit32`) and its `eprint`.
 const SHIMS: &str = r##"
 unpack = unpack or table.unpack
 loadstring = loadstring or load
+if bit32 == nil then
+  local M = 0xFFFFFFFF
+  bit32 = {}
+  function bit32.band(...) local r = M for i = 1, select("#", ...) do r = r & select(i, ...) end return r & M end
+  function bit32.bor(...) local r = 0 for i = 1, select("#", ...) do r = r | select(i, ...) end return r & M end
+  function bit32.bxor(...) local r = 0 for i = 1, select("#", ...) do r = r ~ select(i, ...) end return r & M end
+  function bit32.bnot(x) return (~x) & M end
+  function bit32.lshift(x, n) return (x << n) & M end
+  function bit32.rshift(x, n) return (x & M) >> n end
+  function bit32.btest(...) return bit32.band(...) ~= 0 end
+end
 function eprint(...)
   local parts = {}
   for i = 1, select("#", ...) do parts[#parts + 1] = tostring(select(i, ...)) end
