@@ -595,14 +595,17 @@ impl Plugin for LuaPlugin {
     }
 
     fn notify(&self, event: &Notification<'_>) {
-        let v5 = match *event {
+        let (v5, client_id) = match *event {
             Notification::Register { client, .. }
             | Notification::Publish { client, .. }
             | Notification::Subscribe { client, .. }
             | Notification::ClientWakeup { client }
             | Notification::ClientOffline { client, .. }
-            | Notification::ClientGone { client, .. } => Some(client.protocol.is_v5()),
-            Notification::OfflineMessage { .. } | Notification::SessionExpired { .. } => None,
+            | Notification::ClientGone { client, .. } => {
+                (Some(client.protocol.is_v5()), &*client.client_id)
+            }
+            Notification::OfflineMessage { client_id, .. }
+            | Notification::SessionExpired { client_id, .. } => (None, client_id),
             _ => return,
         };
         let hook = event.hook();
@@ -639,7 +642,7 @@ impl Plugin for LuaPlugin {
         };
         // Notifications never make the session wait: queued to the scripts' states.
         for (s, i) in targets {
-            s.notify(i, args.clone());
+            s.notify(i, args.clone(), client_id);
         }
     }
 }

@@ -1,11 +1,13 @@
-//! A loaded script: its pool of Lua states, each on its own thread (never a tokio worker),
-//! taking hook calls from one FIFO queue, so a call goes to the first idle state
-//! (`specs/lua.md` 5). A session awaits its call's answer without blocking the runtime.
+//! A loaded script: its pool of Lua states, each on its own thread (never a tokio worker) with
+//! its own queue (`specs/lua.md` 5). A hook call goes to the first state that is not backed
+//! up, and the session awaits the answer without blocking the runtime; a client's
+//! notifications always go to the same state, so they run in the client's order.
 
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -39,7 +41,6 @@ enum Job {
         reply: Option<oneshot::Sender<Result<Data, CallError>>>,
     },
     Reload {
-        barrier: Arc<Barrier>,
         reply: mpsc::Sender<Result<(), String>>,
     },
 }
@@ -52,7 +53,8 @@ pub struct Script {
     pub hooks: Vec<usize>,
     /// Its states.
     pub states: usize,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    queues: Mutex<Option<Vec<Queue>>>,
+    hasher: foldhash::fast::RandomState,
     stats: Arc<Vec<HookStats>>,
     /// Notifications queued and not yet run.
     pending: Arc<AtomicUsize>,
@@ -60,8 +62,17 @@ pub struct Script {
     pub dropped: AtomicU64,
 }
 
+/// Calls a state may have waiting before the next call goes to another state.
+const SPILL: usize = 4;
+
 /// Notifications a script may have waiting before new ones are dropped (counted).
 pub const MAX_PENDING: usize = 10_000;
+
+/// One state's queue, and how many calls it has waiting or running.
+struct Queue {
+    jobs: mpsc::Sender<Job>,
+    load: Arc<AtomicUsize>,
+}
 
 /// What a state's thread shares with its script.
 #[derive(Clone)]
@@ -108,7 +119,8 @@ fn spawn_state(
     path: PathBuf,
     instance: usize,
     setup: Setup,
-    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    queue: mpsc::Receiver<Job>,
+    load: Arc<AtomicUsize>,
     counters: Counters,
 ) -> mpsc::Receiver<Result<Meta, String>> {
     let (loaded, result) = mpsc::channel();
@@ -125,8 +137,7 @@ fn spawn_state(
             }
         };
         loop {
-            // One idle state at a time waits on the queue: the first idle one gets the call.
-            let job = queue.lock().recv();
+            let job = queue.recv();
             match job {
                 Ok(Job::Call {
                     hook,
@@ -135,6 +146,7 @@ fn spawn_state(
                     reply,
                 }) => {
                     let result = vm.call(HOOKS[hook].name, &args);
+                    load.fetch_sub(1, Relaxed);
                     counters.record(hook, queued, &result);
                     match reply {
                         Some(reply) => {
@@ -153,19 +165,15 @@ fn spawn_state(
                         }
                     }
                 }
-                Ok(Job::Reload { barrier, reply }) => {
-                    // Each state takes exactly one reload job: it waits here for the others.
-                    barrier.wait();
-                    match Vm::load(&path, instance, &setup) {
-                        Ok((new, _)) => {
-                            vm = new;
-                            let _ = reply.send(Ok(()));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                Ok(Job::Reload { reply }) => match Vm::load(&path, instance, &setup) {
+                    Ok((new, _)) => {
+                        vm = new;
+                        let _ = reply.send(Ok(()));
                     }
-                }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
                 Err(_) => return,
             }
         }
@@ -182,8 +190,6 @@ impl Script {
     /// Loads `path`: state 1 first (its `num_states` and `keep_state` decide the pool), then
     /// the others. Blocks while the states load.
     pub fn load(path: &Path, setup: &Setup, default_states: usize) -> Result<Script, String> {
-        let (tx, rx) = mpsc::channel();
-        let queue = Arc::new(Mutex::new(rx));
         let counters = Counters {
             stats: Arc::new((0..HOOKS.len()).map(|_| HookStats::default()).collect()),
             pending: Arc::default(),
@@ -192,28 +198,31 @@ impl Script {
             r.recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|_| Err("the script took over 60 s to load".into()))
         };
-        let meta = wait(spawn_state(
-            path.to_owned(),
-            1,
-            setup.clone(),
-            queue.clone(),
-            counters.clone(),
-        ))?;
+        let start = |instance: usize| {
+            let (jobs, rx) = mpsc::channel();
+            let load = Arc::new(AtomicUsize::new(0));
+            let loaded = spawn_state(
+                path.to_owned(),
+                instance,
+                setup.clone(),
+                rx,
+                load.clone(),
+                counters.clone(),
+            );
+            (Queue { jobs, load }, loaded)
+        };
+        // State 1 first: its num_states and keep_state decide the pool.
+        let (first, loaded) = start(1);
+        let meta = wait(loaded)?;
         let keep = meta.keep_state.unwrap_or(setup.keep_state);
         let states = meta
             .num_states
             .unwrap_or(if keep { 1 } else { default_states });
+        let mut queues = vec![first];
         for i in 2..=states {
-            if let Err(e) = wait(spawn_state(
-                path.to_owned(),
-                i,
-                setup.clone(),
-                queue.clone(),
-                counters.clone(),
-            )) {
-                drop(tx);
-                return Err(e);
-            }
+            let (q, loaded) = start(i);
+            wait(loaded)?;
+            queues.push(q);
         }
         let mut hooks = Vec::new();
         for name in &meta.hooks {
@@ -230,14 +239,16 @@ impl Script {
             path: path.to_owned(),
             hooks,
             states,
-            jobs: Mutex::new(Some(tx)),
+            queues: Mutex::new(Some(queues)),
+            hasher: Default::default(),
             stats: counters.stats,
             pending: counters.pending,
             dropped: AtomicU64::new(0),
         })
     }
 
-    /// Calls hook `index` on the first idle state.
+    /// Calls hook `index` on the first state with fewer than [`SPILL`] calls waiting (else
+    /// the least loaded).
     pub async fn call(&self, index: usize, args: Data) -> Result<Data, CallError> {
         let (reply, answer) = oneshot::channel();
         let job = Job::Call {
@@ -246,7 +257,19 @@ impl Script {
             queued: Instant::now(),
             reply: Some(reply),
         };
-        if !self.send(job) {
+        let sent = self.queues.lock().as_ref().is_some_and(|queues| {
+            // The first state that is not backed up: a busy state takes its next call
+            // without going to sleep, so calls stay on few states while they keep up, and
+            // spill over to the others when they do not.
+            let q = queues
+                .iter()
+                .find(|q| q.load.load(Relaxed) < SPILL)
+                .or_else(|| queues.iter().min_by_key(|q| q.load.load(Relaxed)))
+                .expect("a script has a state");
+            q.load.fetch_add(1, Relaxed);
+            q.jobs.send(job).is_ok()
+        });
+        if !sent {
             return Err(CallError::Raised("the script was unloaded".into()));
         }
         answer
@@ -254,9 +277,9 @@ impl Script {
             .unwrap_or_else(|_| Err(CallError::Raised("the script was unloaded".into())))
     }
 
-    /// Queues notification hook `index`; never waits. Dropped (and counted) when
-    /// [`MAX_PENDING`] notifications are already waiting.
-    pub fn notify(&self, index: usize, args: Data) {
+    /// Queues notification hook `index` about `client` on that client's state; never waits.
+    /// Dropped (and counted) when [`MAX_PENDING`] notifications are already waiting.
+    pub fn notify(&self, index: usize, args: Data, client: &str) {
         if self.pending.fetch_add(1, Relaxed) >= MAX_PENDING {
             self.pending.fetch_sub(1, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
@@ -268,33 +291,30 @@ impl Script {
             queued: Instant::now(),
             reply: None,
         };
-        if !self.send(job) {
+        let sent = self.queues.lock().as_ref().is_some_and(|queues| {
+            let q = &queues[self.hasher.hash_one(client) as usize % queues.len()];
+            q.load.fetch_add(1, Relaxed);
+            q.jobs.send(job).is_ok()
+        });
+        if !sent {
             self.pending.fetch_sub(1, Relaxed);
         }
     }
 
-    fn send(&self, job: Job) -> bool {
-        self.jobs
-            .lock()
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(job).is_ok())
-    }
-
     /// Loads the file again into every state; calls in flight finish on the old code, later
-    /// ones run the new. If the new code does not load, every state keeps the old one and the
+    /// ones run the new. If the new code does not load, the states keep the old one and the
     /// error says why. Blocks.
     pub fn reload(&self) -> Result<(), String> {
-        let barrier = Arc::new(Barrier::new(self.states));
         let (reply, replies) = mpsc::channel();
         {
-            let jobs = self.jobs.lock();
-            let jobs = jobs.as_ref().ok_or("the script was unloaded")?;
-            for _ in 0..self.states {
-                jobs.send(Job::Reload {
-                    barrier: barrier.clone(),
-                    reply: reply.clone(),
-                })
-                .map_err(|_| "the script's states are gone")?;
+            let queues = self.queues.lock();
+            let queues = queues.as_ref().ok_or("the script was unloaded")?;
+            for q in queues {
+                q.jobs
+                    .send(Job::Reload {
+                        reply: reply.clone(),
+                    })
+                    .map_err(|_| "the script's states are gone")?;
             }
         }
         let mut first_error = None;
@@ -315,7 +335,7 @@ impl Script {
 
     /// Stops the states once the calls queued before finish.
     pub fn unload(&self) {
-        self.jobs.lock().take();
+        self.queues.lock().take();
     }
 
     /// The counters of hook `index`.
