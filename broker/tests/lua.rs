@@ -566,6 +566,17 @@ async fn the_seeds_sample_script_posts_every_hook_as_json() {
 }
 
 const CACHED: &str = r#"
+-- Modules checked against known vectors at load (a failed assert fails the load).
+local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
+assert(hex(crypto.hash("md5", "abc")) == "900150983cd24fb0d6963f7d28e17f72")
+assert(hex(crypto.hash("sha", "abc")) == "a9993e364706816aba3e25717850c26c9cd0d89d")
+assert(hex(crypto.hash("sha256", "abc")) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+assert(#crypto.hash("sha3_256", "abc") == 32)
+assert(bcrypt.hashpw("U*U", "$2a$05$CCCCCCCCCCCCCCCCCCCCC.") == "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW")
+local h = bcrypt.hashpw("pw", bcrypt.gen_salt(4))
+assert(bcrypt.hashpw("pw", h) == h and bcrypt.hashpw("other", h) ~= h)
+assert(json.encode({b = 1, a = {true, 2.5}}) == '{"a":[true,2.5],"b":1}')
+assert(json.decode('{"x":null}').x == "null")
 function auth_on_register(reg)
   local acls = {{pattern = "own/%c/#"}, {pattern = "open/#", max_qos = 0}}
   auth_cache.insert(reg.mountpoint, reg.client_id, reg.username or "", acls, acls)

@@ -401,14 +401,20 @@ fn crypto(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|lua, (alg, data): (String, mlua::LuaString)| {
             let data = data.as_bytes();
             let digest: Vec<u8> = match alg.as_str() {
+                "md5" => md5::Md5::digest(&data[..]).to_vec(),
+                "sha" => sha1::Sha1::digest(&data[..]).to_vec(),
                 "sha224" => sha2::Sha224::digest(&data[..]).to_vec(),
                 "sha256" => sha2::Sha256::digest(&data[..]).to_vec(),
                 "sha384" => sha2::Sha384::digest(&data[..]).to_vec(),
                 "sha512" => sha2::Sha512::digest(&data[..]).to_vec(),
+                "sha3_224" => sha3::Sha3_224::digest(&data[..]).to_vec(),
+                "sha3_256" => sha3::Sha3_256::digest(&data[..]).to_vec(),
+                "sha3_384" => sha3::Sha3_384::digest(&data[..]).to_vec(),
+                "sha3_512" => sha3::Sha3_512::digest(&data[..]).to_vec(),
                 other => {
                     return Err(bad(format!(
-                        "crypto.hash: unsupported algorithm {other:?} (sha224, sha256, sha384, \
-                         sha512)"
+                        "crypto.hash: unsupported algorithm {other:?} (md5, sha, sha224, \
+                         sha256, sha384, sha512, sha3_224, sha3_256, sha3_384, sha3_512)"
                     )));
                 }
             };
