@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use rumqttc::{Incoming, QoS, SubscribeReasonCode};
 use support::endpoint::Endpoint;
 use support::{
-    BrokerProcess, WAIT, admin, mosquitto_pub, poll_until, run, start_broker, text, v4_client,
+    BrokerProcess, WAIT, admin, labelled, mosquitto_pub, poll_until, run, start_broker, text,
+    v4_client,
 };
 
 /// A broker with an HTTP listener, passwd and acl off (as VerneMQ's docs tell Lua auth users),
@@ -43,25 +44,6 @@ async fn next_publish(events: &mut rumqttc::EventLoop) -> (String, String) {
     })
     .await;
     got.unwrap()
-}
-
-/// A labelled sample of `/metrics` (summed over the lines that contain every `parts`).
-async fn labelled(http: &str, name: &str, parts: &[&str]) -> u64 {
-    let url = format!("http://127.0.0.1:{http}/metrics");
-    let body = tokio::task::spawn_blocking(move || {
-        ureq::get(&url)
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && parts.iter().all(|p| l.contains(p)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 const MAIN: &str = r#"

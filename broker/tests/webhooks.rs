@@ -15,8 +15,8 @@ use rumqttc::{Incoming, QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
 use support::endpoint::{Endpoint, Reply, handle, ok_reply};
 use support::{
-    BrokerProcess, WAIT, admin, b64, metric, mosquitto_pub, poll_until, run, start_broker, text,
-    v4_client,
+    BrokerProcess, WAIT, admin, b64, labelled, metric, mosquitto_pub, poll_until, run,
+    start_broker, text, v4_client,
 };
 
 /// A broker with an HTTP listener, passwd and acl off (as a webhooks-only VerneMQ setup is),
@@ -642,23 +642,7 @@ async fn a_hanging_notification_endpoint_never_delays_connack_or_puback() {
     // The on_register being sent, and as many on_publish as the client's queue holds (8 over
     // 4 queues: 2); the others were dropped, and counted.
     assert_eq!(metric(&http, "webhooks_notifications_queued").await, 3);
-    let url = format!("http://127.0.0.1:{http}/metrics");
-    let text = tokio::task::spawn_blocking(move || {
-        ureq::get(&url)
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let dropped: u64 = text
-        .lines()
-        .find(|l| l.starts_with("webhooks_notifications_dropped{") && l.contains("queue_full"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no queue_full drops in:\n{text}"));
+    let dropped = labelled(&http, "webhooks_notifications_dropped", &["queue_full"]).await;
     assert_eq!(dropped, 18);
     assert!(slow.calls("on_publish").is_empty());
     drop(b);

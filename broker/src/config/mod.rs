@@ -197,6 +197,23 @@ pub struct PluginSetting {
 }
 
 impl PluginSetting {
+    /// `key = value` lines as a plugin's settings from file `f` (for plugins' tests).
+    #[cfg(test)]
+    pub(crate) fn lines(text: &str) -> Vec<PluginSetting> {
+        text.lines()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let (k, v) = l.split_once('=')?;
+                Some(PluginSetting {
+                    key: k.trim().into(),
+                    value: v.trim().into(),
+                    file: "f".into(),
+                    line: i + 1,
+                })
+            })
+            .collect()
+    }
+
     /// An error about this line.
     pub fn error(&self, message: impl Into<String>) -> ConfigError {
         ConfigError::Line {

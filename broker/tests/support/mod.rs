@@ -286,3 +286,22 @@ pub async fn admin(conf: &Path, http_port: &str, args: &[&str]) -> Output {
     a.extend(args.iter().map(|s| s.to_string()));
     run(env!("CARGO_BIN_EXE_vmq-admin"), a).await
 }
+
+/// A labelled sample of `/metrics` (summed over the lines that contain every `parts`).
+pub async fn labelled(http: &str, name: &str, parts: &[&str]) -> u64 {
+    let url = format!("http://127.0.0.1:{http}/metrics");
+    let body = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -50,16 +50,6 @@ pub struct AuthCache {
 /// the scripts).
 const MAX_CLIENTS: usize = 1_000_000;
 
-fn field<'a>(d: &'a Data, name: &str) -> Option<&'a Data> {
-    match d {
-        Data::Table(pairs) => pairs
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .map(|(_, v)| v),
-        _ => None,
-    }
-}
-
 fn number(d: Option<&Data>) -> Option<i64> {
     match d? {
         Data::Int(i) => Some(*i),
@@ -68,26 +58,11 @@ fn number(d: Option<&Data>) -> Option<i64> {
     }
 }
 
-fn items(d: &Data) -> Vec<&Data> {
-    let Data::Table(pairs) = d else {
-        return Vec::new();
-    };
-    let mut v: Vec<(i64, &Data)> = pairs
-        .iter()
-        .filter_map(|(k, v)| match k {
-            Data::Int(i) => Some((*i, v)),
-            _ => None,
-        })
-        .collect();
-    v.sort_by_key(|(i, _)| *i);
-    v.into_iter().map(|(_, v)| v).collect()
-}
-
 fn acls(list: &Data, mountpoint: &str, username: &str, client_id: &str) -> Vec<Acl> {
-    items(list)
+    list.items()
         .into_iter()
         .map(|acl| {
-            let pattern = field(acl, "pattern").and_then(Data::as_str).map(|p| {
+            let pattern = acl.field("pattern").and_then(Data::as_str).map(|p| {
                 p.split('/')
                     .map(|level| match level {
                         "%m" => mountpoint,
@@ -107,11 +82,11 @@ fn acls(list: &Data, mountpoint: &str, username: &str, client_id: &str) -> Vec<A
             });
             Acl {
                 pattern,
-                max_qos: number(field(acl, "max_qos")).map_or(2, |q| q.clamp(0, 2) as u8),
-                max_payload_size: number(field(acl, "max_payload_size"))
+                max_qos: number(acl.field("max_qos")).map_or(2, |q| q.clamp(0, 2) as u8),
+                max_payload_size: number(acl.field("max_payload_size"))
                     .map_or(268_435_456, |n| n.max(0) as usize),
-                allowed_retain: !matches!(field(acl, "allowed_retain"), Some(Data::Bool(false))),
-                modifiers: field(acl, "modifiers").cloned(),
+                allowed_retain: !matches!(acl.field("allowed_retain"), Some(Data::Bool(false))),
+                modifiers: acl.field("modifiers").cloned(),
             }
         })
         .collect()
@@ -211,7 +186,7 @@ impl AuthCache {
             match found {
                 Some(a) => {
                     if let Some(m) = &a.modifiers {
-                        changes.extend(items(m).into_iter().cloned());
+                        changes.extend(m.items().into_iter().cloned());
                     }
                 }
                 None => return Decision::Refused,

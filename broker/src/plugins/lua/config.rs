@@ -117,18 +117,7 @@ mod tests {
     use super::*;
 
     fn settings(text: &str) -> Vec<PluginSetting> {
-        text.lines()
-            .enumerate()
-            .map(|(i, l)| {
-                let (k, v) = l.split_once('=').unwrap();
-                PluginSetting {
-                    key: k.trim().into(),
-                    value: v.trim().into(),
-                    file: "f".into(),
-                    line: i + 1,
-                }
-            })
-            .collect()
+        PluginSetting::lines(text)
     }
 
     #[test]

@@ -83,6 +83,33 @@ impl Data {
         from_lua(v, 0)
     }
 
+    /// A Lua array's items (integer keys), in order.
+    pub fn items(&self) -> Vec<&Data> {
+        let Data::Table(pairs) = self else {
+            return Vec::new();
+        };
+        let mut v: Vec<(i64, &Data)> = pairs
+            .iter()
+            .filter_map(|(k, v)| match k {
+                Data::Int(i) => Some((*i, v)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|(i, _)| *i);
+        v.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The value of a table's string key `name`.
+    pub fn field(&self, name: &str) -> Option<&Data> {
+        match self {
+            Data::Table(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(name))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
     /// The value as a string, if it is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {

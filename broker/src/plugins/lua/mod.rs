@@ -277,32 +277,6 @@ impl LuaPlugin {
     }
 }
 
-/// A Lua array's items, in order.
-fn items(d: &Data) -> Vec<&Data> {
-    let Data::Table(pairs) = d else {
-        return Vec::new();
-    };
-    let mut v: Vec<(i64, &Data)> = pairs
-        .iter()
-        .filter_map(|(k, v)| match k {
-            Data::Int(i) => Some((*i, v)),
-            _ => None,
-        })
-        .collect();
-    v.sort_by_key(|(i, _)| *i);
-    v.into_iter().map(|(_, v)| v).collect()
-}
-
-fn field<'a>(d: &'a Data, name: &str) -> Option<&'a Data> {
-    let Data::Table(pairs) = d else {
-        return None;
-    };
-    pairs
-        .iter()
-        .find(|(k, _)| k.as_str() == Some(name))
-        .map(|(_, v)| v)
-}
-
 /// Lua's modifier table in the JSON shape the shared checks read: `subscriber_id` flattened,
 /// user properties from `{{k = v}, ...}` to webhooks' base64 `key`/`val` objects.
 fn modifiers_json(d: &Data) -> Result<Value, String> {
@@ -319,10 +293,11 @@ fn modifiers_json(d: &Data) -> Result<Value, String> {
             o.insert(k, v);
         }
     }
-    if let (Some(Value::Object(p)), Some(props)) = (o.get_mut("properties"), field(d, "properties"))
-        && let Some(up) = field(props, "p_user_property")
+    if let (Some(Value::Object(p)), Some(props)) = (o.get_mut("properties"), d.field("properties"))
+        && let Some(up) = props.field("p_user_property")
     {
-        let pairs: Vec<Value> = items(up)
+        let pairs: Vec<Value> = up
+            .items()
             .into_iter()
             .filter_map(|pair| match pair {
                 Data::Table(kv) if kv.len() == 1 => match &kv[0] {
@@ -341,19 +316,19 @@ fn modifiers_json(d: &Data) -> Result<Value, String> {
 /// shape the subscribe check reads.
 fn subscribe_json(d: &Data, v5: bool) -> Value {
     let list = if v5 {
-        field(d, "topics").map(items).unwrap_or_default()
+        d.field("topics").map(Data::items).unwrap_or_default()
     } else {
-        items(d)
+        d.items()
     };
     let topics: Vec<Value> = list
         .into_iter()
         .map(|entry| {
-            let parts = items(entry);
+            let parts = entry.items();
             let topic = parts.first().and_then(|t| t.as_str()).unwrap_or_default();
             let mut o = json!({"topic": topic});
             match parts.get(1) {
                 Some(Data::Table(_)) if v5 => {
-                    let inner = items(parts[1]);
+                    let inner = parts[1].items();
                     o["qos"] = inner
                         .first()
                         .and_then(|q| q.to_json())
@@ -582,7 +557,7 @@ impl Plugin for LuaPlugin {
                             let j = if v5 {
                                 d.to_json().unwrap_or(Value::Null)
                             } else {
-                                Value::Array(items(&d).iter().filter_map(|t| t.to_json()).collect())
+                                Value::Array(d.items().iter().filter_map(|t| t.to_json()).collect())
                             };
                             Some(modifiers::unsubscribe(&j, v5))
                         }
