@@ -838,3 +838,138 @@ async fn https_endpoints_with_a_ca_a_client_certificate_or_no_verification() {
         .collect();
     assert_eq!(seen, ["ca", "noverify"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_publish_deliver_unsubscribe_bodies_and_session_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = Endpoint::start().await;
+    let (b, port, _) = broker(
+        dir.path(),
+        "allow_anonymous = on\n",
+        &[
+            ("on_publish_m5", &ep.url),
+            ("on_deliver_m5", &ep.url),
+            ("on_unsubscribe_m5", &ep.url),
+            ("on_session_expired", &ep.url),
+        ],
+    );
+    ep.answer(|hook, body| match hook {
+        "on_deliver_m5" => Reply::Json(json!({"result":"ok","modifiers":{
+            "payload": b64("delivered"),
+            "properties": {"p_content_type": "text/x-changed"}}})),
+        h => ok_reply(h, body),
+    });
+    // A v5 subscriber that unsubscribes after its first message.
+    let sub = {
+        let port = port.clone();
+        tokio::spawn(async move {
+            run(
+                "mosquitto_sub",
+                [
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-V",
+                    "mqttv5",
+                    "-i",
+                    "s5",
+                    "-t",
+                    "t/5",
+                    "-C",
+                    "1",
+                    "-W",
+                    "10",
+                    "-F",
+                    "%p|%P",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let o = mosquitto_pub(
+        &port,
+        &[
+            "-V",
+            "mqttv5",
+            "-i",
+            "p5",
+            "-t",
+            "t/5",
+            "-m",
+            "sent",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let got = text(&sub.await.unwrap());
+    assert!(got.contains("delivered"), "{got}");
+    let on_pub = &ep.wait_calls("on_publish_m5", 1).await[0];
+    assert_eq!(
+        on_pub.body,
+        json!({"username":null,"mountpoint":"","client_id":"p5","qos":0,"topic":"t/5",
+               "payload": b64("sent"),"retain":false,
+               "properties":{"p_content_type":"text/plain"}})
+    );
+    let deliver = &ep.wait_calls("on_deliver_m5", 1).await[0];
+    assert_eq!(deliver.body["client_id"], "s5");
+    assert_eq!(
+        deliver.body["properties"],
+        json!({"p_content_type":"text/plain"})
+    );
+
+    // on_unsubscribe_m5 from a v5 client's UNSUBSCRIBE.
+    let o = run(
+        "mosquitto_sub",
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-i",
+            "u5",
+            "-t",
+            "x/y",
+            "-U",
+            "x/y",
+            "-W",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    let _ = o;
+    let unsub = &ep.wait_calls("on_unsubscribe_m5", 1).await[0];
+    assert_eq!(
+        unsub.body,
+        json!({"username":null,"mountpoint":"","client_id":"u5","topics":["x/y"],"properties":{}})
+    );
+
+    // A v5 session with a 1 s expiry: on_session_expired once it is gone.
+    let o = mosquitto_pub(
+        &port,
+        &[
+            "-V", "mqttv5", "-i", "expiring", "-c", "-x", "1", "-t", "t", "-m", "x",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let expired = &ep.wait_calls("on_session_expired", 1).await[0];
+    assert_eq!(
+        expired.body,
+        json!({"mountpoint":"","client_id":"expiring"})
+    );
+    drop(b);
+}
