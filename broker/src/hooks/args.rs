@@ -297,26 +297,24 @@ impl<'a> HookArgs<'a> {
         message: &MessageInfo<'a>,
         encoding: Encoding,
     ) -> HookArgs<'a> {
-        HookArgs::Publish {
-            username: Some(client.username.as_deref()),
-            mountpoint: &client.mountpoint,
-            client_id: &client.client_id,
-            qos: message.qos as u8,
-            topic: message.topic,
-            payload: Some(blob(message.payload, encoding)),
-            retain: message.retain,
-            properties: client
-                .protocol
-                .is_v5()
-                .then(|| properties(message.properties, encoding)),
-        }
+        HookArgs::message(client, message, encoding, client.protocol.is_v5())
     }
 
-    /// `on_deliver(_m5)`: the receiving client and the message as it would be sent.
+    /// `on_deliver(_m5)`: the receiving client and the message as it would be sent; its
+    /// properties are sent even for v3 in VerneMQ (the message's map, usually `{}`).
     pub fn deliver(
         client: &'a ClientInfo,
         message: &MessageInfo<'a>,
         encoding: Encoding,
+    ) -> HookArgs<'a> {
+        HookArgs::message(client, message, encoding, true)
+    }
+
+    fn message(
+        client: &'a ClientInfo,
+        message: &MessageInfo<'a>,
+        encoding: Encoding,
+        with_properties: bool,
     ) -> HookArgs<'a> {
         HookArgs::Publish {
             username: Some(client.username.as_deref()),
@@ -326,8 +324,7 @@ impl<'a> HookArgs<'a> {
             topic: message.topic,
             payload: Some(blob(message.payload, encoding)),
             retain: message.retain,
-            // Sent even for v3 in VerneMQ (the message's property map, usually `{}`).
-            properties: Some(properties(message.properties, encoding)),
+            properties: with_properties.then(|| properties(message.properties, encoding)),
         }
     }
 

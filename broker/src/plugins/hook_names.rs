@@ -2,7 +2,7 @@
 //! `specs/lua.md` 3): each is a broker hook and a protocol family, since only MQTT 5 clients
 //! call the `_m5` hooks and only MQTT 3 clients the others.
 
-use crate::hooks::Hook;
+use crate::hooks::{Hook, Notification};
 
 /// What a plugin's answer may say, by hook group (`specs/webhooks.md` 2.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,4 +98,23 @@ impl HookName {
                 _ => true,
             }
     }
+}
+
+/// Whom a notification VerneMQ's plugins get is about: the client id, and whether the client
+/// speaks MQTT 5 (`None` for notifications without a connection: offline messages, expiry).
+/// `None` for the notifications webhooks and Lua have no notification hook for.
+pub fn subject<'a>(event: &Notification<'a>) -> Option<(Option<bool>, &'a str)> {
+    Some(match *event {
+        Notification::Register { client, .. }
+        | Notification::Publish { client, .. }
+        | Notification::Subscribe { client, .. }
+        | Notification::ClientWakeup { client }
+        | Notification::ClientOffline { client, .. }
+        | Notification::ClientGone { client, .. } => {
+            (Some(client.protocol.is_v5()), &*client.client_id)
+        }
+        Notification::OfflineMessage { client_id, .. }
+        | Notification::SessionExpired { client_id, .. } => (None, client_id),
+        _ => return None,
+    })
 }

@@ -305,3 +305,27 @@ pub async fn labelled(http: &str, name: &str, parts: &[&str]) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// A broker with an HTTP listener, passwd and acl off (as a webhooks-only VerneMQ setup is),
+/// and `webhooks`: (hook, endpoint, extra per-webhook lines).
+pub fn webhooks_broker(
+    dir: &Path,
+    extra: &str,
+    webhooks: &[(&str, &str)],
+) -> (BrokerProcess, String, PathBuf) {
+    let mut conf = format!(
+        "listener.tcp.default = 127.0.0.1:0\nlistener.http.default = 127.0.0.1:0\n\
+         allow_anonymous = off\nplugins.vmq_passwd = off\nplugins.vmq_acl = off\n\
+         plugins.vmq_webhooks = on\npersistent_data_dir = {}\n{extra}",
+        dir.join("data").display()
+    );
+    for (i, (hook, endpoint)) in webhooks.iter().enumerate() {
+        conf.push_str(&format!(
+            "vmq_webhooks.wh{i:02}.hook = {hook}\nvmq_webhooks.wh{i:02}.endpoint = {endpoint}\n"
+        ));
+    }
+    let path = dir.join("vernemq.conf");
+    std::fs::write(&path, conf).unwrap();
+    let (b, port) = start_broker(&path);
+    (b, port, path)
+}

@@ -9,6 +9,8 @@
 //! (`auth_cache.rs`). The database modules are not here yet: using one raises a Lua error that
 //! names it.
 
+mod admin;
+mod answers;
 mod args;
 mod auth_cache;
 pub mod config;
@@ -23,11 +25,10 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use futures::future::BoxFuture;
 use parking_lot::RwLock;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{info, warn};
 
-use super::command::{Answer, Args, CommandError, row, text};
-use super::{Hosted, MetricsOut};
+use super::Hosted;
 use crate::config::{Config, ConfigError, PluginSetting};
 use crate::hooks::{
     AuthResult, ClientInfo, DeliverModifiers, Hook, HookSet, INVALID_CREDENTIALS, MessageInfo,
@@ -35,8 +36,9 @@ use crate::hooks::{
     TopicVerdict,
 };
 use crate::mqtt::Properties;
-use crate::plugins::hook_names::{Group, HOOKS};
+use crate::plugins::hook_names::{self, Group, HOOKS};
 use crate::plugins::modifiers;
+use answers::{Ret, modifiers_json, ret, subscribe_json};
 use auth_cache::Decision;
 use config::LuaConfig;
 use data::Data;
@@ -65,27 +67,6 @@ pub(super) fn start_hosted(
 ) -> Result<Arc<dyn Hosted>, String> {
     let config = LuaConfig::from_settings(s).map_err(|e| e.to_string())?;
     Ok(LuaPlugin::start(config, priority)?)
-}
-
-/// What a script's answer to a conditional hook means (`specs/lua.md` 3.1).
-enum Ret {
-    /// `true`.
-    Ok,
-    /// A table of modifiers.
-    Changes(Data),
-    /// `false`.
-    Refused,
-    /// `nil` or anything else: the next script.
-    Next,
-}
-
-fn ret(d: Data) -> Ret {
-    match d {
-        Data::Bool(true) => Ret::Ok,
-        Data::Bool(false) => Ret::Refused,
-        Data::Table(_) => Ret::Changes(d),
-        _ => Ret::Next,
-    }
 }
 
 /// The Lua plugin.
@@ -256,101 +237,6 @@ impl LuaPlugin {
             }
         }
         None
-    }
-
-    fn show(&self) -> Answer {
-        let rows = self
-            .snapshot()
-            .iter()
-            .map(|s| {
-                let mut r = row([
-                    ("script", json!(s.path.display().to_string())),
-                    ("states", json!(s.states)),
-                ]);
-                for (hook, us) in s.take_averages() {
-                    r.insert(hook.to_owned(), json!(us));
-                }
-                r
-            })
-            .collect();
-        Answer::Table(rows)
-    }
-}
-
-/// Lua's modifier table in the JSON shape the shared checks read: `subscriber_id` flattened,
-/// user properties from `{{k = v}, ...}` to webhooks' base64 `key`/`val` objects.
-fn modifiers_json(d: &Data) -> Result<Value, String> {
-    use base64::Engine as _;
-    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
-    let mut j = d
-        .to_json()
-        .ok_or("the returned table cannot be read as modifiers")?;
-    let Some(o) = j.as_object_mut() else {
-        return Err("expected a table of modifiers".into());
-    };
-    if let Some(Value::Object(id)) = o.remove("subscriber_id") {
-        for (k, v) in id {
-            o.insert(k, v);
-        }
-    }
-    if let (Some(Value::Object(p)), Some(props)) = (o.get_mut("properties"), d.field("properties"))
-        && let Some(up) = props.field("p_user_property")
-    {
-        let pairs: Vec<Value> = up
-            .items()
-            .into_iter()
-            .filter_map(|pair| match pair {
-                Data::Table(kv) if kv.len() == 1 => match &kv[0] {
-                    (Data::Str(k), Data::Str(v)) => Some(json!({"key": b64(k), "val": b64(v)})),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect();
-        p.insert("p_user_property".into(), Value::Array(pairs));
-    }
-    Ok(j)
-}
-
-/// `{{topic, qos}, ...}` (v3) or `{topics = {{topic, {qos, {opts}}}, ...}}` (v5) in the JSON
-/// shape the subscribe check reads.
-fn subscribe_json(d: &Data, v5: bool) -> Value {
-    let list = if v5 {
-        d.field("topics").map(Data::items).unwrap_or_default()
-    } else {
-        d.items()
-    };
-    let topics: Vec<Value> = list
-        .into_iter()
-        .map(|entry| {
-            let parts = entry.items();
-            let topic = parts.first().and_then(|t| t.as_str()).unwrap_or_default();
-            let mut o = json!({"topic": topic});
-            match parts.get(1) {
-                Some(Data::Table(_)) if v5 => {
-                    let inner = parts[1].items();
-                    o["qos"] = inner
-                        .first()
-                        .and_then(|q| q.to_json())
-                        .unwrap_or(Value::Null);
-                    if let Some(opts) = inner.get(1)
-                        && let Some(Value::Object(m)) = opts.to_json()
-                    {
-                        for (k, v) in m {
-                            o[k] = v;
-                        }
-                    }
-                }
-                Some(q) => o["qos"] = q.to_json().unwrap_or(Value::Null),
-                None => {}
-            }
-            o
-        })
-        .collect();
-    if v5 {
-        json!({"topics": topics})
-    } else {
-        Value::Array(topics)
     }
 }
 
@@ -570,18 +456,9 @@ impl Plugin for LuaPlugin {
     }
 
     fn notify(&self, event: &Notification<'_>) {
-        let (v5, client_id) = match *event {
-            Notification::Register { client, .. }
-            | Notification::Publish { client, .. }
-            | Notification::Subscribe { client, .. }
-            | Notification::ClientWakeup { client }
-            | Notification::ClientOffline { client, .. }
-            | Notification::ClientGone { client, .. } => {
-                (Some(client.protocol.is_v5()), &*client.client_id)
-            }
-            Notification::OfflineMessage { client_id, .. }
-            | Notification::SessionExpired { client_id, .. } => (None, client_id),
-            _ => return,
+        // Verdict hooks (on_deliver, on_unsubscribe) are asked through their chains.
+        let Some((v5, client_id)) = hook_names::subject(event) else {
+            return;
         };
         let hook = event.hook();
         match *event {
@@ -619,140 +496,5 @@ impl Plugin for LuaPlugin {
         for (s, i) in targets {
             s.notify(i, args.clone(), client_id);
         }
-    }
-}
-
-impl Hosted for LuaPlugin {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn hooks(self: Arc<Self>) -> Arc<dyn Plugin> {
-        self
-    }
-
-    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
-        self
-    }
-
-    fn start(&self, broker: crate::engine::BrokerHandle) {
-        let _ = self.setup.shared.broker.set(broker);
-    }
-
-    fn commands(&self) -> (&'static [&'static str], &'static str) {
-        (&["script"], USAGE)
-    }
-
-    fn command(&self, words: &[&str], args: &Args) -> Result<Answer, CommandError> {
-        let path = || -> Result<PathBuf, CommandError> { Ok(PathBuf::from(args.need("path")?)) };
-        match words {
-            ["script", "show"] => {
-                args.check(&[])?;
-                Ok(self.show())
-            }
-            ["script", "load"] => {
-                args.check(&["path"])?;
-                let p = path()?;
-                if !p.is_file() {
-                    return Err(CommandError::bad(format!("no such file: {}", p.display())));
-                }
-                self.load(&p).map_err(|e| {
-                    warn!("can't load script {}: {e}", p.display());
-                    CommandError::bad(format!("Can't load script! {e}"))
-                })?;
-                text("Script successfully loaded!")
-            }
-            ["script", "reload"] => {
-                args.check(&["path"])?;
-                let p = path()?;
-                self.reload(&p).map_err(|e| {
-                    warn!(
-                        "can't reload script {} due to {e}, keeping old version",
-                        p.display()
-                    );
-                    CommandError::bad(format!(
-                        "Can't reload script! {e} (the old version runs on)"
-                    ))
-                })?;
-                text("Script successfully reloaded!")
-            }
-            ["script", "unload"] => {
-                args.check(&["path"])?;
-                let p = path()?;
-                self.unload(&p)
-                    .map_err(|e| CommandError::not_found(format!("Can't unload script! {e}")))?;
-                text("Script successfully unloaded!")
-            }
-            _ => Err(CommandError::not_found(format!(
-                "unknown command {:?}\n{USAGE}",
-                words.join(" ")
-            ))),
-        }
-    }
-
-    fn metrics(&self, out: &mut dyn MetricsOut) {
-        let scripts = self.snapshot();
-        type Pick = fn(&script::HookStats) -> u64;
-        let families: [(&str, &str, &str, Pick); 4] = [
-            (
-                "lua_hook_calls",
-                "counter",
-                "Lua hook calls, by script and hook.",
-                |s| s.calls.load(Relaxed),
-            ),
-            (
-                "lua_hook_errors",
-                "counter",
-                "Lua hook calls that raised an error.",
-                |s| s.errors.load(Relaxed),
-            ),
-            (
-                "lua_hook_timeouts",
-                "counter",
-                "Lua hook calls stopped by hook_timeout.",
-                |s| s.timeouts.load(Relaxed),
-            ),
-            (
-                "lua_hook_microseconds",
-                "counter",
-                "Time spent in Lua hook calls.",
-                |s| s.micros.load(Relaxed),
-            ),
-        ];
-        for (name, kind, help, pick) in families {
-            out.header(name, kind, help);
-            for s in scripts.iter() {
-                let path = s.path.display().to_string();
-                for &i in &s.hooks {
-                    out.sample(
-                        name,
-                        &[("script", &path), ("hook", HOOKS[i].name)],
-                        pick(s.stats(i)),
-                    );
-                }
-            }
-        }
-        out.header(
-            "lua_notifications_dropped",
-            "counter",
-            "Lua notification hook calls dropped: too many waiting for the script's states.",
-        );
-        for s in scripts.iter() {
-            out.sample(
-                "lua_notifications_dropped",
-                &[("script", &s.path.display().to_string())],
-                s.dropped.load(Relaxed),
-            );
-        }
-    }
-
-    fn status(&self) -> Value {
-        self.status_json()
-    }
-}
-
-impl LuaPlugin {
-    fn status_json(&self) -> Value {
-        json!({"scripts": self.snapshot().iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>()})
     }
 }
