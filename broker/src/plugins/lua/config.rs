@@ -4,17 +4,29 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::db::settings::{Backend, DbSettings};
 use crate::config::{ConfigError, PluginSetting, parse_duration, parse_flag};
 
-/// The databases of VerneMQ's bundled auth scripts (`vmq_diversity.auth_<db>.enabled`).
-pub const DATABASES: [&str; 6] = [
-    "postgres",
-    "cockroachdb",
-    "mysql",
-    "mysql2",
-    "mongodb",
-    "redis",
+/// The databases of VerneMQ's bundled auth scripts (`vmq_diversity.auth_<db>.enabled`), in
+/// the order they load.
+pub const AUTH_DATABASES: [Backend; 6] = [
+    Backend::Postgres,
+    Backend::Cockroachdb,
+    Backend::Mysql,
+    Backend::Mysql2,
+    Backend::Mongodb,
+    Backend::Redis,
 ];
+
+/// A bundled auth script turned on: which database, and a script to use instead of ours
+/// (`auth_<db>.script`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthScript {
+    /// Its database.
+    pub db: Backend,
+    /// `vmq_diversity.auth_<db>.script`, if set.
+    pub path: Option<PathBuf>,
+}
 
 /// The plugin's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +41,10 @@ pub struct LuaConfig {
     pub nr_lua_states: usize,
     /// Longest a hook call may run before it is stopped (ours; none by default, as VerneMQ).
     pub hook_timeout: Option<Duration>,
+    /// The bundled auth scripts turned on, in load order (after every other script).
+    pub auth_scripts: Vec<AuthScript>,
+    /// `vmq_diversity.<db>.*`: what `<db>.ensure_pool` falls back to.
+    pub databases: DbSettings,
 }
 
 impl Default for LuaConfig {
@@ -39,6 +55,8 @@ impl Default for LuaConfig {
             keep_state: false,
             nr_lua_states: 1,
             hook_timeout: None,
+            auth_scripts: Vec::new(),
+            databases: DbSettings::default(),
         }
     }
 }
@@ -48,11 +66,19 @@ impl LuaConfig {
     pub fn from_settings(settings: &[PluginSetting]) -> Result<Self, ConfigError> {
         let mut c = LuaConfig::default();
         let mut files = BTreeMap::new();
+        let mut auth = BTreeMap::new();
         for s in settings {
-            c.set(&s.key, &s.value, &mut files)
+            c.set(&s.key, &s.value, &mut files, &mut auth)
                 .map_err(|e| s.error(e))?;
         }
         c.scripts = files.into_values().collect();
+        c.auth_scripts = AUTH_DATABASES
+            .into_iter()
+            .filter_map(|db| match auth.remove(&db) {
+                Some((true, path)) => Some(AuthScript { db, path }),
+                _ => None,
+            })
+            .collect();
         Ok(c)
     }
 
@@ -61,6 +87,7 @@ impl LuaConfig {
         key: &str,
         value: &str,
         files: &mut BTreeMap<String, PathBuf>,
+        auth: &mut BTreeMap<Backend, (bool, Option<PathBuf>)>,
     ) -> Result<(), String> {
         match key {
             "script_dir" => self.script_dir = Some(PathBuf::from(value)),
@@ -82,24 +109,26 @@ impl LuaConfig {
                 Some((name, "file")) => {
                     files.insert(name.to_owned(), PathBuf::from(value));
                 }
-                Some((name, "enabled")) if name.starts_with("auth_") => {
-                    let db = &name["auth_".len()..];
-                    if !DATABASES.contains(&db) {
-                        return Err(format!("unknown bundled auth script {name:?}"));
-                    }
-                    if parse_flag(value)? {
-                        return Err(format!(
-                            "{name}: the database modules and VerneMQ's bundled auth scripts are \
-                             not available in this broker yet"
-                        ));
+                Some((name, what @ ("enabled" | "script"))) if name.starts_with("auth_") => {
+                    let db = Backend::parse(&name["auth_".len()..])
+                        .filter(|db| AUTH_DATABASES.contains(db))
+                        .ok_or_else(|| format!("unknown bundled auth script {name:?}"))?;
+                    let entry = auth.entry(db).or_default();
+                    if what == "script" {
+                        entry.1 = Some(PathBuf::from(value));
+                    } else {
+                        entry.0 = parse_flag(value)?;
+                        if entry.0 && db == Backend::Mongodb {
+                            return Err("auth_mongodb: MongoDB is not supported by this broker \
+                                 (no mongodb module)"
+                                .into());
+                        }
                     }
                 }
-                // The bundled scripts' own settings and the database connections (used with
-                // `auth_<db>.enabled`).
-                Some((name, _))
-                    if name.starts_with("auth_")
-                        || DATABASES.contains(&name)
-                        || name == "memcache" => {}
+                Some((name, rest)) if Backend::parse(name).is_some() => {
+                    let db = Backend::parse(name).expect("checked");
+                    self.databases.set(db, rest, value)?;
+                }
                 _ => {
                     return Err(format!(
                         "unknown setting {key:?} (script_dir, <name>.file, keep_state, \
@@ -124,7 +153,8 @@ mod tests {
     fn scripts_in_name_order_and_bad_lines() {
         let c = LuaConfig::from_settings(&settings(
             "b.file = /b.lua\na.file = /a.lua\nnr_lua_states = 4\nhook_timeout = 2s\n\
-             auth_postgres.enabled = off\npostgres.host = db",
+             auth_postgres.enabled = on\npostgres.host = db\nauth_redis.enabled = on\n\
+             auth_redis.script = /my/redis.lua",
         ))
         .unwrap();
         assert_eq!(
@@ -139,7 +169,24 @@ mod tests {
                 .to_string()
         };
         assert!(e("nr_lua_states = 0").contains("1 to 256"));
-        assert!(e("auth_postgres.enabled = on").contains("not available"));
+        assert_eq!(
+            c.auth_scripts,
+            [
+                AuthScript {
+                    db: Backend::Postgres,
+                    path: None
+                },
+                AuthScript {
+                    db: Backend::Redis,
+                    path: Some(PathBuf::from("/my/redis.lua"))
+                }
+            ]
+        );
+        assert_eq!(c.databases.get(Backend::Postgres, "host"), "db");
+        assert!(e("auth_mongodb.enabled = on").contains("not supported"));
+        assert!(e("auth_memcache.enabled = on").contains("unknown bundled"));
+        assert!(e("postgres.colour = red").contains("unknown setting postgres.colour"));
+        assert!(e("redis.port = x").contains("redis.port"));
         assert!(e("colour = red").contains("unknown setting"));
     }
 }

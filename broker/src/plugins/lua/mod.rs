@@ -6,15 +6,17 @@
 //! Each script runs in a pool of real Lua 5.4 states on their own threads (`script.rs`,
 //! `vm.rs`); a session's hook call is queued and awaited, never run on a tokio worker. ACLs a
 //! script puts in `auth_cache` decide a client's publishes and subscribes before any script
-//! (`auth_cache.rs`). The database modules are not here yet: using one raises a Lua error that
-//! names it.
+//! (`auth_cache.rs`). The database modules (`db/`) give scripts pooled PostgreSQL, MySQL,
+//! Redis and memcached connections; VerneMQ's bundled auth scripts (`bundled.rs`) are built in.
 
 mod admin;
 mod answers;
 mod args;
 mod auth_cache;
+mod bundled;
 pub mod config;
 mod data;
+mod db;
 mod modules;
 mod script;
 mod vm;
@@ -105,7 +107,7 @@ impl LuaPlugin {
             script_dir: config.script_dir.clone(),
             keep_state: config.keep_state,
             hook_timeout: config.hook_timeout,
-            shared: Arc::new(modules::Shared::new()?),
+            shared: Arc::new(modules::Shared::new(config.databases.clone())?),
         };
         let plugin = Arc::new(LuaPlugin {
             scripts: RwLock::default(),
@@ -129,6 +131,13 @@ impl LuaPlugin {
             }
         }
         paths.extend(config.scripts);
+        // The bundled auth scripts turned on, after every other script (as VerneMQ).
+        paths.extend(
+            config
+                .auth_scripts
+                .iter()
+                .map(|a| a.path.clone().unwrap_or_else(|| bundled::auth_script(a.db))),
+        );
         for p in paths {
             match plugin.load(&p) {
                 Ok(()) => info!(script = %p.display(), "Lua script loaded"),

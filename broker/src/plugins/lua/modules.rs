@@ -1,6 +1,6 @@
 //! The modules a script finds as globals, with VerneMQ's names and signatures
-//! (`specs/lua.md` 4): `json`, `log`, `kv`, `http`, `crypto`, `bcrypt`, `obf`. The database
-//! modules (`postgres`, `mysql`, `redis`, ...) are tables that raise a clear error when used.
+//! (`specs/lua.md` 4): `json`, `log`, `kv`, `http`, `crypto`, `bcrypt`, `obf`, `auth_cache`,
+//! `vmq_api`, and the database modules of `db/`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +13,7 @@ use sha2::Digest;
 
 use super::auth_cache::{AuthCache, Decision};
 use super::data::Data;
+use super::db::{self, Databases, settings::DbSettings};
 use crate::engine::BrokerHandle;
 
 /// What every state of every script shares: `kv` tables, `http` pools, the runtime that runs
@@ -31,6 +32,8 @@ pub struct Shared {
     pub auth_cache: AuthCache,
     /// What `vmq_api` acts on, once the engine exists.
     pub broker: OnceLock<BrokerHandle>,
+    /// The database modules' pools and settings.
+    pub db: Arc<Databases>,
 }
 
 #[derive(Debug, Default)]
@@ -49,7 +52,7 @@ enum KvKind {
 
 impl Shared {
     /// Inside a tokio runtime.
-    pub fn new() -> Result<Shared, String> {
+    pub fn new(db: DbSettings) -> Result<Shared, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -66,6 +69,7 @@ impl Shared {
             obf_key,
             auth_cache: AuthCache::default(),
             broker: OnceLock::new(),
+            db: Arc::new(Databases::new(db)),
         })
     }
 }
@@ -90,37 +94,7 @@ pub fn install(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<()> {
     g.set("obf", obf(lua, shared)?)?;
     g.set("auth_cache", auth_cache(lua, shared)?)?;
     g.set("vmq_api", vmq_api(lua, shared)?)?;
-    for name in [
-        "postgres",
-        "cockroachdb",
-        "mysql",
-        "mysql2",
-        "mongodb",
-        "redis",
-        "memcached",
-    ] {
-        g.set(name, missing(lua, name)?)?;
-    }
-    Ok(())
-}
-
-/// A module that is not available: any use raises an error that names it.
-fn missing(lua: &Lua, name: &'static str) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    let meta = lua.create_table()?;
-    meta.set(
-        "__index",
-        lua.create_function(
-            move |_, (_t, field): (Value, Value)| -> mlua::Result<Value> {
-                Err(bad(format!(
-                    "module {name} is not available in this broker yet ({name}.{} was called)",
-                    field.to_string().unwrap_or_default()
-                )))
-            },
-        )?,
-    )?;
-    t.set_metatable(Some(meta))?;
-    Ok(t)
+    db::install(lua, &shared.db)
 }
 
 fn json(lua: &Lua) -> mlua::Result<Table> {

@@ -145,7 +145,15 @@ fn spawn_state(
                     queued,
                     reply,
                 }) => {
-                    let result = vm.call(HOOKS[hook].name, &args);
+                    // A bug behind a module must not take the state (and its script) down.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        vm.call(HOOKS[hook].name, &args)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(CallError::Raised(
+                            "the hook call panicked (a broker bug)".into(),
+                        ))
+                    });
                     load.fetch_sub(1, Relaxed);
                     counters.record(hook, queued, &result);
                     match reply {
@@ -196,7 +204,14 @@ impl Script {
         };
         let wait = |r: mpsc::Receiver<Result<Meta, String>>| {
             r.recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| Err("the script took over 60 s to load".into()))
+                .unwrap_or_else(|e| match e {
+                    mpsc::RecvTimeoutError::Timeout => {
+                        Err("the script took over 60 s to load".into())
+                    }
+                    mpsc::RecvTimeoutError::Disconnected => {
+                        Err("its Lua thread stopped while loading it".into())
+                    }
+                })
         };
         let start = |instance: usize| {
             let (jobs, rx) = mpsc::channel();

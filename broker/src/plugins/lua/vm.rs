@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use mlua::{Function, HookTriggers, Lua, Table, Value, VmState};
 
+use super::bundled;
 use super::data::Data;
 use super::modules::{self, Shared};
 
@@ -93,7 +94,7 @@ impl Vm {
     /// Runs the script `path` in a new state, instance `instance` of its pool. A syntax or
     /// runtime error at load names the file and line.
     pub fn load(path: &Path, instance: usize, setup: &Setup) -> Result<(Vm, Meta), String> {
-        let source = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let source = bundled::read(path)?;
         let lua = Lua::new();
         let _ = lua.set_memory_limit(MEMORY_LIMIT);
         let err = |e: mlua::Error| e.to_string();
@@ -108,6 +109,7 @@ impl Vm {
                 .set("path", format!("{p};{}/?.lua", abs.display()))
                 .map_err(err)?;
         }
+        bundled_searcher(&lua).map_err(err)?;
         g.set("__SCRIPT_INSTANCE_ID__", instance as i64)
             .map_err(err)?;
         // E -> B -> globals.
@@ -120,7 +122,7 @@ impl Vm {
         meta.set("__index", base.clone()).map_err(err)?;
         env.set_metatable(Some(meta)).map_err(err)?;
         base.raw_set("_G", env.clone()).map_err(err)?;
-        lua.load(&source)
+        lua.load(&source[..])
             .set_name(format!("@{}", path.display()))
             .set_environment(env.clone())
             .exec()
@@ -221,6 +223,25 @@ impl Vm {
             let _ = self.env.raw_set(k, Value::Nil);
         }
     }
+}
+
+/// Lets `require "auth/<module>"` find the bundled modules after the files of `package.path`.
+fn bundled_searcher(lua: &Lua) -> mlua::Result<()> {
+    let package: Table = lua.globals().get("package")?;
+    let searchers: Table = package.get("searchers")?;
+    let searcher = lua.create_function(|lua, name: String| -> mlua::Result<Value> {
+        match bundled::MODULES.iter().find(|(n, _)| *n == name) {
+            Some((n, src)) => Ok(Value::Function(
+                lua.load(*src)
+                    .set_name(format!("@{}{n}.lua", bundled::PREFIX))
+                    .into_function()?,
+            )),
+            None => Ok(Value::String(
+                lua.create_string(format!("no bundled module '{name}'"))?,
+            )),
+        }
+    })?;
+    searchers.raw_set(searchers.raw_len() + 1, searcher)
 }
 
 const TIMEOUT_MESSAGE: &str = "hook call ran past vmq_diversity.hook_timeout";
