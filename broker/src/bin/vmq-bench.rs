@@ -119,6 +119,9 @@ struct PubSub {
     /// SUBSCRIBEs per second of the storm (each followed by an UNSUBSCRIBE of an older one).
     #[arg(long, default_value_t = 1000)]
     storm_rate: u64,
+    /// User name every client sends in CONNECT (with password `secret`).
+    #[arg(long)]
+    username: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -471,7 +474,7 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
     let mut subs = Vec::new();
     for (i, filter) in subscribers.iter().enumerate() {
         let id = format!("bench-sub-{run}-{i}");
-        let mut c = connect_with(addr, id, None, !a.persistent).await?;
+        let mut c = connect_as(addr, id, None, !a.persistent, a.username.clone()).await?;
         subscribe(&mut c, filter, qos).await?;
         subs.push(tokio::spawn(subscriber(
             c,
@@ -482,7 +485,8 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
     }
     let mut pubs = Vec::new();
     for (i, topic) in publishers.iter().enumerate() {
-        let c = connect(addr, format!("bench-pub-{run}-{i}"), None).await?;
+        let id = format!("bench-pub-{run}-{i}");
+        let c = connect_as(addr, id, None, true, a.username.clone()).await?;
         let rate = if a.scenario == Scenario::Latency && a.rate == 0 {
             10_000
         } else {
