@@ -80,7 +80,11 @@ async fn check_auth(
         ],
     )
     .await;
-    assert!(text(&o).contains("bad user name or password"), "{what}: {}", text(&o));
+    assert!(
+        text(&o).contains("bad user name or password"),
+        "{what}: {}",
+        text(&o)
+    );
     let o = mosquitto_pub(port, &["-i", "p2", "-u", "alice", "-t", "a/1", "-m", "x"]).await;
     assert!(!o.status.success(), "{what}: {}", text(&o));
     let o = mosquitto_pub(
@@ -90,7 +94,11 @@ async fn check_auth(
         ],
     )
     .await;
-    assert!(text(&o).contains("bad user name or password"), "{what}: {}", text(&o));
+    assert!(
+        text(&o).contains("bad user name or password"),
+        "{what}: {}",
+        text(&o)
+    );
 
     // Outside the ACLs: an MQTT 5 publish gets 0x87, a subscribe is denied.
     let o = mosquitto_pub(
@@ -304,7 +312,11 @@ async fn postgres_auth_with_crypt_and_bcrypt() {
     .await;
     assert!(o.status.success(), "{}\n{:?}", text(&o), b.logs());
     let o = mosquitto_pub(&port, &["-u", "bob", "-P", "nope", "-t", "a/1", "-m", "x"]).await;
-    assert!(text(&o).contains("bad user name or password"), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad user name or password"),
+        "{}",
+        text(&o)
+    );
     // MQTT 3 and 5 subscribe refusals carry their codes (0x80, 0x87).
     let mut opts = rumqttc::MqttOptions::new("bob-v3", "127.0.0.1", port.parse().unwrap());
     opts.set_credentials("bob", "bob-pw");
@@ -594,7 +606,11 @@ async fn database_modules_from_a_script() {
         );
     }
     let o = mosquitto_pub(&port, &["-u", "nobody", "-P", "x", "-t", "t", "-m", "x"]).await;
-    assert!(text(&o).contains("bad user name or password"), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad user name or password"),
+        "{}",
+        text(&o)
+    );
 
     // memcached: a payload cached by one publish comes back in another.
     let o = mosquitto_pub(

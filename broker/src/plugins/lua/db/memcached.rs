@@ -7,7 +7,7 @@ use std::time::Duration;
 use mlua::{Lua, Table};
 
 use super::settings::Backend;
-use super::{CONNECT_TIMEOUT, Databases, Options, Pool, bad};
+use super::{CONNECT_TIMEOUT, Databases, Options, Pool, bad, ensure_pool};
 
 const DB: Backend = Backend::Memcache;
 
@@ -21,36 +21,7 @@ fn client(dbs: &Databases, id: &str) -> mlua::Result<Arc<memcache::Client>> {
 /// The `memcached` module table.
 pub fn module(lua: &Lua, dbs: &Arc<Databases>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    let d = dbs.clone();
-    t.set(
-        "ensure_pool",
-        lua.create_function(move |_, table: Option<Table>| {
-            let o = Options {
-                table,
-                db: DB,
-                settings: &d.settings,
-            };
-            let id = o.pool_id()?;
-            d.ensure(DB, id, || {
-                let url = format!(
-                    "memcache://{}:{}",
-                    o.string("host", "host")?,
-                    o.number("port", "port")?.clamp(1, 65535)
-                );
-                let c = memcache::Client::builder()
-                    .add_server(url.as_str())
-                    .map_err(|e| bad(format!("memcached.ensure_pool: {e}")))?
-                    .with_min_idle_conns(0)
-                    .with_max_pool_size(5)
-                    .with_connection_timeout(CONNECT_TIMEOUT)
-                    .with_read_timeout(Duration::from_secs(5))
-                    .with_write_timeout(Duration::from_secs(5))
-                    .build()
-                    .map_err(|e| bad(format!("memcached.ensure_pool ({url}): {e}")))?;
-                Ok(Pool::Memcached(Arc::new(c)))
-            })
-        })?,
-    )?;
+    t.set("ensure_pool", ensure_pool(lua, dbs, DB, make_pool)?)?;
     let d = dbs.clone();
     t.set(
         "get",
@@ -109,4 +80,24 @@ pub fn module(lua: &Lua, dbs: &Arc<Databases>) -> mlua::Result<Table> {
         })?,
     )?;
     Ok(t)
+}
+
+/// A new pool for `ensure_pool`'s options.
+fn make_pool(o: &Options) -> mlua::Result<super::Pool> {
+    let url = format!(
+        "memcache://{}:{}",
+        o.string("host", "host")?,
+        o.number("port", "port")?.clamp(1, 65535)
+    );
+    let c = memcache::Client::builder()
+        .add_server(url.as_str())
+        .map_err(|e| bad(format!("memcached.ensure_pool: {e}")))?
+        .with_min_idle_conns(0)
+        .with_max_pool_size(5)
+        .with_connection_timeout(CONNECT_TIMEOUT)
+        .with_read_timeout(Duration::from_secs(5))
+        .with_write_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| bad(format!("memcached.ensure_pool ({url}): {e}")))?;
+    Ok(Pool::Memcached(Arc::new(c)))
 }

@@ -177,6 +177,25 @@ impl Databases {
     }
 }
 
+/// `<module>.ensure_pool(options)`: makes the pool with `make` unless its id exists.
+fn ensure_pool(
+    lua: &Lua,
+    dbs: &Arc<Databases>,
+    db: Backend,
+    make: fn(&Options) -> mlua::Result<Pool>,
+) -> mlua::Result<mlua::Function> {
+    let d = dbs.clone();
+    lua.create_function(move |_, table: Option<Table>| {
+        let o = Options {
+            table,
+            db,
+            settings: &d.settings,
+        };
+        let id = o.pool_id()?;
+        d.ensure(db, id, || make(&o))
+    })
+}
+
 /// The Lua module's name of a config section.
 fn module(db: Backend) -> &'static str {
     match db {

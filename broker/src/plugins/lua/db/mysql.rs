@@ -9,7 +9,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Row, Value as My};
 
 use super::settings::Backend;
-use super::{Answer, Arg, Cell, Databases, Options, Pooled, bad};
+use super::{Answer, Arg, Cell, Databases, Options, Pooled, bad, ensure_pool};
 
 /// Opens and checks MySQL connections for bb8 (a connection is pinged when it is taken, so
 /// one broken by a database restart is replaced instead of failing a query).
@@ -35,36 +35,7 @@ impl bb8::ManageConnection for Manager {
 /// The module table for `db` (`mysql` or `mysql2`).
 pub fn module(lua: &Lua, dbs: &Arc<Databases>, db: Backend) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    let d = dbs.clone();
-    t.set(
-        "ensure_pool",
-        lua.create_function(move |_, table: Option<Table>| {
-            let o = Options {
-                table,
-                db,
-                settings: &d.settings,
-            };
-            let id = o.pool_id()?;
-            d.ensure(db, id, || {
-                if db == Backend::Mysql2 && o.flag("ssl", "ssl")? {
-                    return Err(bad(
-                        "mysql2.ensure_pool: ssl is not supported by this broker yet: set \
-                         vmq_diversity.mysql2.ssl = off",
-                    ));
-                }
-                let opts = OptsBuilder::default()
-                    .ip_or_hostname(o.string("host", "host")?)
-                    .tcp_port(o.number("port", "port")?.clamp(1, 65535) as u16)
-                    .user(Some(o.string("user", "user")?))
-                    .pass(Some(o.string("password", "password")?))
-                    .db_name(Some(o.string("database", "database")?));
-                Ok(super::Pool::Mysql(Pooled::new(
-                    Manager(opts.into()),
-                    o.number("size", "pool_size")?,
-                )))
-            })
-        })?,
-    )?;
+    t.set("ensure_pool", ensure_pool(lua, dbs, db, make_pool)?)?;
     let d = dbs.clone();
     t.set(
         "execute",
@@ -168,4 +139,25 @@ fn execute(lua: &Lua, dbs: &Databases, db: Backend, args: &[Value]) -> mlua::Res
         }
     })?;
     answer.map_err(bad)?.into_lua(lua, None)
+}
+
+/// A new pool for `ensure_pool`'s options.
+fn make_pool(o: &Options) -> mlua::Result<super::Pool> {
+    let db = o.db;
+    if db == Backend::Mysql2 && o.flag("ssl", "ssl")? {
+        return Err(bad(
+            "mysql2.ensure_pool: ssl is not supported by this broker yet: set \
+                 vmq_diversity.mysql2.ssl = off",
+        ));
+    }
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(o.string("host", "host")?)
+        .tcp_port(o.number("port", "port")?.clamp(1, 65535) as u16)
+        .user(Some(o.string("user", "user")?))
+        .pass(Some(o.string("password", "password")?))
+        .db_name(Some(o.string("database", "database")?));
+    Ok(super::Pool::Mysql(Pooled::new(
+        Manager(opts.into()),
+        o.number("size", "pool_size")?,
+    )))
 }

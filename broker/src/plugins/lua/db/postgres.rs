@@ -11,7 +11,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use super::settings::Backend;
-use super::{Answer, Arg, CONNECT_TIMEOUT, Cell, Databases, Options, Pooled, bad};
+use super::{Answer, Arg, CONNECT_TIMEOUT, Cell, Databases, Options, Pooled, bad, ensure_pool};
 
 /// Makes PostgreSQL connections (without TLS) for bb8.
 pub type Manager = PostgresConnectionManager<NoTls>;
@@ -19,41 +19,7 @@ pub type Manager = PostgresConnectionManager<NoTls>;
 /// The module table for `db` (PostgreSQL or CockroachDB: the same wire protocol).
 pub fn module(lua: &Lua, dbs: &Arc<Databases>, db: Backend) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    let d = dbs.clone();
-    t.set(
-        "ensure_pool",
-        lua.create_function(move |_, table: Option<Table>| {
-            let o = Options {
-                table,
-                db,
-                settings: &d.settings,
-            };
-            let id = o.pool_id()?;
-            d.ensure(db, id, || {
-                if o.flag("ssl", "ssl")? {
-                    return Err(bad(format!(
-                        "{}.ensure_pool: ssl is not supported by this broker yet: set \
-                         vmq_diversity.{}.ssl = off (or ssl = false in ensure_pool)",
-                        db.name(),
-                        db.name()
-                    )));
-                }
-                let mut config = tokio_postgres::Config::new();
-                config
-                    .host(o.string("host", "host")?)
-                    .port(o.number("port", "port")?.clamp(1, 65535) as u16)
-                    .user(o.string("user", "user")?)
-                    .password(o.string("password", "password")?)
-                    .dbname(o.string("database", "database")?)
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .application_name("vmq_diversity");
-                Ok(super::Pool::Postgres(Pooled::new(
-                    PostgresConnectionManager::new(config, NoTls),
-                    o.number("size", "pool_size")?,
-                )))
-            })
-        })?,
-    )?;
+    t.set("ensure_pool", ensure_pool(lua, dbs, db, make_pool)?)?;
     let d = dbs.clone();
     t.set(
         "execute",
@@ -212,4 +178,30 @@ impl<'a> FromSql<'a> for Cell {
     fn accepts(_: &Type) -> bool {
         true
     }
+}
+
+/// A new pool for `ensure_pool`'s options.
+fn make_pool(o: &Options) -> mlua::Result<super::Pool> {
+    let db = o.db;
+    if o.flag("ssl", "ssl")? {
+        return Err(bad(format!(
+            "{}.ensure_pool: ssl is not supported by this broker yet: set \
+                 vmq_diversity.{}.ssl = off (or ssl = false in ensure_pool)",
+            db.name(),
+            db.name()
+        )));
+    }
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(o.string("host", "host")?)
+        .port(o.number("port", "port")?.clamp(1, 65535) as u16)
+        .user(o.string("user", "user")?)
+        .password(o.string("password", "password")?)
+        .dbname(o.string("database", "database")?)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .application_name("vmq_diversity");
+    Ok(super::Pool::Postgres(Pooled::new(
+        PostgresConnectionManager::new(config, NoTls),
+        o.number("size", "pool_size")?,
+    )))
 }

@@ -8,51 +8,14 @@ use mlua::{Lua, Table, Value, Variadic};
 use redis::{ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, Value as R};
 
 use super::settings::Backend;
-use super::{Databases, Options, Pooled, bad};
+use super::{Databases, Options, Pooled, bad, ensure_pool};
 
 const DB: Backend = Backend::Redis;
 
 /// The `redis` module table.
 pub fn module(lua: &Lua, dbs: &Arc<Databases>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    let d = dbs.clone();
-    t.set(
-        "ensure_pool",
-        lua.create_function(move |_, table: Option<Table>| {
-            let o = Options {
-                table,
-                db: DB,
-                settings: &d.settings,
-            };
-            let id = o.pool_id()?;
-            d.ensure(DB, id, || {
-                let addr = ConnectionAddr::Tcp(
-                    o.string("host", "host")?,
-                    o.number("port", "port")?.clamp(1, 65535) as u16,
-                );
-                let mut redis = RedisConnectionInfo::default()
-                    .set_db(o.number("database", "database")?.min(1 << 20) as i64);
-                let user = o.string("user", "user")?;
-                if !user.is_empty() {
-                    redis = redis.set_username(user);
-                }
-                let password = o.string("password", "password")?;
-                if !password.is_empty() {
-                    redis = redis.set_password(password);
-                }
-                let info = addr
-                    .into_connection_info()
-                    .map_err(|e| bad(format!("redis.ensure_pool: {e}")))?
-                    .set_redis_settings(redis);
-                let client = redis::Client::open(info)
-                    .map_err(|e| bad(format!("redis.ensure_pool: {e}")))?;
-                Ok(super::Pool::Redis(Pooled::new(
-                    client,
-                    o.number("size", "pool_size")?,
-                )))
-            })
-        })?,
-    )?;
+    t.set("ensure_pool", ensure_pool(lua, dbs, DB, make_pool)?)?;
     let d = dbs.clone();
     t.set(
         "cmd",
@@ -165,4 +128,31 @@ fn to_lua(lua: &Lua, v: R, depth: usize) -> mlua::Result<Value> {
         R::ServerError(_) => Value::Boolean(false),
         _ => Value::Nil,
     })
+}
+
+/// A new pool for `ensure_pool`'s options.
+fn make_pool(o: &Options) -> mlua::Result<super::Pool> {
+    let addr = ConnectionAddr::Tcp(
+        o.string("host", "host")?,
+        o.number("port", "port")?.clamp(1, 65535) as u16,
+    );
+    let mut redis = RedisConnectionInfo::default()
+        .set_db(o.number("database", "database")?.min(1 << 20) as i64);
+    let user = o.string("user", "user")?;
+    if !user.is_empty() {
+        redis = redis.set_username(user);
+    }
+    let password = o.string("password", "password")?;
+    if !password.is_empty() {
+        redis = redis.set_password(password);
+    }
+    let info = addr
+        .into_connection_info()
+        .map_err(|e| bad(format!("redis.ensure_pool: {e}")))?
+        .set_redis_settings(redis);
+    let client = redis::Client::open(info).map_err(|e| bad(format!("redis.ensure_pool: {e}")))?;
+    Ok(super::Pool::Redis(Pooled::new(
+        client,
+        o.number("size", "pool_size")?,
+    )))
 }
