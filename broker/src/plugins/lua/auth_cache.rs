@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use parking_lot::Mutex;
+use foldhash::fast::RandomState;
+use parking_lot::RwLock;
 
 use super::data::Data;
 use crate::topic;
@@ -39,10 +40,14 @@ pub enum Decision {
     Allowed(Option<Data>),
 }
 
+/// Entries by mountpoint, then client id: a lookup borrows the client's strings, allocates
+/// nothing, and readers (every publish of a cached client) do not wait for each other.
+type Entries = HashMap<String, HashMap<String, Entry, RandomState>, RandomState>;
+
 /// The cache.
 #[derive(Debug, Default)]
 pub struct AuthCache {
-    entries: Mutex<HashMap<(String, String), Entry>>,
+    entries: RwLock<Entries>,
     len: AtomicUsize,
 }
 
@@ -115,13 +120,20 @@ impl AuthCache {
                 .map(|s| acls(s, mountpoint, username, client_id))
                 .unwrap_or_default(),
         };
-        let mut entries = self.entries.lock();
-        let key = (mountpoint.to_owned(), client_id.to_owned());
-        if !entries.contains_key(&key) && entries.len() >= MAX_CLIENTS {
+        let mut entries = self.entries.write();
+        let known = entries
+            .get(mountpoint)
+            .is_some_and(|m| m.contains_key(client_id));
+        if !known && self.len.load(Relaxed) >= MAX_CLIENTS {
             return false;
         }
-        entries.insert(key, entry);
-        self.len.store(entries.len(), Relaxed);
+        entries
+            .entry(mountpoint.to_owned())
+            .or_default()
+            .insert(client_id.to_owned(), entry);
+        if !known {
+            self.len.fetch_add(1, Relaxed);
+        }
         true
     }
 
@@ -130,9 +142,16 @@ impl AuthCache {
         if self.is_empty() {
             return;
         }
-        let mut entries = self.entries.lock();
-        entries.remove(&(mountpoint.to_owned(), client_id.to_owned()));
-        self.len.store(entries.len(), Relaxed);
+        let mut entries = self.entries.write();
+        let Some(clients) = entries.get_mut(mountpoint) else {
+            return;
+        };
+        if clients.remove(client_id).is_some() {
+            self.len.fetch_sub(1, Relaxed);
+        }
+        if clients.is_empty() {
+            entries.remove(mountpoint);
+        }
     }
 
     /// May this client publish this?
@@ -148,8 +167,8 @@ impl AuthCache {
         if self.is_empty() {
             return Decision::NoEntry;
         }
-        let entries = self.entries.lock();
-        let Some(e) = entries.get(&(mountpoint.to_owned(), client_id.to_owned())) else {
+        let entries = self.entries.read();
+        let Some(e) = entries.get(mountpoint).and_then(|m| m.get(client_id)) else {
             return Decision::NoEntry;
         };
         let found = e.publish.iter().find(|a| {
@@ -171,8 +190,8 @@ impl AuthCache {
         if self.is_empty() {
             return Decision::NoEntry;
         }
-        let entries = self.entries.lock();
-        let Some(e) = entries.get(&(mountpoint.to_owned(), client_id.to_owned())) else {
+        let entries = self.entries.read();
+        let Some(e) = entries.get(mountpoint).and_then(|m| m.get(client_id)) else {
             return Decision::NoEntry;
         };
         let mut changes: Vec<Data> = Vec::new();
