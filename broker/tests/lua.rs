@@ -634,3 +634,100 @@ async fn auth_cache_decides_before_scripts_and_vmq_api_disconnects() {
     assert!(kicked.is_ok(), "the victim is still connected");
     drop(b);
 }
+
+/// A script that refuses every tenth publish and rewrites every seventh, from 4 states.
+const BURST: &str = r#"
+num_states = 4
+function auth_on_register(reg) return true end
+function auth_on_publish(pub)
+  local n = tonumber(pub.payload)
+  if n % 10 == 0 then return false end
+  if n % 7 == 0 then return {payload = "seven-" .. pub.payload} end
+  return true
+end
+hooks = {auth_on_register = auth_on_register, auth_on_publish = auth_on_publish}
+"#;
+
+/// MQTT 3.1.1 packets written by hand, so that a whole burst reaches the broker in one write.
+fn burst_bytes(count: u32) -> Vec<u8> {
+    fn packet(out: &mut Vec<u8>, first: u8, body: &[u8]) {
+        out.push(first);
+        let mut len = body.len();
+        loop {
+            let mut b = (len % 128) as u8;
+            len /= 128;
+            if len > 0 {
+                b |= 0x80;
+            }
+            out.push(b);
+            if len == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(body);
+    }
+    let mut out = Vec::new();
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 5];
+    connect.extend_from_slice(b"burst");
+    packet(&mut out, 0x10, &connect);
+    for n in 1..=count {
+        let mut body = vec![0, 7];
+        body.extend_from_slice(b"burst/x");
+        body.extend_from_slice(n.to_string().as_bytes());
+        packet(&mut out, 0x30, &body);
+        if n == count / 2 {
+            packet(&mut out, 0xC0, &[]); // PINGREQ between two runs of publishes
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_publishes_is_decided_together_and_delivered_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("burst.lua");
+    std::fs::write(&script, BURST).unwrap();
+    let (b, port, _) = broker(
+        dir.path(),
+        &format!(
+            "allow_anonymous = off\nvmq_diversity.burst.file = {}\n",
+            script.display()
+        ),
+    );
+    let (sub, mut events) = v4_client("burst-sub", &port, true);
+    sub.subscribe("burst/#", QoS::AtMostOnce).await.unwrap();
+    poll_until(&mut events, |p| matches!(p, Incoming::SubAck(_))).await;
+
+    const COUNT: u32 = 300;
+    let mut raw = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    raw.write_all(&burst_bytes(COUNT)).await.unwrap();
+    let expected: Vec<String> = (1..=COUNT)
+        .filter(|n| n % 10 != 0)
+        .map(|n| {
+            if n % 7 == 0 {
+                format!("seven-{n}")
+            } else {
+                n.to_string()
+            }
+        })
+        .collect();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        got.push(next_publish(&mut events).await.1);
+    }
+    assert_eq!(got, expected);
+    // Every refusal was counted, and the client is still connected (PINGREQ answered).
+    assert_eq!(
+        support::metric(b.http_port(), "mqtt_publish_auth_error").await,
+        u64::from(COUNT / 10)
+    );
+    let mut pong = [0u8; 6];
+    use tokio::io::AsyncReadExt;
+    raw.read_exact(&mut pong[..4]).await.unwrap(); // CONNACK
+    raw.read_exact(&mut pong[4..]).await.unwrap(); // PINGRESP
+    assert_eq!(&pong[4..], &[0xD0, 0]);
+    drop(b);
+}

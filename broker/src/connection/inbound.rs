@@ -194,20 +194,9 @@ impl Conn {
     }
 
     async fn on_publish(&mut self, mut p: Publish) -> Step {
-        Metrics::inc(&self.engine.metrics().mqtt_publish_received);
-        if let Err(code) = self.resolve_topic(&mut p) {
-            debug!(client_id = %self.client_id, topic = %p.topic, ?code, "bad PUBLISH topic");
-            Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
-            return Ok(Some(Exit::Closed(code)));
+        if let Some(step) = self.check_publish(&mut p) {
+            return step;
         }
-        if p.retain && !self.engine.config().retain_available {
-            return Ok(Some(Exit::Closed(DisconnectReason::RetainNotSupported)));
-        }
-        let mut acl = None;
-        let mut into = None;
-        // The acknowledgement follows the QoS the client sent, whatever QoS a plugin routes
-        // the message with.
-        let received = p.qos;
         let asked = self.engine.hooks().wants(Hook::AuthOnPublish);
         let decision = if asked {
             let info = publish_info(&p);
@@ -215,6 +204,72 @@ impl Conn {
         } else {
             None
         };
+        self.decided_publish(p, asked, decision).await
+    }
+
+    /// Handles publishes read together (a batch from the socket) when plugins authorize
+    /// publishes: the plugins are asked about all of them at once, then each is routed and
+    /// acknowledged in order, as if one after the other. A plugin that answers from elsewhere
+    /// (a Lua state, an HTTP endpoint) then serves a busy publisher in batches instead of one
+    /// round trip per message. A publish that ends the connection ends the run there.
+    pub(crate) async fn on_publishes(&mut self, mut run: Vec<Publish>) -> Step {
+        let mut stop = None;
+        for (i, p) in run.iter_mut().enumerate() {
+            if let Some(step) = self.check_publish(p) {
+                stop = Some((i, step));
+                break;
+            }
+        }
+        if let Some((i, _)) = stop {
+            run.truncate(i);
+        }
+        let decisions = {
+            let infos: Vec<MessageInfo<'_>> = run.iter().map(publish_info).collect();
+            let hooks = self.engine.hooks();
+            futures::future::join_all(
+                infos
+                    .iter()
+                    .map(|info| hooks.auth_on_publish(&self.info, info)),
+            )
+            .await
+        };
+        for (p, decision) in run.into_iter().zip(decisions) {
+            match self.decided_publish(p, true, decision).await {
+                Ok(None) => {}
+                other => return other,
+            }
+        }
+        stop.map_or(Ok(None), |(_, step)| step)
+    }
+
+    /// Counts an inbound PUBLISH and checks it before any plugin sees it (topic, aliases,
+    /// retain); `Some` ends the connection.
+    fn check_publish(&mut self, p: &mut Publish) -> Option<Step> {
+        Metrics::inc(&self.engine.metrics().mqtt_publish_received);
+        if let Err(code) = self.resolve_topic(p) {
+            debug!(client_id = %self.client_id, topic = %p.topic, ?code, "bad PUBLISH topic");
+            Metrics::inc(&self.engine.metrics().mqtt_protocol_error);
+            return Some(Ok(Some(Exit::Closed(code))));
+        }
+        if p.retain && !self.engine.config().retain_available {
+            return Some(Ok(Some(Exit::Closed(DisconnectReason::RetainNotSupported))));
+        }
+        None
+    }
+
+    /// Routes and acknowledges a publish the plugins decided on (`asked`: whether they were
+    /// asked; `decision`: `None` when nobody decided).
+    async fn decided_publish(
+        &mut self,
+        mut p: Publish,
+        asked: bool,
+        decision: Option<AuthResult<crate::hooks::PublishModifiers>>,
+    ) -> Step {
+        let mut acl = None;
+        let mut into = None;
+        // The acknowledgement follows the QoS the client sent, whatever QoS a plugin routes
+        // the message with.
+        let received = p.qos;
         self.trace(|| {
             format!(
                 "Calling auth_on_publish({:?}, {:?}, {}, {:?}, {}) with payload:\n    {}\n{}",
@@ -227,38 +282,36 @@ impl Conn {
                 crate::trace::outcome(asked, decision.as_ref())
             )
         });
-        {
-            match decision {
-                Some(AuthResult::Ok(a)) => acl = a,
-                Some(AuthResult::OkWith(m, a)) => {
-                    acl = a;
-                    if let Some(t) = m.topic {
-                        p.topic = t;
-                    }
-                    if let Some(b) = m.payload {
-                        p.payload = b;
-                    }
-                    if let Some(q) = m.qos {
-                        p.qos = q;
-                    }
-                    if let Some(r) = m.retain {
-                        p.retain = r;
-                    }
-                    if let Some(props) = m.properties {
-                        p.properties = props;
-                    }
-                    into = m.mountpoint;
-                    if m.throttle.is_some() {
-                        self.throttle = m.throttle;
-                    }
+        match decision {
+            Some(AuthResult::Ok(a)) => acl = a,
+            Some(AuthResult::OkWith(m, a)) => {
+                acl = a;
+                if let Some(t) = m.topic {
+                    p.topic = t;
                 }
-                // Plugins were asked and none allowed it: refused, as VerneMQ does.
-                Some(AuthResult::Error(_) | AuthResult::Next) => {
-                    return self.refuse_publish(&p).await;
+                if let Some(b) = m.payload {
+                    p.payload = b;
                 }
-                None if asked => return self.refuse_publish(&p).await,
-                None => {}
+                if let Some(q) = m.qos {
+                    p.qos = q;
+                }
+                if let Some(r) = m.retain {
+                    p.retain = r;
+                }
+                if let Some(props) = m.properties {
+                    p.properties = props;
+                }
+                into = m.mountpoint;
+                if m.throttle.is_some() {
+                    self.throttle = m.throttle;
+                }
             }
+            // Plugins were asked and none allowed it: refused, as VerneMQ does.
+            Some(AuthResult::Error(_) | AuthResult::Next) => {
+                return self.refuse_publish(&p).await;
+            }
+            None if asked => return self.refuse_publish(&p).await,
+            None => {}
         }
         if received == QoS::ExactlyOnce {
             if self.state.incoming_qos2.contains(&p.packet_id) {

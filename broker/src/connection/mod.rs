@@ -324,14 +324,40 @@ impl Conn {
     /// answers are flushed in one write. Returns how the connection ends, if it does.
     async fn read_batch(&mut self, first: Option<Result<Packet, CodecError>>) -> Option<Exit> {
         let mut item = first;
-        let mut budget = 64;
+        let mut budget: usize = 64;
         loop {
-            if let Some(exit) = self.process(item).await {
+            // An item already read after a run of publishes: handled next, whatever the budget.
+            let mut read_ahead = None;
+            let exit = match item {
+                Some(Ok(Packet::Publish(p)))
+                    if budget > 1 && self.engine.hooks().wants(Hook::AuthOnPublish) =>
+                {
+                    let mut run = vec![p];
+                    while run.len() < budget {
+                        match futures::FutureExt::now_or_never(self.framed.next()) {
+                            Some(Some(Ok(Packet::Publish(p)))) => run.push(p),
+                            Some(other) => {
+                                read_ahead = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    budget -= run.len() - 1;
+                    self.process_publishes(run).await
+                }
+                other => self.process(other).await,
+            };
+            if let Some(exit) = exit {
                 return Some(exit);
             }
-            budget -= 1;
+            budget = budget.saturating_sub(1);
+            if let Some(next) = read_ahead {
+                item = next;
+                continue;
+            }
             // A congested subscriber ends the batch: the pause comes before the next packet,
-            // so a queue overruns by at most one packet per publisher.
+            // so a queue overruns by at most one batch per publisher.
             if budget == 0 || self.pace.is_some() || self.throttle.is_some() {
                 break;
             }
@@ -388,6 +414,30 @@ impl Conn {
                 });
                 self.process_packet(packet).await
             }
+        }
+    }
+
+    /// Handles publishes read one after the other, the plugins asked about them together.
+    async fn process_publishes(&mut self, run: Vec<crate::mqtt::Publish>) -> Option<Exit> {
+        for p in &run {
+            self.trace(|| {
+                format!(
+                    "MQTT RECV: CID: {:?} {}",
+                    self.client_id,
+                    crate::trace::describe(&Packet::Publish(p.clone()))
+                )
+            });
+        }
+        let step = if run.len() == 1 {
+            let p = run.into_iter().next().expect("one publish");
+            self.handle(Packet::Publish(p)).await
+        } else {
+            self.on_publishes(run).await
+        };
+        match step {
+            Ok(None) => None,
+            Ok(Some(exit)) => Some(exit),
+            Err(()) => Some(Exit::Lost),
         }
     }
 

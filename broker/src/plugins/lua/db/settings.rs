@@ -80,6 +80,7 @@ impl Backend {
             (Mysql2, "password_hash_method") => "sha256",
             (Cockroachdb, "ssl") => "on",
             (Postgres | Mysql2, "ssl") => "off",
+            (Postgres | Cockroachdb | Mysql2, "ssl.verify") => "verify_peer",
             (Postgres | Cockroachdb | Mysql2, k) if SQL_SSL.contains(&k) => "",
             // MongoDB cannot be used here; its keys are kept so that a VerneMQ config loads.
             (Mongodb, _) => "",
@@ -132,7 +133,11 @@ impl Backend {
                 "{name}.password_hash_method: expected one of {}, got {value:?}",
                 self.hash_methods().join(", ")
             )),
-            "ssl" | "ssl.verify" | "ssl.use_system_cas" | "ssl.customize_hostname_check" => {
+            "ssl.verify" if !matches!(value, "verify_peer" | "verify_none") => Err(format!(
+                "{name}.ssl.verify: expected verify_peer or verify_none, got {value:?}"
+            )),
+            "ssl.verify" => Ok(()),
+            "ssl" | "ssl.use_system_cas" | "ssl.customize_hostname_check" => {
                 crate::config::parse_flag(value)
                     .map(drop)
                     .map_err(|e| format!("{name}.{key}: {e}"))
@@ -196,5 +201,7 @@ mod tests {
             .unwrap();
         assert!(s.set(Backend::Redis, "pool_size", "0").is_err());
         assert!(s.flag(Backend::Cockroachdb, "ssl"));
+        s.set(Backend::Mysql2, "ssl.verify", "verify_none").unwrap();
+        assert!(s.set(Backend::Mysql2, "ssl.verify", "on").is_err());
     }
 }
