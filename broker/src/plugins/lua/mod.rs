@@ -206,23 +206,31 @@ impl LuaPlugin {
         &self,
         hook: Hook,
         v5: bool,
-        args: Data,
+        mut args: Data,
+        sticky: Option<&str>,
         read: impl Fn(Ret) -> Option<Result<T, String>>,
     ) -> Option<Result<T, String>> {
         let auth = matches!(
             hook,
             Hook::AuthOnRegister | Hook::AuthOnPublish | Hook::AuthOnSubscribe
         );
-        for s in self.snapshot().iter() {
-            let Some(index) = s
-                .hooks
-                .iter()
-                .copied()
-                .find(|&i| HOOKS[i].is(hook, Some(v5)))
-            else {
+        let scripts = self.snapshot();
+        let mut left = scripts
+            .iter()
+            .filter(|s| registered(s, hook, v5).is_some())
+            .count();
+        for s in scripts.iter() {
+            let Some(index) = registered(s, hook, v5) else {
                 continue;
             };
-            match s.call(index, args.clone()).await {
+            left -= 1;
+            // The last script asked gets the arguments themselves.
+            let a = if left > 0 {
+                args.clone()
+            } else {
+                std::mem::replace(&mut args, Data::Nil)
+            };
+            match s.call(index, a, sticky).await {
                 Ok(d) => {
                     if let Some(decided) = read(ret(d)) {
                         return Some(decided);
@@ -247,6 +255,14 @@ impl LuaPlugin {
         }
         None
     }
+}
+
+/// The hook of the script that serves `hook` for a client of this protocol, if it has one.
+fn registered(s: &Script, hook: Hook, v5: bool) -> Option<usize> {
+    s.hooks
+        .iter()
+        .copied()
+        .find(|&i| HOOKS[i].is(hook, Some(v5)))
 }
 
 fn result<M>(o: Option<Result<Option<M>, String>>) -> AuthResult<M> {
@@ -291,17 +307,23 @@ impl Plugin for LuaPlugin {
         Box::pin(async move {
             let v5 = req.client.protocol.is_v5();
             let o = self
-                .chain(Hook::AuthOnRegister, v5, args::register(req), |r| match r {
-                    Ret::Ok => Some(Ok(None)),
-                    Ret::Refused => Some(Err(INVALID_CREDENTIALS.to_owned())),
-                    Ret::Changes(d) => Some(
-                        modifiers_json(&d)
-                            .and_then(|j| modifiers::register(&j, v5))
-                            .map(Some)
-                            .map_err(|e| format!("invalid_modifiers: {e}")),
-                    ),
-                    Ret::Next => None,
-                })
+                .chain(
+                    Hook::AuthOnRegister,
+                    v5,
+                    args::register(req),
+                    None,
+                    |r| match r {
+                        Ret::Ok => Some(Ok(None)),
+                        Ret::Refused => Some(Err(INVALID_CREDENTIALS.to_owned())),
+                        Ret::Changes(d) => Some(
+                            modifiers_json(&d)
+                                .and_then(|j| modifiers::register(&j, v5))
+                                .map(Some)
+                                .map_err(|e| format!("invalid_modifiers: {e}")),
+                        ),
+                        Ret::Next => None,
+                    },
+                )
                 .await;
             result(o)
         })
@@ -338,6 +360,7 @@ impl Plugin for LuaPlugin {
                     Hook::AuthOnPublish,
                     v5,
                     args::publish(client, message, v5),
+                    Some(&client.client_id),
                     |r| match r {
                         Ret::Ok => Some(Ok(None)),
                         Ret::Refused => Some(Err("not_authorized".to_owned())),
@@ -386,7 +409,7 @@ impl Plugin for LuaPlugin {
             }
             let a = args::subscribe(client, args::asked(topics), properties);
             let o = self
-                .chain(Hook::AuthOnSubscribe, v5, a, |r| match r {
+                .chain(Hook::AuthOnSubscribe, v5, a, None, |r| match r {
                     Ret::Ok => Some(Ok(modifiers::allow_all(topics))),
                     Ret::Refused => Some(Err("not_authorized".to_owned())),
                     Ret::Changes(d) => Some(
@@ -416,6 +439,7 @@ impl Plugin for LuaPlugin {
                     Hook::OnDeliver,
                     v5,
                     args::publish(client, message, true),
+                    Some(&client.client_id),
                     |r| match r {
                         Ret::Ok => Some(Ok(None)),
                         Ret::Refused => Some(Err("not_authorized".to_owned())),
@@ -445,6 +469,7 @@ impl Plugin for LuaPlugin {
                     Hook::OnUnsubscribe,
                     v5,
                     args::unsubscribe(client, topics, properties),
+                    None,
                     |r| match r {
                         Ret::Ok => Some(Ok(None)),
                         Ret::Refused => Some(Err("not_authorized".to_owned())),

@@ -32,6 +32,12 @@ pub struct HookStats {
     since_show: Mutex<(u64, u64)>,
 }
 
+/// What a call answers.
+type Answer = Result<Data, CallError>;
+
+/// Where a call's answer goes.
+type Reply = oneshot::Sender<Answer>;
+
 enum Job {
     Call {
         hook: usize,
@@ -64,6 +70,12 @@ pub struct Script {
 
 /// Calls a state may have waiting before the next call goes to another state.
 const SPILL: usize = 4;
+
+/// Calls a client's own state may have waiting before its per-message calls go elsewhere.
+const STICKY: usize = 128;
+
+/// Answers a state holds back while more calls are queued (see `spawn_state`).
+const REPLY_BATCH: usize = 64;
 
 /// Notifications a script may have waiting before new ones are dropped (counted).
 pub const MAX_PENDING: usize = 10_000;
@@ -136,8 +148,31 @@ fn spawn_state(
                 return;
             }
         };
+        // Answers are sent once the queue is empty (or every [`REPLY_BATCH`] calls): a session
+        // that asked about several publishes at once is woken once for all of them, not once
+        // per answer.
+        let mut answers: Vec<(Reply, Answer)> = Vec::new();
+        let send_answers = |answers: &mut Vec<(oneshot::Sender<_>, _)>| {
+            for (reply, result) in answers.drain(..) {
+                let _ = reply.send(result);
+            }
+        };
         loop {
-            let job = queue.recv();
+            let job = match queue.try_recv() {
+                Ok(job) if answers.len() < REPLY_BATCH => Ok(job),
+                Ok(job) => {
+                    send_answers(&mut answers);
+                    Ok(job)
+                }
+                Err(mpsc::TryRecvError::Empty) => {
+                    send_answers(&mut answers);
+                    queue.recv().map_err(drop)
+                }
+                Err(mpsc::TryRecvError::Disconnected) => Err(()),
+            };
+            if !matches!(job, Ok(Job::Call { .. })) {
+                send_answers(&mut answers);
+            }
             match job {
                 Ok(Job::Call {
                     hook,
@@ -157,9 +192,7 @@ fn spawn_state(
                     load.fetch_sub(1, Relaxed);
                     counters.record(hook, queued, &result);
                     match reply {
-                        Some(reply) => {
-                            let _ = reply.send(result);
-                        }
+                        Some(reply) => answers.push((reply, result)),
                         None => {
                             counters.pending.fetch_sub(1, Relaxed);
                             if let Err(e) = result {
@@ -263,8 +296,15 @@ impl Script {
     }
 
     /// Calls hook `index` on the first state with fewer than [`SPILL`] calls waiting (else
-    /// the least loaded).
-    pub async fn call(&self, index: usize, args: Data) -> Result<Data, CallError> {
+    /// the least loaded). With `sticky` (a client id, for the per-message hooks), the client's
+    /// own state is asked first while it has fewer than [`STICKY`] waiting: a session's
+    /// publishes, asked about together, then run on one state, in order, woken once.
+    pub async fn call(
+        &self,
+        index: usize,
+        args: Data,
+        sticky: Option<&str>,
+    ) -> Result<Data, CallError> {
         let (reply, answer) = oneshot::channel();
         let job = Job::Call {
             hook: index,
@@ -273,12 +313,14 @@ impl Script {
             reply: Some(reply),
         };
         let sent = self.queues.lock().as_ref().is_some_and(|queues| {
+            let own = sticky
+                .map(|client| &queues[self.hasher.hash_one(client) as usize % queues.len()])
+                .filter(|q| q.load.load(Relaxed) < STICKY);
             // The first state that is not backed up: a busy state takes its next call
             // without going to sleep, so calls stay on few states while they keep up, and
             // spill over to the others when they do not.
-            let q = queues
-                .iter()
-                .find(|q| q.load.load(Relaxed) < SPILL)
+            let q = own
+                .or_else(|| queues.iter().find(|q| q.load.load(Relaxed) < SPILL))
                 .or_else(|| queues.iter().min_by_key(|q| q.load.load(Relaxed)))
                 .expect("a script has a state");
             q.load.fetch_add(1, Relaxed);
