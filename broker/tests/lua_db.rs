@@ -489,6 +489,10 @@ postgres.ensure_pool({pool_id = "pg", host = "127.0.0.1", port = PG_PORT, user =
   password = PASSWORD, database = "vernemq_db"})
 postgres.ensure_pool({pool_id = "pg_down", host = "127.0.0.1", port = DOWN_PORT, user = "vmq",
   password = PASSWORD, database = "vernemq_db"})
+postgres.ensure_pool({pool_id = "pg_tls", host = "127.0.0.1", port = PG_PORT, user = "vmq",
+  password = PASSWORD, database = "vernemq_db", ssl = true, cacertfile = PG_CA})
+postgres.ensure_pool({pool_id = "pg_tls_unknown_ca", host = "127.0.0.1", port = PG_PORT,
+  user = "vmq", password = PASSWORD, database = "vernemq_db", ssl = true, use_system_cas = false})
 mysql2.ensure_pool({pool_id = "my", host = "127.0.0.1", port = MY_PORT, user = "vmq",
   password = PASSWORD, database = "vernemq_db"})
 redis.ensure_pool({pool_id = "rd", host = "127.0.0.1", port = REDIS_PORT, password = PASSWORD})
@@ -509,6 +513,13 @@ local function postgres_checks()
   check(postgres.hash_method() == "crypt", "hash method")
   local ok, err = pcall(postgres.execute, "pg_down", "SELECT 1")
   check(not ok and tostring(err):find("cannot connect") ~= nil, "down: " .. tostring(err))
+  -- ssl = true: the connection is TLS, checked against the CA given; an unknown CA refuses.
+  local tls = postgres.execute("pg_tls", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+  check(#tls == 1 and tls[1].ssl == true, "TLS to PostgreSQL")
+  local ok3, err3 = pcall(postgres.execute, "pg_tls_unknown_ca", "SELECT 1")
+  check(not ok3 and tostring(err3):find("cannot connect") ~= nil, "unknown CA: " .. tostring(err3))
+  local plain = postgres.execute("pg", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+  check(plain[1].ssl == false, "no TLS without ssl")
   local ok2, err2 = pcall(postgres.execute, "nope", "SELECT 1")
   check(not ok2 and tostring(err2):find("unknown pool") ~= nil, "unknown pool")
 end
@@ -586,6 +597,10 @@ async fn database_modules_from_a_script() {
     let script = MODULES_SCRIPT
         .replace("PG_PORT", &pg.port.to_string())
         .replace("DOWN_PORT", &databases::free_port().to_string())
+        .replace(
+            "PG_CA",
+            &format!("{:?}", pg.dir().join("tls/ca.pem").display().to_string()),
+        )
         .replace("MY_PORT", &my.port.to_string())
         .replace("REDIS_PORT", &rd.port.to_string())
         .replace("MC_PORT", &mc.port.to_string())

@@ -8,6 +8,7 @@
 //! them. HTTP and the admin tool know the host, never a plugin by name.
 
 pub mod acl;
+pub mod client_tls;
 pub mod command;
 pub mod events_sidecar;
 pub(crate) mod hook_names;

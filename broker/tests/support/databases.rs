@@ -218,9 +218,24 @@ impl Drop for Server {
 }
 
 /// PostgreSQL: a cluster made by initdb with a `vmq` superuser (password [`PASSWORD`],
-/// scram-sha-256), the database `vernemq_db` with pgcrypto.
+/// scram-sha-256), the database `vernemq_db` with pgcrypto, and TLS on (plain connections are
+/// still accepted): the server certificate for 127.0.0.1 is signed by the CA in
+/// `<dir>/tls/ca.pem`.
 pub fn postgres() -> Server {
     let mut s = Server::new("postgres", "postgres");
+    let tls = s.dir().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    super::make_pki(&tls);
+    for f in ["", "ca.pem", "server.pem", "server.key"] {
+        let p = tls.join(f);
+        if let Some((uid, gid)) = s.user {
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+        }
+        if f == "server.key" {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
     let pwfile = s.dir().join("pw");
     std::fs::write(&pwfile, PASSWORD).unwrap();
     if let Some((uid, gid)) = s.user {
@@ -251,7 +266,24 @@ pub fn postgres() -> Server {
             "-k",
         ])
         .arg(dir)
-        .args(["-c", "fsync=off", "-c", "max_connections=200"]);
+        .args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "ssl=on",
+        ])
+        .arg("-c")
+        .arg(format!(
+            "ssl_cert_file={}",
+            dir.join("tls/server.pem").display()
+        ))
+        .arg("-c")
+        .arg(format!(
+            "ssl_key_file={}",
+            dir.join("tls/server.key").display()
+        ));
         c
     });
     s.ready = Box::new(|s| psql_try(s, "postgres", "SELECT 1").is_ok());
@@ -297,15 +329,30 @@ pub fn psql(s: &Server, sql: &str) -> String {
 /// [`PASSWORD`]) with every right on the database `vernemq_db`.
 pub fn mariadb() -> Server {
     let mut s = Server::new("mariadb", "mysql");
-    let mut init = s.command(find("mariadb-install-db", &["/usr/bin", "/usr/sbin"]));
-    init.arg("--no-defaults")
-        .arg(format!("--datadir={}", s.dir().join("data").display()))
-        .args([
-            "--skip-name-resolve",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-        ]);
-    s.run_as(init);
+    // mariadb-install-db has been seen to fail once, without a reason, while another test
+    // ran its own: a second attempt on a fresh directory.
+    for attempt in 1..=3 {
+        let data = s.dir().join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        let mut init = s.command(find("mariadb-install-db", &["/usr/bin", "/usr/sbin"]));
+        init.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--skip-name-resolve",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ]);
+        let o = init.output().unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            attempt < 3,
+            "mariadb-install-db failed 3 times: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let port = s.port;
     s.start = Box::new(move |dir| {
         let mut c = Command::new(find("mariadbd", &["/usr/sbin", "/usr/bin"]));

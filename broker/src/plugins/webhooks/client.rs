@@ -2,13 +2,7 @@
 //! runtime), TLS as `vmq_webhooks.*` says, and VerneMQ's judgement of an answer: status
 //! exactly 200 and a JSON body, else an error (`specs/webhooks.md` 2).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 
 use super::config::{TlsSettings, WebhooksConfig};
@@ -136,111 +130,10 @@ pub fn max_age(value: &str) -> Option<u64> {
     None
 }
 
-fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("vmq_webhooks: {}: {e}", path.display()))
-}
-
-/// Where Debian, Fedora and Alpine keep the system's CA bundle.
-const SYSTEM_BUNDLES: [&str; 3] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
-
 fn tls(t: &TlsSettings) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[t.tls_version])
-        .map_err(|e| format!("vmq_webhooks: TLS: {e}"))?;
-    let builder = if t.verify_peer {
-        let mut roots = RootCertStore::empty();
-        let bundle = match &t.cafile {
-            Some(f) => Some(f.clone()),
-            None => std::env::var_os("SSL_CERT_FILE")
-                .map(Into::into)
-                .or_else(|| {
-                    SYSTEM_BUNDLES
-                        .iter()
-                        .map(std::path::PathBuf::from)
-                        .find(|p| p.exists())
-                }),
-        };
-        if let Some(bundle) = bundle {
-            for cert in read_certs(&bundle)? {
-                // A bundle may hold certificates webpki cannot use; the others still count.
-                let _ = roots.add(cert);
-            }
-        }
-        builder.with_root_certificates(roots)
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-    };
-    let mut config = match (&t.certfile, &t.keyfile) {
-        (Some(cert), Some(key)) => {
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("vmq_webhooks.keyfile {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(read_certs(cert)?, key)
-                .map_err(|e| format!("vmq_webhooks: client certificate: {e}"))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
+    let mut config = t.config("vmq_webhooks")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// `verify_peer = off`: any certificate and any name are accepted (signatures are still
-/// checked, so the handshake itself is sound).
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -24,19 +24,7 @@ pub struct WebhookSpec {
 }
 
 /// TLS towards `https://` endpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// CA bundle (PEM); the system's bundle when unset.
-    pub cafile: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS.
-    pub certfile: Option<PathBuf>,
-    /// Its key (PEM).
-    pub keyfile: Option<PathBuf>,
-    /// Check the endpoint's certificate and name.
-    pub verify_peer: bool,
-    /// `tlsv1.2` or `tlsv1.3`: the one version offered, as VerneMQ offers one.
-    pub tls_version: &'static rustls::SupportedProtocolVersion,
-}
+pub type TlsSettings = crate::plugins::client_tls::ClientTls;
 
 /// The plugin's configuration.
 #[derive(Clone, Debug)]
@@ -65,8 +53,9 @@ impl Default for WebhooksConfig {
                 cafile: None,
                 certfile: None,
                 keyfile: None,
+                system_cas: true,
                 verify_peer: true,
-                tls_version: &rustls::version::TLS12,
+                tls_version: Some(&rustls::version::TLS12),
             },
             queue_size: 10_000,
             cache_max_entries: 100_000,
@@ -208,8 +197,8 @@ impl WebhooksConfig {
             "verify_peer" => self.tls.verify_peer = parse_flag(value)?,
             "tls_version" => {
                 self.tls.tls_version = match value {
-                    "tlsv1.2" => &rustls::version::TLS12,
-                    "tlsv1.3" => &rustls::version::TLS13,
+                    "tlsv1.2" => Some(&rustls::version::TLS12),
+                    "tlsv1.3" => Some(&rustls::version::TLS13),
                     _ => return Err(format!("expected tlsv1.2 or tlsv1.3, got {value:?}")),
                 }
             }

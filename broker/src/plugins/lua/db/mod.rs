@@ -41,6 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 enum Pool {
     Postgres(Pooled<postgres::Manager>),
+    PostgresTls(Pooled<postgres::TlsManager>),
     Mysql(Pooled<mysql::Manager>),
     Redis(Pooled<::redis::Client>),
     Memcached(Arc<::memcache::Client>),
@@ -64,7 +65,7 @@ impl<M: bb8::ManageConnection> Clone for Pooled<M> {
 
 impl<M: bb8::ManageConnection> Pooled<M>
 where
-    M::Error: std::fmt::Display,
+    M::Error: std::error::Error,
 {
     /// A pool of up to `size` connections made by `manager`, none made yet.
     fn new(manager: M, size: u64) -> Pooled<M> {
@@ -82,7 +83,7 @@ where
     async fn get(&self, id: &str) -> Result<bb8::PooledConnection<'_, M>, String> {
         self.pool.get().await.map_err(|e| {
             let why = match e {
-                bb8::RunError::User(e) => e.to_string(),
+                bb8::RunError::User(e) => with_causes(&e),
                 bb8::RunError::TimedOut => self
                     .last_error
                     .0
@@ -95,13 +96,28 @@ where
     }
 }
 
+/// An error and what caused it ("error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// The last error a pool's connection attempts met.
 #[derive(Clone, Debug, Default)]
 struct LastError(Arc<Mutex<Option<String>>>);
 
-impl<E: std::fmt::Display> bb8::ErrorSink<E> for LastError {
+impl<E: std::error::Error> bb8::ErrorSink<E> for LastError {
     fn sink(&self, e: E) {
-        *self.0.lock() = Some(e.to_string());
+        *self.0.lock() = Some(with_causes(&e));
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<E>> {

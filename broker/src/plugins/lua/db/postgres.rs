@@ -9,12 +9,17 @@ use bytes::{BufMut, BytesMut};
 use mlua::{Lua, Table, Value, Variadic};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::settings::Backend;
 use super::{Answer, Arg, CONNECT_TIMEOUT, Cell, Databases, Options, Pooled, bad, ensure_pool};
+use crate::plugins::client_tls::ClientTls;
 
 /// Makes PostgreSQL connections (without TLS) for bb8.
 pub type Manager = PostgresConnectionManager<NoTls>;
+
+/// Makes PostgreSQL connections over TLS (`ssl = on`) for bb8.
+pub type TlsManager = PostgresConnectionManager<MakeRustlsConnect>;
 
 /// The module table for `db` (PostgreSQL or CockroachDB: the same wire protocol).
 pub fn module(lua: &Lua, dbs: &Arc<Databases>, db: Backend) -> mlua::Result<Table> {
@@ -42,40 +47,54 @@ fn execute(lua: &Lua, dbs: &Databases, db: Backend, args: &[Value]) -> mlua::Res
         _ => return Err(bad(format!("{name}.execute(pool_id, sql, args...)"))),
     };
     let params = Arg::list(&args[2..], name)?;
-    let super::Pool::Postgres(pool) = dbs.pool(db, &pool_id)? else {
-        return Err(bad(format!("{name}: {pool_id:?} is not a {name} pool")));
+    let answer = match dbs.pool(db, &pool_id)? {
+        super::Pool::Postgres(pool) => dbs.run(name, query(pool, pool_id, sql, params, name))?,
+        super::Pool::PostgresTls(pool) => dbs.run(name, query(pool, pool_id, sql, params, name))?,
+        _ => return Err(bad(format!("{name}: {pool_id:?} is not a {name} pool"))),
     };
-    let answer = dbs.run(name, async move {
-        let conn = pool.get(&pool_id).await?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        let outcome = async {
-            let stmt = conn.prepare(&sql).await?;
-            if stmt.columns().is_empty() {
-                return Ok(Answer::Changed(conn.execute(&stmt, &refs).await? > 0));
-            }
-            let rows = conn.query(&stmt, &refs).await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let mut cells = Vec::with_capacity(row.len());
-                for (i, col) in row.columns().iter().enumerate() {
-                    cells.push((col.name().to_owned(), row.try_get::<_, Cell>(i)?));
-                }
-                out.push(cells);
-            }
-            Ok::<_, tokio_postgres::Error>(Answer::Rows(out))
-        }
-        .await;
-        match outcome {
-            Ok(a) => Ok(a),
-            Err(e) if e.as_db_error().is_some() => {
-                let error = e.as_db_error().map(|d| d.to_string()).unwrap_or_default();
-                tracing::warn!(target: "lua", pool = %pool_id, error, "{name}.execute: the database refused the statement");
-                Ok(Answer::Refused)
-            }
-            Err(e) => Err(format!("{name}.execute ({pool_id}): {e}")),
-        }
-    })?;
     answer.map_err(bad)?.into_lua(lua, Some("null"))
+}
+
+/// Runs `sql` on a connection of `pool` (with or without TLS).
+async fn query<M>(
+    pool: Pooled<M>,
+    pool_id: String,
+    sql: String,
+    params: Vec<Arg>,
+    name: &str,
+) -> Result<Answer, String>
+where
+    M: bb8::ManageConnection<Connection = tokio_postgres::Client>,
+    M::Error: std::error::Error,
+{
+    let conn = pool.get(&pool_id).await?;
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+    let outcome = async {
+        let stmt = conn.prepare(&sql).await?;
+        if stmt.columns().is_empty() {
+            return Ok(Answer::Changed(conn.execute(&stmt, &refs).await? > 0));
+        }
+        let rows = conn.query(&stmt, &refs).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut cells = Vec::with_capacity(row.len());
+            for (i, col) in row.columns().iter().enumerate() {
+                cells.push((col.name().to_owned(), row.try_get::<_, Cell>(i)?));
+            }
+            out.push(cells);
+        }
+        Ok::<_, tokio_postgres::Error>(Answer::Rows(out))
+    }
+    .await;
+    match outcome {
+        Ok(a) => Ok(a),
+        Err(e) if e.as_db_error().is_some() => {
+            let error = e.as_db_error().map(|d| d.to_string()).unwrap_or_default();
+            tracing::warn!(target: "lua", pool = %pool_id, error, "{name}.execute: the database refused the statement");
+            Ok(Answer::Refused)
+        }
+        Err(e) => Err(format!("{name}.execute ({pool_id}): {e}")),
+    }
 }
 
 type BoxError = Box<dyn StdError + Sync + Send>;
@@ -183,14 +202,26 @@ impl<'a> FromSql<'a> for Cell {
 /// A new pool for `ensure_pool`'s options.
 fn make_pool(o: &Options) -> mlua::Result<super::Pool> {
     let db = o.db;
-    if o.flag("ssl", "ssl")? {
-        return Err(bad(format!(
-            "{}.ensure_pool: ssl is not supported by this broker yet: set \
-                 vmq_diversity.{}.ssl = off (or ssl = false in ensure_pool)",
-            db.name(),
-            db.name()
-        )));
-    }
+    let tls = if o.flag("ssl", "ssl")? {
+        let path = |key: &str, config_key: &str| -> mlua::Result<Option<std::path::PathBuf>> {
+            let v = o.string(key, config_key)?;
+            Ok((!v.is_empty()).then(|| v.into()))
+        };
+        let settings = ClientTls {
+            cafile: path("cacertfile", "cafile")?,
+            system_cas: o.flag("use_system_cas", "ssl.use_system_cas")?,
+            certfile: path("certfile", "certfile")?,
+            keyfile: path("keyfile", "keyfile")?,
+            verify_peer: o.string("verify", "ssl.verify")? != "verify_none",
+            tls_version: None,
+        };
+        let config = settings
+            .config(&format!("vmq_diversity.{}", db.name()))
+            .map_err(bad)?;
+        Some(MakeRustlsConnect::new(config))
+    } else {
+        None
+    };
     let mut config = tokio_postgres::Config::new();
     config
         .host(o.string("host", "host")?)
@@ -200,8 +231,19 @@ fn make_pool(o: &Options) -> mlua::Result<super::Pool> {
         .dbname(o.string("database", "database")?)
         .connect_timeout(CONNECT_TIMEOUT)
         .application_name("vmq_diversity");
-    Ok(super::Pool::Postgres(Pooled::new(
-        PostgresConnectionManager::new(config, NoTls),
-        o.number("size", "pool_size")?,
-    )))
+    if tls.is_some() {
+        // ssl = on means TLS or no connection, never a quiet fall back to plain text.
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    let size = o.number("size", "pool_size")?;
+    Ok(match tls {
+        Some(tls) => super::Pool::PostgresTls(Pooled::new(
+            PostgresConnectionManager::new(config, tls),
+            size,
+        )),
+        None => super::Pool::Postgres(Pooled::new(
+            PostgresConnectionManager::new(config, NoTls),
+            size,
+        )),
+    })
 }

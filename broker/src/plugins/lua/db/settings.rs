@@ -81,6 +81,7 @@ impl Backend {
             (Cockroachdb, "ssl") => "on",
             (Postgres | Mysql2, "ssl") => "off",
             (Postgres | Cockroachdb | Mysql2, "ssl.verify") => "verify_peer",
+            (Postgres | Cockroachdb | Mysql2, "ssl.use_system_cas") => "on",
             (Postgres | Cockroachdb | Mysql2, k) if SQL_SSL.contains(&k) => "",
             // MongoDB cannot be used here; its keys are kept so that a VerneMQ config loads.
             (Mongodb, _) => "",
