@@ -372,6 +372,7 @@ async fn accept(
         hold_for: 0,
         pace: None,
         throttle: None,
+        publish_auth_waits: false,
         _admitted: admitted,
         end_of_life: policy.max_lifetime.map(|d| tokio::time::Instant::now() + d),
         retry: config.retry_interval.filter(|_| !p.is_v5()),

@@ -198,12 +198,23 @@ impl Conn {
             return step;
         }
         let asked = self.engine.hooks().wants(Hook::AuthOnPublish);
+        let mut waited = false;
         let decision = if asked {
             let info = publish_info(&p);
-            self.engine.hooks().auth_on_publish(&self.info, &info).await
+            let mut answer = std::pin::pin!(self.engine.hooks().auth_on_publish(&self.info, &info));
+            match futures::FutureExt::now_or_never(answer.as_mut()) {
+                Some(d) => d,
+                None => {
+                    waited = true;
+                    answer.await
+                }
+            }
         } else {
             None
         };
+        if asked {
+            self.publish_auth_waits = waited;
+        }
         self.decided_publish(p, asked, decision).await
     }
 
@@ -223,16 +234,21 @@ impl Conn {
         if let Some((i, _)) = stop {
             run.truncate(i);
         }
-        let decisions = {
+        let (decisions, waited) = {
             let infos: Vec<MessageInfo<'_>> = run.iter().map(publish_info).collect();
             let hooks = self.engine.hooks();
-            futures::future::join_all(
+            let mut all = std::pin::pin!(futures::future::join_all(
                 infos
                     .iter()
                     .map(|info| hooks.auth_on_publish(&self.info, info)),
-            )
-            .await
+            ));
+            match futures::FutureExt::now_or_never(all.as_mut()) {
+                Some(d) => (d, false),
+                None => (all.await, true),
+            }
         };
+        // Answered at once: the next publishes go their own way again.
+        self.publish_auth_waits = waited;
         for (p, decision) in run.into_iter().zip(decisions) {
             match self.decided_publish(p, true, decision).await {
                 Ok(None) => {}

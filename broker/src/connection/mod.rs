@@ -159,6 +159,10 @@ pub(crate) struct Conn {
     pace: Option<Arc<Mailbox>>,
     /// How long to stop reading from the client, as an `auth_on_publish` said (`throttle`).
     throttle: Option<Duration>,
+    /// The last publish had to wait for its `auth_on_publish` answer (a Lua state, an HTTP
+    /// endpoint): publishes read together are then asked about together. While the plugins
+    /// answer at once (a cache), each publish goes its own, cheaper way.
+    publish_auth_waits: bool,
     /// Its place under the connection limits, given back when the connection ends.
     _admitted: Admitted,
     /// When the listener's `max_connection_lifetime` ends the connection.
@@ -330,7 +334,9 @@ impl Conn {
             let mut read_ahead = None;
             let exit = match item {
                 Some(Ok(Packet::Publish(p)))
-                    if budget > 1 && self.engine.hooks().wants(Hook::AuthOnPublish) =>
+                    if budget > 1
+                        && self.publish_auth_waits
+                        && self.engine.hooks().wants(Hook::AuthOnPublish) =>
                 {
                     let mut run = vec![p];
                     while run.len() < budget {

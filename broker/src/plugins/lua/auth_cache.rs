@@ -4,6 +4,7 @@
 //! an entry goes when the client goes offline or away, or its session expires.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use foldhash::fast::RandomState;
@@ -44,10 +45,15 @@ pub enum Decision {
 /// nothing, and readers (every publish of a cached client) do not wait for each other.
 type Entries = HashMap<String, HashMap<String, Entry, RandomState>, RandomState>;
 
+/// Shards of the cache, by client id: the sessions of different clients, on different
+/// workers, do not share one lock's cache line on every publish.
+const SHARDS: usize = 16;
+
 /// The cache.
 #[derive(Debug, Default)]
 pub struct AuthCache {
-    entries: RwLock<Entries>,
+    shards: [RwLock<Entries>; SHARDS],
+    hasher: RandomState,
     len: AtomicUsize,
 }
 
@@ -98,6 +104,10 @@ fn acls(list: &Data, mountpoint: &str, username: &str, client_id: &str) -> Vec<A
 }
 
 impl AuthCache {
+    fn shard(&self, client_id: &str) -> &RwLock<Entries> {
+        &self.shards[self.hasher.hash_one(client_id) as usize % SHARDS]
+    }
+
     /// Whether any client has an entry.
     pub fn is_empty(&self) -> bool {
         self.len.load(Relaxed) == 0
@@ -120,7 +130,7 @@ impl AuthCache {
                 .map(|s| acls(s, mountpoint, username, client_id))
                 .unwrap_or_default(),
         };
-        let mut entries = self.entries.write();
+        let mut entries = self.shard(client_id).write();
         let known = entries
             .get(mountpoint)
             .is_some_and(|m| m.contains_key(client_id));
@@ -142,7 +152,7 @@ impl AuthCache {
         if self.is_empty() {
             return;
         }
-        let mut entries = self.entries.write();
+        let mut entries = self.shard(client_id).write();
         let Some(clients) = entries.get_mut(mountpoint) else {
             return;
         };
@@ -167,7 +177,7 @@ impl AuthCache {
         if self.is_empty() {
             return Decision::NoEntry;
         }
-        let entries = self.entries.read();
+        let entries = self.shard(client_id).read();
         let Some(e) = entries.get(mountpoint).and_then(|m| m.get(client_id)) else {
             return Decision::NoEntry;
         };
@@ -190,7 +200,7 @@ impl AuthCache {
         if self.is_empty() {
             return Decision::NoEntry;
         }
-        let entries = self.entries.read();
+        let entries = self.shard(client_id).read();
         let Some(e) = entries.get(mountpoint).and_then(|m| m.get(client_id)) else {
             return Decision::NoEntry;
         };

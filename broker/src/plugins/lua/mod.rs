@@ -334,27 +334,31 @@ impl Plugin for LuaPlugin {
         client: &'a ClientInfo,
         message: &'a MessageInfo<'a>,
     ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
+        let v5 = client.protocol.is_v5();
+        // A client with an auth_cache entry is decided here, without the (large) future of a
+        // script call.
+        let cached = match self.setup.shared.auth_cache.publish(
+            &client.mountpoint,
+            &client.client_id,
+            message.topic,
+            message.qos as u8,
+            message.payload.len(),
+            message.retain,
+        ) {
+            Decision::NoEntry => None,
+            Decision::Refused => Some(AuthResult::Error(Some("not_authorized".into()))),
+            Decision::Allowed(None) => Some(AuthResult::Ok(None)),
+            Decision::Allowed(Some(m)) => Some(
+                match modifiers_json(&m).and_then(|j| modifiers::publish(&j, v5, false)) {
+                    Ok(m) => AuthResult::OkWith(m, None),
+                    Err(e) => AuthResult::Error(Some(format!("invalid_modifiers: {e}"))),
+                },
+            ),
+        };
+        if let Some(decided) = cached {
+            return Box::pin(std::future::ready(decided));
+        }
         Box::pin(async move {
-            let v5 = client.protocol.is_v5();
-            match self.setup.shared.auth_cache.publish(
-                &client.mountpoint,
-                &client.client_id,
-                message.topic,
-                message.qos as u8,
-                message.payload.len(),
-                message.retain,
-            ) {
-                Decision::NoEntry => {}
-                Decision::Refused => return AuthResult::Error(Some("not_authorized".into())),
-                Decision::Allowed(None) => return AuthResult::Ok(None),
-                Decision::Allowed(Some(m)) => {
-                    return match modifiers_json(&m).and_then(|j| modifiers::publish(&j, v5, false))
-                    {
-                        Ok(m) => AuthResult::OkWith(m, None),
-                        Err(e) => AuthResult::Error(Some(format!("invalid_modifiers: {e}"))),
-                    };
-                }
-            }
             let o = self
                 .chain(
                     Hook::AuthOnPublish,
