@@ -70,13 +70,33 @@ impl Hooks {
         None
     }
 
-    /// Runs the `auth_on_publish` chain. `None`: nobody decided.
+    /// Runs the `auth_on_publish` chain. `None`: nobody decided. Plugins that can answer at
+    /// once do (see [`Plugin::auth_on_publish_now`]); the first that cannot, and those after
+    /// it, are awaited.
     pub async fn auth_on_publish(
         &self,
         client: &ClientInfo,
         message: &MessageInfo<'_>,
     ) -> Option<AuthResult<PublishModifiers>> {
-        for p in self.plugins.iter().filter(|p| p.wants(Hook::AuthOnPublish)) {
+        let mut waiting = None;
+        for (i, p) in self.plugins.iter().enumerate() {
+            if !p.wants(Hook::AuthOnPublish) {
+                continue;
+            }
+            match p.auth_on_publish_now(client, message) {
+                Some(AuthResult::Next) => {}
+                Some(decided) => return Some(decided),
+                None => {
+                    waiting = Some(i);
+                    break;
+                }
+            }
+        }
+        let from = waiting?;
+        for p in self.plugins[from..]
+            .iter()
+            .filter(|p| p.wants(Hook::AuthOnPublish))
+        {
             match p.auth_on_publish(client, message).await {
                 AuthResult::Next => {}
                 decided => return Some(decided),

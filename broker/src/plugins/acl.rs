@@ -234,6 +234,14 @@ impl Plugin for Acl {
         matches!(hook, Hook::AuthOnPublish | Hook::AuthOnSubscribe)
     }
 
+    fn auth_on_publish_now(
+        &self,
+        client: &ClientInfo,
+        message: &MessageInfo<'_>,
+    ) -> Option<AuthResult<PublishModifiers>> {
+        Some(self.decide(Access::Write, client, message.topic))
+    }
+
     fn auth_on_publish<'a>(
         &'a self,
         client: &'a ClientInfo,

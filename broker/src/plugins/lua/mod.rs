@@ -198,6 +198,33 @@ impl LuaPlugin {
         self.scripts.read().clone()
     }
 
+    /// What auth_cache says about a publish; `None` when the client has no entry.
+    fn cached_publish(
+        &self,
+        client: &ClientInfo,
+        message: &MessageInfo<'_>,
+    ) -> Option<AuthResult<PublishModifiers>> {
+        let v5 = client.protocol.is_v5();
+        match self.setup.shared.auth_cache.publish(
+            &client.mountpoint,
+            &client.client_id,
+            message.topic,
+            message.qos as u8,
+            message.payload.len(),
+            message.retain,
+        ) {
+            Decision::NoEntry => None,
+            Decision::Refused => Some(AuthResult::Error(Some("not_authorized".into()))),
+            Decision::Allowed(None) => Some(AuthResult::Ok(None)),
+            Decision::Allowed(Some(m)) => Some(
+                match modifiers_json(&m).and_then(|j| modifiers::publish(&j, v5, false)) {
+                    Ok(m) => AuthResult::OkWith(m, None),
+                    Err(e) => AuthResult::Error(Some(format!("invalid_modifiers: {e}"))),
+                },
+            ),
+        }
+    }
+
     /// Runs a conditional hook through the scripts that registered it, in load order:
     /// `true` or a table decides; `false` refuses; `nil` asks the next script. A raised error
     /// is logged and counted; for auth hooks the next script is asked (VerneMQ's rule), for
@@ -329,33 +356,29 @@ impl Plugin for LuaPlugin {
         })
     }
 
+    /// A client with an auth_cache entry is decided at once (no script is asked, as in
+    /// VerneMQ); with no entry and no script for the hook, the plugin has nothing to say.
+    fn auth_on_publish_now(
+        &self,
+        client: &ClientInfo,
+        message: &MessageInfo<'_>,
+    ) -> Option<AuthResult<PublishModifiers>> {
+        match self.cached_publish(client, message) {
+            Some(decided) => Some(decided),
+            None if !HookSet(self.wanted.load(Relaxed)).contains(Hook::AuthOnPublish) => {
+                Some(AuthResult::Next)
+            }
+            None => None,
+        }
+    }
+
     fn auth_on_publish<'a>(
         &'a self,
         client: &'a ClientInfo,
         message: &'a MessageInfo<'a>,
     ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
         let v5 = client.protocol.is_v5();
-        // A client with an auth_cache entry is decided here, without the (large) future of a
-        // script call.
-        let cached = match self.setup.shared.auth_cache.publish(
-            &client.mountpoint,
-            &client.client_id,
-            message.topic,
-            message.qos as u8,
-            message.payload.len(),
-            message.retain,
-        ) {
-            Decision::NoEntry => None,
-            Decision::Refused => Some(AuthResult::Error(Some("not_authorized".into()))),
-            Decision::Allowed(None) => Some(AuthResult::Ok(None)),
-            Decision::Allowed(Some(m)) => Some(
-                match modifiers_json(&m).and_then(|j| modifiers::publish(&j, v5, false)) {
-                    Ok(m) => AuthResult::OkWith(m, None),
-                    Err(e) => AuthResult::Error(Some(format!("invalid_modifiers: {e}"))),
-                },
-            ),
-        };
-        if let Some(decided) = cached {
+        if let Some(decided) = self.cached_publish(client, message) {
             return Box::pin(std::future::ready(decided));
         }
         Box::pin(async move {

@@ -155,6 +155,16 @@ impl Cache {
         None
     }
 
+    /// A live entry, counted as a hit; nothing is counted or removed when there is none (the
+    /// caller then asks [`Cache::get`]).
+    pub fn hit(&self, key: u128, stats: &CacheStats) -> Option<Cached> {
+        let now = self.now();
+        let shard = self.shard(key).lock();
+        let e = shard.get(&key).filter(|e| e.expires >= now)?;
+        stats.hits.fetch_add(1, Relaxed);
+        Some(e.value.clone())
+    }
+
     fn removed(&self, e: &Entry) {
         self.len.fetch_sub(1, Relaxed);
         // Saturating: `cache show --reset` may have zeroed it since.

@@ -374,6 +374,17 @@ fn from_subscribe(c: Cached) -> Option<Vec<TopicVerdict>> {
     }
 }
 
+/// The fields of a publish that make its cache key (VerneMQ's: the request without payload).
+fn publish_key(k: &mut Key, client: &ClientInfo, message: &MessageInfo<'_>, v5: bool) {
+    k.add(client.username.as_deref())
+        .add(&client.mountpoint)
+        .add(&*client.client_id)
+        .add(message.qos as u8)
+        .add(message.topic)
+        .add(message.retain);
+    key_properties(k, v5, message.properties);
+}
+
 fn result<M>(o: Outcome<Option<M>>) -> AuthResult<M> {
     match o {
         Outcome::Ok(None) => AuthResult::Ok(None),
@@ -433,6 +444,30 @@ impl Plugin for Webhooks {
         })
     }
 
+    /// A cached answer of the first `auth_on_publish` webhook, at once; no webhook for the
+    /// hook: nothing to say.
+    fn auth_on_publish_now(
+        &self,
+        client: &ClientInfo,
+        message: &MessageInfo<'_>,
+    ) -> Option<AuthResult<PublishModifiers>> {
+        let v5 = client.protocol.is_v5();
+        let regs = self.snapshot();
+        let Some(r) = regs
+            .iter()
+            .find(|r| HOOKS[r.hook].is(Hook::AuthOnPublish, Some(v5)))
+        else {
+            return Some(AuthResult::Next);
+        };
+        let mut k = Key::new(&r.endpoint.url, r.hook);
+        publish_key(&mut k, client, message, v5);
+        let hit = self
+            .cache
+            .hit(k.finish(), &r.cache)
+            .and_then(from_publish)?;
+        Some(result(Outcome::Ok(hit)))
+    }
+
     fn auth_on_publish<'a>(
         &'a self,
         client: &'a ClientInfo,
@@ -440,15 +475,7 @@ impl Plugin for Webhooks {
     ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
         Box::pin(async move {
             let v5 = client.protocol.is_v5();
-            let fill = |k: &mut Key| {
-                k.add(client.username.as_deref())
-                    .add(&client.mountpoint)
-                    .add(&*client.client_id)
-                    .add(message.qos as u8)
-                    .add(message.topic)
-                    .add(message.retain);
-                key_properties(k, v5, message.properties);
-            };
+            let fill = |k: &mut Key| publish_key(k, client, message, v5);
             let o = self
                 .chain(
                     Hook::AuthOnPublish,
