@@ -8,6 +8,7 @@ mod accept;
 mod inbound;
 mod outbound;
 mod persist;
+mod publish;
 #[cfg(test)]
 mod tests;
 mod will;

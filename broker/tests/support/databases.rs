@@ -293,6 +293,15 @@ pub fn postgres() -> Server {
     s
 }
 
+/// A client's output (trimmed) if it succeeded, else what it said on stderr.
+fn stdout_or_error(o: Output) -> Result<String, String> {
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
 fn psql_try(s: &Server, db: &str, sql: &str) -> Result<String, String> {
     let o = Command::new(pg_bin("psql"))
         .args([
@@ -309,11 +318,7 @@ fn psql_try(s: &Server, db: &str, sql: &str) -> Result<String, String> {
         .env("PGPASSWORD", PASSWORD)
         .output()
         .unwrap();
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).into_owned())
-    }
+    stdout_or_error(o)
 }
 
 fn psql_db(s: &Server, db: &str, sql: &str) -> String {
@@ -389,11 +394,7 @@ fn mariadb_root_try(s: &Server, sql: &str) -> Result<String, String> {
         .args(["-u", "root", "-N", "-B", "-e", sql])
         .output()
         .unwrap();
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).into_owned())
-    }
+    stdout_or_error(o)
 }
 
 fn mariadb_root(s: &Server, sql: &str) -> String {

@@ -8,15 +8,10 @@ use super::db::settings::{Backend, DbSettings};
 use crate::config::{ConfigError, PluginSetting, parse_duration, parse_flag};
 
 /// The databases of VerneMQ's bundled auth scripts (`vmq_diversity.auth_<db>.enabled`), in
-/// the order they load.
-pub const AUTH_DATABASES: [Backend; 6] = [
-    Backend::Postgres,
-    Backend::Cockroachdb,
-    Backend::Mysql,
-    Backend::Mysql2,
-    Backend::Mongodb,
-    Backend::Redis,
-];
+/// the order they load: every config section but memcached's.
+fn has_auth_script(db: Backend) -> bool {
+    db != Backend::Memcache
+}
 
 /// A bundled auth script turned on: which database, and a script to use instead of ours
 /// (`auth_<db>.script`).
@@ -72,8 +67,9 @@ impl LuaConfig {
                 .map_err(|e| s.error(e))?;
         }
         c.scripts = files.into_values().collect();
-        c.auth_scripts = AUTH_DATABASES
+        c.auth_scripts = Backend::ALL
             .into_iter()
+            .filter(|db| has_auth_script(*db))
             .filter_map(|db| match auth.remove(&db) {
                 Some((true, path)) => Some(AuthScript { db, path }),
                 _ => None,
@@ -111,7 +107,7 @@ impl LuaConfig {
                 }
                 Some((name, what @ ("enabled" | "script"))) if name.starts_with("auth_") => {
                     let db = Backend::parse(&name["auth_".len()..])
-                        .filter(|db| AUTH_DATABASES.contains(db))
+                        .filter(|db| has_auth_script(*db))
                         .ok_or_else(|| format!("unknown bundled auth script {name:?}"))?;
                     let entry = auth.entry(db).or_default();
                     if what == "script" {

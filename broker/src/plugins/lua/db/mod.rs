@@ -332,12 +332,18 @@ impl Arg {
         })
     }
 
-    /// The arguments after the pool and the SQL text.
-    fn list(args: &[Value], module: &str) -> mlua::Result<Vec<Arg>> {
-        args.iter()
+    /// `<module>.execute(pool_id, sql, args...)`'s parts: the pool, the SQL text, the
+    /// arguments to bind.
+    fn execute(args: &[Value], module: &str) -> mlua::Result<(String, String, Vec<Arg>)> {
+        let [Value::String(pool), Value::String(sql), rest @ ..] = args else {
+            return Err(bad(format!("{module}.execute(pool_id, sql, args...)")));
+        };
+        let params = rest
+            .iter()
             .enumerate()
             .map(|(i, v)| Arg::from_lua(v, module, i + 1))
-            .collect()
+            .collect::<mlua::Result<_>>()?;
+        Ok((pool.to_str()?.to_owned(), sql.to_str()?.to_owned(), params))
     }
 }
 

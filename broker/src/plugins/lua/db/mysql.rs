@@ -86,13 +86,8 @@ fn cell(v: My) -> Cell {
 
 fn execute(lua: &Lua, dbs: &Databases, db: Backend, args: &[Value]) -> mlua::Result<Value> {
     let name = db.name();
-    let (pool_id, sql) = match args {
-        [Value::String(p), Value::String(s), ..] => {
-            (p.to_str()?.to_owned(), s.to_str()?.to_owned())
-        }
-        _ => return Err(bad(format!("{name}.execute(pool_id, sql, args...)"))),
-    };
-    let params: Vec<My> = Arg::list(&args[2..], name)?.iter().map(value).collect();
+    let (pool_id, sql, params) = Arg::execute(args, name)?;
+    let params: Vec<My> = params.iter().map(value).collect();
     let super::Pool::Mysql(pool) = dbs.pool(db, &pool_id)? else {
         return Err(bad(format!("{name}: {pool_id:?} is not a {name} pool")));
     };

@@ -40,13 +40,7 @@ pub fn module(lua: &Lua, dbs: &Arc<Databases>, db: Backend) -> mlua::Result<Tabl
 
 fn execute(lua: &Lua, dbs: &Databases, db: Backend, args: &[Value]) -> mlua::Result<Value> {
     let name = db.name();
-    let (pool_id, sql) = match args {
-        [Value::String(p), Value::String(s), ..] => {
-            (p.to_str()?.to_owned(), s.to_str()?.to_owned())
-        }
-        _ => return Err(bad(format!("{name}.execute(pool_id, sql, args...)"))),
-    };
-    let params = Arg::list(&args[2..], name)?;
+    let (pool_id, sql, params) = Arg::execute(args, name)?;
     let answer = match dbs.pool(db, &pool_id)? {
         super::Pool::Postgres(pool) => dbs.run(name, query(pool, pool_id, sql, params, name))?,
         super::Pool::PostgresTls(pool) => dbs.run(name, query(pool, pool_id, sql, params, name))?,
