@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use vmq_sidecar_sdk::{Event, Handler, Peer, Server, Stats};
+use vmq_sidecar_sdk::bytes::Bytes;
+use vmq_sidecar_sdk::{EventView, Handler, Peer, Server, Stats};
 
 #[derive(Parser, Debug)]
 #[command(about = "Prints live statistics of the relayed hook events")]
@@ -63,35 +64,38 @@ struct Analytics {
 }
 
 impl Handler for Analytics {
-    async fn on_event(&self, _peer: &Peer, event: Event) {
+    /// Reads each event in place, borrowed from its frame: a publish to a known topic costs no
+    /// allocation at all.
+    async fn on_event_view(&self, _peer: &Peer, event: EventView<'_>, _frame: &Bytes) {
         let Ok(mut t) = self.totals.lock() else {
             return;
         };
         t.events += 1;
         *t.per_hook.entry(event.hook()).or_default() += 1;
-        match &event {
-            Event::OnPublish(p) => {
+        match event {
+            EventView::OnPublish(p) => {
                 let len = p.payload.len() as u64;
                 let t = &mut *t;
                 // One lookup; the topic is copied only the first time it is seen.
-                if let Some(slot) = t.topics.get_mut(&p.topic) {
+                if let Some(slot) = t.topics.get_mut(p.topic) {
                     slot.add(len);
                 } else if t.topics.len() < self.max_topics {
-                    t.topics.entry(p.topic.clone()).or_default().add(len);
+                    t.topics.entry(p.topic.to_owned()).or_default().add(len);
                 } else {
                     t.other_topics.add(len);
                 }
             }
-            Event::OnRegister(r) => {
-                t.online.insert((r.mountpoint.clone(), r.client_id.clone()));
-            }
-            Event::OnClientOffline(c) => {
+            EventView::OnRegister(r) => {
                 t.online
-                    .remove(&(c.mountpoint.clone(), c.client_id.clone()));
+                    .insert((r.mountpoint.to_owned(), r.client_id.to_owned()));
             }
-            Event::OnClientGone(c) => {
+            EventView::OnClientOffline(c) => {
                 t.online
-                    .remove(&(c.mountpoint.clone(), c.client_id.clone()));
+                    .remove(&(c.mountpoint.to_owned(), c.client_id.to_owned()));
+            }
+            EventView::OnClientGone(c) => {
+                t.online
+                    .remove(&(c.mountpoint.to_owned(), c.client_id.to_owned()));
             }
             _ => {}
         }
@@ -185,8 +189,8 @@ async fn main() -> anyhow::Result<()> {
 
     struct Shared(Arc<Analytics>);
     impl Handler for Shared {
-        async fn on_event(&self, peer: &Peer, event: Event) {
-            self.0.on_event(peer, event).await
+        async fn on_event_view(&self, peer: &Peer, event: EventView<'_>, frame: &Bytes) {
+            self.0.on_event_view(peer, event, frame).await
         }
     }
     server

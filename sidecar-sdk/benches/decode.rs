@@ -2,6 +2,9 @@
 //! measured in the same run: `LengthDelimitedCodec`, then `prost_types::Any` (which copies the
 //! value into a `Vec`), then the inner message from that copy.
 //!
+//! The SDK is measured twice: the owned [`Event`]s of `EventCodec`, and the borrowed
+//! [`EventView`]s the server hands to handlers (frames of `FrameCodec`, nothing allocated).
+//!
 //! `cargo bench -p vmq-sidecar-sdk --bench decode`
 
 use bytes::{Bytes, BytesMut};
@@ -11,7 +14,7 @@ use std::hint::black_box;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 use vmq_sidecar_sdk::proto::{Any, OnPublish};
 use vmq_sidecar_sdk::testing::publish;
-use vmq_sidecar_sdk::{Event, EventCodec, JsonRenderer};
+use vmq_sidecar_sdk::{Event, EventCodec, EventView, FrameCodec, JsonRenderer};
 
 const FRAMES: usize = 10_000;
 
@@ -42,6 +45,22 @@ fn decode(c: &mut Criterion) {
                         let mut n = 0;
                         while let Some(event) = codec.decode(&mut buf).unwrap() {
                             black_box(&event);
+                            n += 1;
+                        }
+                        assert_eq!(n, FRAMES);
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+            group.bench_function("sdk_event_view", |b| {
+                b.iter_batched(
+                    || input.clone(),
+                    |mut buf| {
+                        let mut frames = FrameCodec::new();
+                        let mut n = 0;
+                        while let Some(frame) = frames.next_frame(&mut buf).unwrap() {
+                            let view = EventView::decode_any(&frame).unwrap();
+                            black_box(&view);
                             n += 1;
                         }
                         assert_eq!(n, FRAMES);
@@ -96,6 +115,13 @@ fn encode_and_render(c: &mut Criterion) {
     let any = Bytes::from(event.encode_any_to_vec());
     group.bench_function("decode_any", |b| {
         b.iter(|| Event::decode_any(black_box(any.clone())).unwrap())
+    });
+    group.bench_function("decode_view", |b| {
+        b.iter(|| {
+            EventView::decode_any(black_box(&any))
+                .map(|v| v.hook())
+                .unwrap()
+        })
     });
     group.finish();
 }

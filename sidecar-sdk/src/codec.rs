@@ -14,7 +14,7 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncRead;
 use tokio_util::codec::{Decoder, Encoder, FramedRead, LengthDelimitedCodec};
 
@@ -96,14 +96,12 @@ impl CodecError {
     }
 }
 
-/// Decodes frames into [`Event`]s and encodes events into frames.
-///
-/// As a `Decoder<Item = Event>`, a frame that does not decode is returned as
-/// `Err(CodecError::Frame(..))` after being consumed, so calling `decode` again continues with the
-/// next frame. Note that tokio-util's `FramedRead` ends its stream after any error: to keep
-/// reading past bad frames with `FramedRead`, use [`read_events`] (or [`LenientEventCodec`]).
+/// Splits a byte stream into frames: the body of each non-empty frame as `Bytes` (a slice of
+/// the read buffer, not a copy). Zero-length frames are skipped (upstream sends them for events
+/// it could not encode); a length over the limit is refused before anything is buffered. The
+/// base of [`EventCodec`], and what a sidecar uses to decode [`crate::EventView`]s itself.
 #[derive(Debug)]
-pub struct EventCodec {
+pub struct FrameCodec {
     framing: LengthDelimitedCodec,
     max_frame_length: usize,
     /// Length of the frame whose header `framing` has consumed and whose body is incomplete.
@@ -111,13 +109,13 @@ pub struct EventCodec {
     stats: Option<Arc<Stats>>,
 }
 
-impl Default for EventCodec {
+impl Default for FrameCodec {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl EventCodec {
+impl FrameCodec {
     /// A codec with [`DEFAULT_MAX_FRAME_LENGTH`].
     pub fn new() -> Self {
         Self::with_max_frame_length(DEFAULT_MAX_FRAME_LENGTH)
@@ -126,7 +124,7 @@ impl EventCodec {
     /// A codec that refuses frames longer than `max` bytes (body, without the prefix).
     pub fn with_max_frame_length(max: usize) -> Self {
         let max = max.min(u32::MAX as usize);
-        EventCodec {
+        FrameCodec {
             framing: framing(max),
             max_frame_length: max,
             pending: None,
@@ -134,7 +132,7 @@ impl EventCodec {
         }
     }
 
-    /// Counts frames, bytes, decode errors and skipped frames into `stats`.
+    /// Counts frames, bytes and skipped frames into `stats`.
     pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
         self.stats = Some(stats);
         self
@@ -145,13 +143,17 @@ impl EventCodec {
         self.max_frame_length
     }
 
-    /// Decodes the next frame: `Ok(None)` when more input is needed, `Ok(Some(Err(..)))` for a
-    /// frame that was consumed but did not decode, `Err(..)` when the stream is broken.
+    /// Counts a frame that did not decode (the caller decodes the frames).
+    pub(crate) fn count_decode_error(&self) {
+        if let Some(stats) = &self.stats {
+            Stats::add(&stats.decode_errors, 1);
+        }
+    }
+
+    /// The next non-empty frame's body: `Ok(None)` when more input is needed, `Err(..)` when the
+    /// stream is broken.
     #[inline]
-    pub fn decode_frame(
-        &mut self,
-        src: &mut BytesMut,
-    ) -> Result<Option<Result<Event, FrameError>>, CodecError> {
+    pub fn next_frame(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
         loop {
             if self.pending.is_none() {
                 if src.len() < HEADER_LEN {
@@ -179,21 +181,14 @@ impl EventCodec {
                     Stats::add(&stats.frames, 1);
                 }
             }
-            if length == 0 {
-                // Upstream sends empty frames for events it could not encode: nothing to report.
-                continue;
+            if length > 0 {
+                return Ok(Some(frame.freeze()));
             }
-            return Ok(Some(Event::decode_any(frame.freeze()).map_err(|source| {
-                if let Some(stats) = &self.stats {
-                    Stats::add(&stats.decode_errors, 1);
-                }
-                FrameError { length, source }
-            })));
         }
     }
 
     /// At end of input: an error if a frame was left incomplete.
-    fn check_eof(&mut self, src: &mut BytesMut) -> Result<(), CodecError> {
+    pub(crate) fn check_eof(&mut self, src: &mut BytesMut) -> Result<(), CodecError> {
         if src.is_empty() && self.pending.is_none() {
             return Ok(());
         }
@@ -205,6 +200,81 @@ impl EventCodec {
         self.pending = None;
         self.framing = framing(self.max_frame_length);
         Err(err)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = CodecError;
+
+    #[inline]
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+        self.next_frame(src)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+        match self.next_frame(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None => self.check_eof(src).map(|()| None),
+        }
+    }
+}
+
+/// Decodes frames into [`Event`]s and encodes events into frames.
+///
+/// As a `Decoder<Item = Event>`, a frame that does not decode is returned as
+/// `Err(CodecError::Frame(..))` after being consumed, so calling `decode` again continues with the
+/// next frame. Note that tokio-util's `FramedRead` ends its stream after any error: to keep
+/// reading past bad frames with `FramedRead`, use [`read_events`] (or [`LenientEventCodec`]).
+#[derive(Debug, Default)]
+pub struct EventCodec {
+    frames: FrameCodec,
+}
+
+impl EventCodec {
+    /// A codec with [`DEFAULT_MAX_FRAME_LENGTH`].
+    pub fn new() -> Self {
+        Self::with_max_frame_length(DEFAULT_MAX_FRAME_LENGTH)
+    }
+
+    /// A codec that refuses frames longer than `max` bytes (body, without the prefix).
+    pub fn with_max_frame_length(max: usize) -> Self {
+        EventCodec {
+            frames: FrameCodec::with_max_frame_length(max),
+        }
+    }
+
+    /// Counts frames, bytes, decode errors and skipped frames into `stats`.
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.frames = self.frames.with_stats(stats);
+        self
+    }
+
+    /// The maximum frame length this codec accepts and produces.
+    pub fn max_frame_length(&self) -> usize {
+        self.frames.max_frame_length
+    }
+
+    /// Decodes the next frame: `Ok(None)` when more input is needed, `Ok(Some(Err(..)))` for a
+    /// frame that was consumed but did not decode, `Err(..)` when the stream is broken.
+    #[inline]
+    pub fn decode_frame(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<Result<Event, FrameError>>, CodecError> {
+        let Some(frame) = self.frames.next_frame(src)? else {
+            return Ok(None);
+        };
+        let length = frame.len();
+        Ok(Some(Event::decode_any(frame).map_err(|source| {
+            self.frames.count_decode_error();
+            FrameError { length, source }
+        })))
+    }
+
+    /// At end of input: an error if a frame was left incomplete.
+    fn check_eof(&mut self, src: &mut BytesMut) -> Result<(), CodecError> {
+        self.frames.check_eof(src)
     }
 }
 
@@ -234,10 +304,10 @@ impl Encoder<&Event> for EventCodec {
 
     fn encode(&mut self, event: &Event, dst: &mut BytesMut) -> Result<(), CodecError> {
         let length = event.any_encoded_len();
-        if length > self.max_frame_length {
+        if length > self.max_frame_length() {
             return Err(CodecError::EventTooLarge {
                 length,
-                max: self.max_frame_length,
+                max: self.max_frame_length(),
             });
         }
         dst.reserve(HEADER_LEN + length);

@@ -103,16 +103,7 @@ macro_rules! events {
                 type_url: &[u8],
                 value: Bytes,
             ) -> Result<Event, EventDecodeError> {
-                let name = match type_url.strip_prefix(b"type.googleapis.com/eventssidecar.v1.") {
-                    Some(name) => name,
-                    None => match type_url.iter().rposition(|&b| b == b'/') {
-                        Some(slash) => match type_url[slash + 1..].strip_prefix(b"eventssidecar.v1.") {
-                            Some(name) => name,
-                            None => b"",
-                        },
-                        None => b"",
-                    },
-                };
+                let name = event_name(type_url);
                 let wrap = |source| EventDecodeError::Message {
                     type_url: String::from_utf8_lossy(type_url).into_owned(),
                     source,
@@ -146,6 +137,22 @@ macro_rules! events {
         }
 
     };
+}
+
+/// The message name of an event type URL (`OnPublish` of
+/// `type.googleapis.com/eventssidecar.v1.OnPublish`); any domain is accepted before the last `/`,
+/// as the `Any` specification says. Empty when the package is not `eventssidecar.v1`.
+#[inline]
+pub(crate) fn event_name(type_url: &[u8]) -> &[u8] {
+    match type_url.strip_prefix(b"type.googleapis.com/eventssidecar.v1.") {
+        Some(name) => name,
+        None => match type_url.iter().rposition(|&b| b == b'/') {
+            Some(slash) => type_url[slash + 1..]
+                .strip_prefix(b"eventssidecar.v1.")
+                .unwrap_or(b""),
+            None => b"",
+        },
+    }
 }
 
 /// Calls the [`crate::Handler`] method named after the event's hook.

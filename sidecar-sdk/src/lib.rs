@@ -34,16 +34,25 @@ mod reader;
 mod server;
 mod stats;
 pub mod testing;
+mod view;
 
+/// The `bytes` crate the SDK's frames and payloads are made of, re-exported.
+pub use bytes;
 pub use codec::{
-    CodecError, DEFAULT_MAX_FRAME_LENGTH, EventCodec, EventFrames, FrameError, LenientEventCodec,
-    read_events,
+    CodecError, DEFAULT_MAX_FRAME_LENGTH, EventCodec, EventFrames, FrameCodec, FrameError,
+    LenientEventCodec, read_events,
 };
 pub use event::{Event, EventDecodeError, HOOKS};
 pub use json::{JsonError, JsonRenderer, descriptor_pool};
 pub use reader::EventReader;
 pub use server::{DEFAULT_ADDR, EventStream, Handler, Peer, Server};
 pub use stats::{Stats, StatsSnapshot};
+pub use view::{
+    Element, EventView, MatchedAclView, OnClientGoneView, OnClientOfflineView, OnClientWakeUpView,
+    OnDeliverView, OnDeliveryCompleteView, OnMessageDropView, OnOfflineMessageView, OnPublishView,
+    OnRegisterFailedView, OnRegisterView, OnSessionExpiredView, OnSubscribeView, OnUnsubscribeView,
+    Repeated, RepeatedIter, TopicInfoView,
+};
 /// The generated protobuf types, re-exported so sidecars need a single dependency.
 pub use vmq_sidecar_proto as proto;
 

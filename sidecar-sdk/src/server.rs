@@ -12,22 +12,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
-use tokio_util::codec::{Decoder, FramedParts};
+use tokio_util::codec::{FramedParts, FramedRead};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 use vmq_sidecar_proto::v1::*;
 
-use crate::codec::{
-    CodecError, DEFAULT_MAX_FRAME_LENGTH, EventCodec, FrameError, LenientEventCodec, read_events,
-};
+use crate::codec::{CodecError, DEFAULT_MAX_FRAME_LENGTH, FrameCodec, FrameError};
 use crate::event::{Event, dispatch};
 use crate::stats::Stats;
+use crate::view::EventView;
 
 /// Where the broker's relay connects by default (`vmq_events_sidecar.hostname` and `.port`).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8890";
@@ -49,11 +49,27 @@ pub struct Peer {
 /// [`Handler::on_event`], which does nothing by default. Override the ones you care about, or
 /// only `on_event` to see everything (including [`Event::Unknown`] types from a newer broker).
 ///
+/// Every event first reaches [`Handler::on_event_view`] borrowed from its frame; by default it
+/// is made into the owned [`Event`] there and passed on. A handler on the hot path overrides
+/// `on_event_view` instead and reads the fields in place: nothing is allocated per event.
+///
 /// Methods of one connection are awaited in order; a slow handler slows only that connection
 /// (and, through TCP backpressure, that connection's backlog in the broker).
 ///
 /// A closure `Fn(Event) -> impl Future<Output = ()>` is a `Handler` too.
 pub trait Handler: Send + Sync + 'static {
+    /// Every event, borrowed from `frame` (strings and payloads point into it). The default
+    /// makes the owned [`Event`] (its payload a slice of `frame`, not a copy) and calls the
+    /// method named after its hook. Override it to skip that conversion; call
+    /// `view.to_event_in(frame)` for the events you want to keep.
+    fn on_event_view(
+        &self,
+        peer: &Peer,
+        view: EventView<'_>,
+        frame: &Bytes,
+    ) -> impl Future<Output = ()> + Send {
+        dispatch(self, peer, view.to_event_in(frame))
+    }
     /// A client connected.
     fn on_register(&self, peer: &Peer, event: OnRegister) -> impl Future<Output = ()> + Send {
         self.on_event(peer, event.into())
@@ -244,7 +260,7 @@ impl Server {
                 Ok((stream, addr)) => {
                     next_id += 1;
                     let peer = Peer { addr, id: next_id };
-                    let codec = EventCodec::with_max_frame_length(max_frame_length)
+                    let codec = FrameCodec::with_max_frame_length(max_frame_length)
                         .with_stats(stats.clone());
                     tasks.spawn(connection(
                         stream,
@@ -329,7 +345,7 @@ async fn connection<H: Handler>(
     stream: TcpStream,
     peer: Peer,
     handler: Arc<H>,
-    codec: EventCodec,
+    codec: FrameCodec,
     stats: Arc<Stats>,
     (cancel, grace): (CancellationToken, Duration),
 ) {
@@ -337,7 +353,7 @@ async fn connection<H: Handler>(
     Stats::add(&stats.connections_active, 1);
     debug!(peer = %peer.addr, id = peer.id, "connection opened");
     let (read, mut write) = stream.into_split();
-    let mut frames = read_events(read, codec);
+    let mut frames = FramedRead::new(read, codec);
     let mut deadline: Option<tokio::time::Instant> = None;
     // Created once: a cancellation waiter registered and dropped per event costs more than
     // decoding a small one.
@@ -357,16 +373,12 @@ async fn connection<H: Handler>(
             },
             Some(at) => match tokio::time::timeout_at(at, frames.next()).await {
                 Ok(item) => item,
-                Err(_) => break drain(frames.into_parts(), &*handler, &peer).await,
+                Err(_) => break drain(frames.into_parts(), &*handler, &peer, &stats).await,
             },
         };
         match item {
             None => break Ok(()),
-            Some(Ok(Ok(event))) => dispatch(&*handler, &peer, event).await,
-            Some(Ok(Err(bad))) => {
-                warn!(peer = %peer.addr, id = peer.id, error = %bad, "undecodable frame skipped");
-                handler.on_frame_error(&peer, &bad).await;
-            }
+            Some(Ok(frame)) => handle(&*handler, &peer, &frame, &stats).await,
             Some(Err(fatal)) => break Err(fatal),
         }
     };
@@ -380,17 +392,32 @@ async fn connection<H: Handler>(
     }
 }
 
+/// One frame: its event to the handler, borrowed; or, if it does not decode, the error
+/// (logged, counted, and the connection goes on).
+async fn handle<H: Handler>(handler: &H, peer: &Peer, frame: &Bytes, stats: &Stats) {
+    match EventView::decode_any(frame) {
+        Ok(view) => handler.on_event_view(peer, view, frame).await,
+        Err(source) => {
+            Stats::add(&stats.decode_errors, 1);
+            let bad = FrameError {
+                length: frame.len(),
+                source,
+            };
+            warn!(peer = %peer.addr, id = peer.id, error = %bad, "undecodable frame skipped");
+            handler.on_frame_error(peer, &bad).await;
+        }
+    }
+}
+
 /// After the grace period: handles the complete frames already read, then stops.
 async fn drain<H: Handler>(
-    mut parts: FramedParts<OwnedReadHalf, LenientEventCodec>,
+    mut parts: FramedParts<OwnedReadHalf, FrameCodec>,
     handler: &H,
     peer: &Peer,
+    stats: &Stats,
 ) -> Result<(), CodecError> {
-    while let Some(item) = parts.codec.decode(&mut parts.read_buf)? {
-        match item {
-            Ok(event) => dispatch(handler, peer, event).await,
-            Err(bad) => handler.on_frame_error(peer, &bad).await,
-        }
+    while let Some(frame) = parts.codec.next_frame(&mut parts.read_buf)? {
+        handle(handler, peer, &frame, stats).await;
     }
     Ok(())
 }

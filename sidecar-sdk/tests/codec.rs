@@ -1,12 +1,15 @@
 //! The frame codec against the wire contract: the reference vector, every type with every field
 //! set, and streams cut at arbitrary places.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 use vmq_sidecar_sdk::proto::{OnClientWakeUp, Timestamp};
 use vmq_sidecar_sdk::testing::every_event;
 use vmq_sidecar_sdk::{CodecError, Event, EventCodec, EventReader};
+
+mod common;
+use common::event_strategy;
 
 const WAKEUP_FRAME: &str = "000000480a33747970652e676f6f676c65617069732e636f6d2f6576656e747373\
 696465636172\
@@ -60,36 +63,6 @@ enum Item {
     Good(Box<Event>),
     Empty,
     Garbage(Vec<u8>),
-}
-
-fn event_strategy() -> impl Strategy<Value = Event> {
-    (
-        0..13usize,
-        "[a-zA-Z0-9ü/+#-]{0,40}",
-        proptest::collection::vec(any::<u8>(), 0..300),
-        0..3i32,
-    )
-        .prop_map(|(i, client_id, payload, qos)| {
-            let mut e = every_event().remove(i);
-            let payload = Bytes::from(payload);
-            match &mut e {
-                Event::OnRegister(m) => m.client_id = client_id,
-                Event::OnRegisterFailed(m) => m.client_id = client_id,
-                Event::OnPublish(m) => (m.client_id, m.payload, m.qos) = (client_id, payload, qos),
-                Event::OnSubscribe(m) => m.client_id = client_id,
-                Event::OnUnsubscribe(m) => m.topics.push(client_id),
-                Event::OnDeliver(m) => (m.client_id, m.payload, m.qos) = (client_id, payload, qos),
-                Event::OnDeliveryComplete(m) => (m.topic, m.payload) = (client_id, payload),
-                Event::OnOfflineMessage(m) => (m.topic, m.payload) = (client_id, payload),
-                Event::OnMessageDrop(m) => (m.reason, m.payload) = (client_id, payload),
-                Event::OnClientWakeUp(m) => m.client_id = client_id,
-                Event::OnClientOffline(m) => m.client_id = client_id,
-                Event::OnClientGone(m) => m.username = client_id,
-                Event::OnSessionExpired(m) => m.mountpoint = client_id,
-                Event::Unknown { .. } => unreachable!(),
-            }
-            e
-        })
 }
 
 fn item_strategy() -> impl Strategy<Value = Item> {

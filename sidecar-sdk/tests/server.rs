@@ -14,7 +14,7 @@ use tokio::time::timeout;
 use tokio_util::codec::Encoder;
 use vmq_sidecar_sdk::proto::OnPublish;
 use vmq_sidecar_sdk::testing::{every_event, publish};
-use vmq_sidecar_sdk::{Event, EventCodec, FrameError, Handler, Peer, Server};
+use vmq_sidecar_sdk::{Event, EventCodec, EventView, FrameError, Handler, Peer, Server};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -235,4 +235,51 @@ async fn closure_handler_and_zero_length_frames() {
     })
     .await
     .unwrap();
+}
+
+/// What a view handler saw of one event: its hook, its topic and payload length, and the owned
+/// event made from the view.
+type Seen = (String, Option<(String, usize)>, Event);
+
+/// Reads every event in place and reports what it saw.
+struct Views(mpsc::UnboundedSender<Seen>);
+
+impl Handler for Views {
+    async fn on_event_view(&self, _peer: &Peer, view: EventView<'_>, frame: &bytes::Bytes) {
+        let message = view.message().map(|(t, p)| (t.to_owned(), p.len()));
+        let _ = self
+            .0
+            .send((view.hook().to_owned(), message, view.to_event_in(frame)));
+    }
+    async fn on_event(&self, _peer: &Peer, _event: Event) {
+        panic!("on_event_view is overridden: nothing reaches on_event");
+    }
+}
+
+#[tokio::test]
+async fn a_view_handler_sees_every_event_borrowed_and_in_order() {
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let stats = server.stats();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(server.serve(Views(tx)));
+    let all = every_event();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut wire = frames(&all);
+    // An undecodable frame in the middle: counted and skipped, never handed to the handler.
+    wire.extend([0, 0, 0, 2, 0xff, 0x01]);
+    wire.extend(frames(&all[..1]));
+    for chunk in wire.chunks(7) {
+        stream.write_all(chunk).await.unwrap();
+    }
+    for event in all.iter().chain(&all[..1]) {
+        let (hook, message, owned) = timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+        assert_eq!(hook, event.hook());
+        assert_eq!(
+            message,
+            event.message().map(|(t, p)| (t.to_owned(), p.len()))
+        );
+        assert_eq!(&owned, event);
+    }
+    assert_eq!(stats.snapshot().decode_errors, 1);
 }

@@ -16,9 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+
+mod probe;
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::{SinkExt, StreamExt};
+use probe::{cpu_ms, metric_sum, rss_kib};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::codec::Framed;
 use vmq_broker::mqtt::{
@@ -122,6 +125,10 @@ struct PubSub {
     /// User name every client sends in CONNECT (with password `secret`).
     #[arg(long)]
     username: Option<String>,
+    /// A broker's HTTP listener (`host:port`): the relayed events (`sidecar_events`, all hooks)
+    /// during the measurement are reported as `events`, to put a sidecar's CPU per event.
+    #[arg(long)]
+    events_metrics: Option<SocketAddr>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -526,6 +533,10 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
         .iter()
         .map(|p| cpu_ms(*p))
         .collect::<Result<Vec<_>, _>>()?;
+    let events_before = a
+        .events_metrics
+        .map(|m| metric_sum(m, "sidecar_events"))
+        .transpose()?;
     measuring.store(true, Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
@@ -536,6 +547,10 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
         .zip(&cpu_before)
         .map(|(p, before)| cpu_ms(*p).map(|now| now.saturating_sub(*before)))
         .collect::<Result<_, _>>()?;
+    let events = match (a.events_metrics, events_before) {
+        (Some(m), Some(before)) => Some(metric_sum(m, "sidecar_events")? - before),
+        _ => None,
+    };
     let elapsed = start.elapsed().as_secs_f64();
     let sent = tally.sent.load(Relaxed) - sent_before;
     let received = tally.received.load(Relaxed);
@@ -588,29 +603,30 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
     let sent_rate = sent as f64 / elapsed;
     let recv_rate = received as f64 / elapsed;
     if json {
-        println!(
-            "{}",
-            serde_like_json(&[
-                ("scenario", format!("\"{:?}\"", a.scenario)),
-                ("qos", a.qos.to_string()),
-                ("clients", a.clients.to_string()),
-                ("payload", a.payload.to_string()),
-                ("sent_per_s", format!("{sent_rate:.0}")),
-                ("received_per_s", format!("{recv_rate:.0}")),
-                ("loss", format!("{loss:.6}")),
-                ("p50_us", p50.to_string()),
-                ("p90_us", p90.to_string()),
-                ("p99_us", p99.to_string()),
-                ("max_us", max.to_string()),
-                (
-                    "cpu_ms",
-                    format!(
-                        "[{}]",
-                        cpu.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
-                    ),
+        let mut fields = vec![
+            ("scenario", format!("\"{:?}\"", a.scenario)),
+            ("qos", a.qos.to_string()),
+            ("clients", a.clients.to_string()),
+            ("payload", a.payload.to_string()),
+            ("sent_per_s", format!("{sent_rate:.0}")),
+            ("received_per_s", format!("{recv_rate:.0}")),
+            ("loss", format!("{loss:.6}")),
+            ("p50_us", p50.to_string()),
+            ("p90_us", p90.to_string()),
+            ("p99_us", p99.to_string()),
+            ("max_us", max.to_string()),
+            (
+                "cpu_ms",
+                format!(
+                    "[{}]",
+                    cpu.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
                 ),
-            ])
-        );
+            ),
+        ];
+        if let Some(events) = events {
+            fields.push(("events", format!("{events:.0}")));
+        }
+        println!("{}", serde_like_json(&fields));
     } else {
         println!(
             "{:?} qos {} x{}: sent {sent_rate:.0}/s, received {recv_rate:.0}/s, loss {:.3}%, latency p50 {p50} us, p90 {p90} us, p99 {p99} us, max {max} us",
@@ -627,35 +643,6 @@ async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
 fn serde_like_json(fields: &[(&str, String)]) -> String {
     let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
     format!("{{{}}}", body.join(","))
-}
-
-/// CPU time (user + system, all threads) a process has used, in ms, from `/proc/<pid>/stat`
-/// (clock ticks of 10 ms, Linux's USER_HZ).
-fn cpu_ms(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("no process {pid}"))?;
-    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("bad stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .context("short stat")?
-            .parse()
-            .context("bad stat")
-    };
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    Ok((ticks(11)? + ticks(12)?) * 10)
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("no process {pid}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
 }
 
 async fn idle(a: Idle, json: bool) -> anyhow::Result<()> {

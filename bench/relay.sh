@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The events relay's cost (issue 18): the same broker with the relay off, with all 13 hooks
+# relayed to the example analytics sidecar (SDK server, borrowed event views), and with the
+# sidecar down, run back to back per scenario in every saturation scenario (fan-in, fan-out,
+# pairwise; QoS 0 and 1). Reported per scenario: the two throughput ratios, the broker's CPU per
+# message received, the sidecar's CPU per event (events counted from the broker's /metrics).
+#
+#   bench/relay.sh           release build, 10 s per scenario, 2 repeats; rewrites the relay
+#                            section of BENCHMARKS.md
+#   bench/relay.sh --smoke   debug build, 1 s per scenario, results in target/bench-smoke/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/common.sh
+bench_setup "$@" -- --bin vmq-broker --bin vmq-bench --example analytics_sidecar
+if [ "$SMOKE" = 1 ]; then
+  REPEATS=1; PAUSE=0; FANOUT=5; PAIRS=5; PACE="--rate 300"
+else
+  REPEATS=${REPEATS:-2}; PAUSE=3; FANOUT=50; PAIRS=50; PACE=""
+fi
+RESULTS="$OUT/relay.jsonl"
+: > "$RESULTS"
+
+SIDECAR=$(free_port); ABSENT=$(free_port); HTTP=$(free_port)
+HOOKS='[on_register, on_register_failed, on_publish, on_subscribe, on_unsubscribe, on_deliver, on_delivery_complete, on_offline_message, on_message_drop, on_client_wakeup, on_client_offline, on_client_gone, on_session_expired]'
+start sidecar "$OUT/relay-sidecar.log" \
+  $BIN/examples/analytics_sidecar --listen 127.0.0.1:"$SIDECAR" --interval 3600
+declare -A PORT
+broker() { # name, extra config lines
+  PORT[$1]=$(free_port)
+  printf 'listener.tcp.default = 127.0.0.1:%s\nallow_anonymous = on\nlog.console.level = warning\nmessage_store = off\npersistent_data_dir = %s\n%s\n' \
+    "${PORT[$1]}" "$OUT/data-relay-$1" "$2" > "$OUT/relay-$1.conf"
+  start "$1" "$OUT/relay-$1.log" $BIN/vmq-broker --config "$OUT/relay-$1.conf"
+}
+broker off ""
+broker all "plugins.vmq_events_sidecar = on
+vmq_events_sidecar.port = $SIDECAR
+vmq_events_sidecar.hooks = $HOOKS
+listener.http.default = 127.0.0.1:$HTTP"
+broker down "plugins.vmq_events_sidecar = on
+vmq_events_sidecar.port = $ABSENT
+vmq_events_sidecar.hooks = $HOOKS"
+for p in "$SIDECAR" "$HTTP" "${PORT[@]}"; do wait_port "$p"; done
+
+SCENARIOS=(
+  "qos0-fan-in-8x1|--scenario fan-in --clients 8 --qos 0"
+  "qos1-fan-in-8x1|--scenario fan-in --clients 8 --qos 1"
+  "qos0-fan-out-1x$FANOUT|--scenario fan-out --clients $FANOUT --qos 0"
+  "qos1-fan-out-1x$FANOUT|--scenario fan-out --clients $FANOUT --qos 1"
+  "qos0-pairwise-$PAIRS|--scenario pairwise --clients $PAIRS --qos 0"
+  "qos1-pairwise-$PAIRS|--scenario pairwise --clients $PAIRS --qos 1"
+)
+for _ in $(seq "$REPEATS"); do
+  for s in "${SCENARIOS[@]}"; do
+    label=${s%%|*}; args=${s#*|}
+    for b in off all down; do
+      extra=(--cpu-pid "${PID[$b]}")
+      [ "$b" = all ] && extra+=(--cpu-pid "${PID[sidecar]}" --events-metrics 127.0.0.1:"$HTTP")
+      # shellcheck disable=SC2086
+      line=$($BIN/vmq-bench --json pubsub --port "${PORT[$b]}" --duration "$DURATION" $args \
+        --payload 64 $PACE "${extra[@]}")
+      record "$RESULTS" "$label" "$b" "$line"
+      sleep "$PAUSE"
+    done
+  done
+done
+
+python3 - "$RESULTS" "$SMOKE" "$DURATION" "$OUT" "$REPEATS" <<'PY'
+import json, sys, statistics
+from pathlib import Path
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+smoke, duration, out, repeats = sys.argv[2] == "1", float(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
+labels = list(dict.fromkeys(r["label"] for r in rows))
+def runs(label, broker):
+    return [r for r in rows if r["label"] == label and r["broker"] == broker]
+def med(values):
+    return statistics.median(values) if values else 0.0
+def recv(label, broker):
+    return med([float(r["received_per_s"]) for r in runs(label, broker)])
+def cpu_us(label, broker, i=0, per="msg"):
+    v = []
+    for r in runs(label, broker):
+        n = float(r["events"]) if per == "event" else float(r["received_per_s"]) * duration
+        if n > 0 and len(r["cpu_ms"]) > i:
+            v.append(r["cpu_ms"][i] * 1000 / n)
+    return med(v)
+def events_per_msg(label):
+    return med([float(r["events"]) / (float(r["received_per_s"]) * duration)
+                for r in runs(label, "all") if float(r["received_per_s"]) > 0])
+def q(a, b):
+    return a / b if b else 0.0
+lines = ["| scenario | relay off msg/s | all hooks msg/s | ratio | sidecar down msg/s | ratio "
+         "| broker CPU µs/msg off / all / down | CPU all / off | CPU down / off "
+         "| events/msg | sidecar CPU µs/event |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+for l in labels:
+    o, a, d = recv(l, "off"), recv(l, "all"), recv(l, "down")
+    co, ca, cd = cpu_us(l, "off"), cpu_us(l, "all"), cpu_us(l, "down")
+    lines.append(f"| {l} | {o:,.0f} | {a:,.0f} | **{q(a, o):.2f}** | {d:,.0f} | **{q(d, o):.2f}** "
+                 f"| {co:.2f} / {ca:.2f} / {cd:.2f} | **{q(ca, co):.2f}** | **{q(cd, co):.2f}** "
+                 f"| {events_per_msg(l):.2f} | **{cpu_us(l, 'all', 1, 'event'):.2f}** |")
+table = "\n".join(lines)
+print(table)
+(out / "relay.md").write_text(table + "\n")
+if not smoke:
+    bm = Path("BENCHMARKS.md")
+    text = bm.read_text()
+    begin, end = "<!-- relay:begin -->", "<!-- relay:end -->"
+    section = (f"{begin}\nMedians of {repeats} repeats, {duration:.0f} s each, 64 B payloads "
+               f"(`bench/relay.sh`):\n\n{table}\n{end}")
+    if begin in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text += f"\n## The relay's cost: broker CPU per message, sidecar CPU per event (issue 18)\n\n{section}\n"
+    bm.write_text(text)
+PY
