@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 
 results_path, out_dir, smoke = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
-# Seconds of measurement per scenario (CPU times are over that window).
-DURATION = float(sys.argv[4]) if len(sys.argv) > 4 else 10.0
 rows = [json.loads(line) for line in open(results_path) if line.strip()]
 by = {(r["label"], r["broker"]): r for r in rows}
 
@@ -54,23 +52,6 @@ for label in labels:
         f"{m['p99_us']} / {o['p99_us']} / {n['p99_us'] if n else 'n/a'} | "
         f"{float(m['loss']) * 100:.1f}% / {float(o['loss']) * 100:.1f}% / {(float(n['loss']) * 100 if n else 0):.1f}% |"
     )
-lines += ["", "Relay cost (ours with all 13 hooks relayed to the example analytics sidecar, and with the sidecar down, against ours with the relay off, the three run back to back). CPU columns: CPU time per message received, of the broker and of the sidecar (which shares the same two cores), in µs:", "",
-          "| scenario | relay off recv/s | all hooks recv/s | ratio | sidecar down recv/s | ratio | broker CPU µs/msg off / all hooks / down | sidecar CPU µs/msg |", "|---|---|---|---|---|---|---|---|"]
-
-
-def cpu_per_msg(row, i=0):
-    cpu = row.get("cpu_ms") or []
-    recv = float(row["received_per_s"]) * DURATION
-    return f"{cpu[i] * 1000 / recv:.2f}" if len(cpu) > i and recv > 0 else "n/a"
-
-
-for label in labels:
-    off = by.get((label, "ours-relay-off")) or by.get((label, "ours"))
-    on, down = by.get((label, "ours-relay-all-hooks")), by.get((label, "ours-relay-sidecar-down"))
-    if off and on and down:
-        o, a, d = (float(x["received_per_s"]) for x in (off, on, down))
-        lines.append(f"| {label} | {o:,.0f} | {a:,.0f} | **{ratio(a, o)}** | {d:,.0f} | **{ratio(d, o)}** | "
-                     f"{cpu_per_msg(off)} / {cpu_per_msg(on)} / {cpu_per_msg(down)} | {cpu_per_msg(on, 1)} |")
 store_labels = [l for l in labels if (l, "ours-store-off") in by and (l, "ours") in by]
 if store_labels:
     lines += ["", "Message store (persistent subscribers: each QoS 1 message written to the store and deleted at PUBACK), against ours with the store off:", "",

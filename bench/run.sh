@@ -17,11 +17,11 @@ if [ "$SMOKE" = 1 ]; then
   # Unoptimized binaries, few clients, paced publishers: it checks that everything runs.
   PROFILE=debug; DURATION=${DURATION:-1}; OUT=target/bench-smoke; IDLE=${IDLE:-200}
   FANOUT=10; PAIRS=5; PACE="--rate 500"; LATENCY_RATE=1000; FIXED_RATE=500
-  cargo build --jobs 2 --bin vmq-broker --bin vmq-bench --example analytics_sidecar
+  cargo build --jobs 2 --bin vmq-broker --bin vmq-bench 
 else
   PROFILE=release; DURATION=${DURATION:-10}; OUT=target/bench; IDLE=${IDLE:-10000}
   FANOUT=100; PAIRS=50; PACE=""; FIXED_RATE=20000
-  cargo build --release --jobs 2 --bin vmq-broker --bin vmq-bench --example analytics_sidecar
+  cargo build --release --jobs 2 --bin vmq-broker --bin vmq-bench 
 fi
 BIN=target/$PROFILE
 mkdir -p "$OUT"
@@ -41,9 +41,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
-MOSQ_PORT=$(free_port); OURS_PORT=$(free_port); RELAY_PORT=$(free_port); DOWN_PORT=$(free_port)
+MOSQ_PORT=$(free_port); OURS_PORT=$(free_port)
 RELAXED_PORT=$(free_port); MEMORY_PORT=$(free_port); NATS_PORT=$(free_port); NATS_CLIENT_PORT=$(free_port)
-SIDECAR_PORT=$(free_port); ABSENT_PORT=$(free_port)
 
 cat > "$OUT/mosquitto.conf" <<CONF
 listener $MOSQ_PORT 127.0.0.1
@@ -65,27 +64,17 @@ nats-server -c "$OUT/nats.conf" > "$OUT/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
 ours_conf() { # port, extra lines
   printf 'listener.tcp.default = 127.0.0.1:%s\nallow_anonymous = on\nlog.console.level = warning\npersistent_data_dir = %s\n%s\n' "$1" "$OUT/data-$1" "$2"
 }
-HOOKS='[on_register, on_register_failed, on_publish, on_subscribe, on_unsubscribe, on_deliver, on_delivery_complete, on_offline_message, on_message_drop, on_client_wakeup, on_client_offline, on_client_gone, on_session_expired]'
 ours_conf "$OURS_PORT" "" > "$OUT/ours.conf"
-ours_conf "$RELAY_PORT" "plugins.vmq_events_sidecar = on
-vmq_events_sidecar.port = $SIDECAR_PORT
-vmq_events_sidecar.hooks = $HOOKS" > "$OUT/relay.conf"
-ours_conf "$DOWN_PORT" "plugins.vmq_events_sidecar = on
-vmq_events_sidecar.port = $ABSENT_PORT
-vmq_events_sidecar.hooks = $HOOKS" > "$OUT/relay-down.conf"
 
 # The message store (on, durable, in the default config) only works for persistent sessions:
 # the same broker with relaxed acknowledgements and with the store off, for the store scenarios.
 ours_conf "$RELAXED_PORT" "message_store.durability = relaxed" > "$OUT/store-relaxed.conf"
 ours_conf "$MEMORY_PORT" "message_store = off" > "$OUT/store-off.conf"
 
-$BIN/examples/analytics_sidecar --listen 127.0.0.1:"$SIDECAR_PORT" --interval 3600 > "$OUT/sidecar.log" 2>&1 & PIDS+=($!); SIDECAR_PID=$!
 $BIN/vmq-broker --config "$OUT/ours.conf" 2> "$OUT/ours.log" & PIDS+=($!); OURS_PID=$!
-$BIN/vmq-broker --config "$OUT/relay.conf" 2> "$OUT/relay.log" & PIDS+=($!); RELAY_PID=$!
-$BIN/vmq-broker --config "$OUT/relay-down.conf" 2> "$OUT/relay-down.log" & PIDS+=($!); DOWN_PID=$!
 $BIN/vmq-broker --config "$OUT/store-relaxed.conf" 2> "$OUT/store-relaxed.log" & PIDS+=($!)
 $BIN/vmq-broker --config "$OUT/store-off.conf" 2> "$OUT/store-off.log" & PIDS+=($!)
-for p in $MOSQ_PORT $NATS_PORT $OURS_PORT $RELAY_PORT $DOWN_PORT $RELAXED_PORT $MEMORY_PORT $SIDECAR_PORT; do wait_port "$p"; done
+for p in $MOSQ_PORT $NATS_PORT $OURS_PORT $RELAXED_PORT $MEMORY_PORT; do wait_port "$p"; done
 
 bench() { # label broker port args...
   local label=$1 broker=$2 port=$3; shift 3
@@ -114,18 +103,7 @@ for s in "${SCENARIOS[@]}"; do
   # shellcheck disable=SC2086
   bench "$label" nats "$NATS_PORT" $args
 done
-# The relay's cost: throughput, and the CPU time of the broker (and of the sidecar, which
-# shares the two cores) per message received. The relay-off broker runs again right before the
-# two relay brokers, so the three are compared under the same machine load.
-for s in "${SCENARIOS[@]:0:3}" "${SCENARIOS[@]:5:1}"; do
-  label=${s%%|*}; args=${s#*|}
-  # shellcheck disable=SC2086
-  bench "$label" ours-relay-off "$OURS_PORT" $args --cpu-pid "$OURS_PID"
-  # shellcheck disable=SC2086
-  bench "$label" ours-relay-all-hooks "$RELAY_PORT" $args --cpu-pid "$RELAY_PID" --cpu-pid "$SIDECAR_PID"
-  # shellcheck disable=SC2086
-  bench "$label" ours-relay-sidecar-down "$DOWN_PORT" $args --cpu-pid "$DOWN_PID"
-done
+# The relay's cost is measured by bench/relay.sh.
 
 # Persistent subscribers: every QoS 1 message is written to the store and removed at PUBACK.
 # mosquitto keeps them in memory (its persistence is off by default).
@@ -161,4 +139,4 @@ line=$($BIN/vmq-bench --json sdk-ingest --connections 4 --duration "$DURATION")
 echo "{\"label\":\"sdk-ingest\",\"broker\":\"sdk\",${line#\{}" >> "$RESULTS"
 echo "sdk ingest: $line"
 
-python3 bench/report.py "$RESULTS" "$OUT" "$SMOKE" "$DURATION"
+python3 bench/report.py "$RESULTS" "$OUT" "$SMOKE"

@@ -7,16 +7,19 @@
 //! Memory is bounded: at most `--max-topics` topics are tracked one by one; publishes to further
 //! topics are counted under `(other topics)`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use vmq_sidecar_sdk::bytes::Bytes;
-use vmq_sidecar_sdk::{EventView, Handler, Peer, Server, Stats};
+use vmq_sidecar_sdk::{
+    EventView, HOOKS, Handler, OnClientGoneView, OnClientOfflineView, Peer, Server, Stats,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Prints live statistics of the relayed hook events")]
@@ -48,54 +51,72 @@ impl TopicStats {
     }
 }
 
+/// Publishes per topic, bounded.
 #[derive(Default)]
-struct Totals {
-    events: u64,
-    per_hook: BTreeMap<&'static str, u64>,
-    topics: HashMap<String, TopicStats>,
-    other_topics: TopicStats,
-    /// (mountpoint, client id) of every client seen registering and not yet gone.
-    online: HashSet<(String, String)>,
+struct Topics {
+    tracked: HashMap<String, TopicStats>,
+    other: TopicStats,
+}
+
+/// Event counters of the connections whose id picks it: connections handled on different
+/// threads count on different cache lines.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counters {
+    events: AtomicU64,
+    /// Per hook, in the order of `vmq_sidecar_sdk::HOOKS`, then unknown types.
+    per_hook: [AtomicU64; HOOKS.len() + 1],
 }
 
 struct Analytics {
-    totals: Mutex<Totals>,
+    counters: [Counters; 16],
+    /// Only publishes take this lock.
+    topics: Mutex<Topics>,
+    /// (mountpoint, client id) of every client seen registering and not yet gone.
+    online: Mutex<HashSet<(String, String)>>,
     max_topics: usize,
 }
 
 impl Handler for Analytics {
     /// Reads each event in place, borrowed from its frame: a publish to a known topic costs no
     /// allocation at all.
-    async fn on_event_view(&self, _peer: &Peer, event: EventView<'_>, _frame: &Bytes) {
-        let Ok(mut t) = self.totals.lock() else {
-            return;
-        };
-        t.events += 1;
-        *t.per_hook.entry(event.hook()).or_default() += 1;
+    async fn on_event_view(&self, peer: &Peer, event: EventView<'_>, _frame: &Bytes) {
+        let c = &self.counters[peer.id as usize % self.counters.len()];
+        c.events.fetch_add(1, Relaxed);
+        c.per_hook[event.hook_index().unwrap_or(HOOKS.len())].fetch_add(1, Relaxed);
         match event {
             EventView::OnPublish(p) => {
+                let Ok(mut t) = self.topics.lock() else {
+                    return;
+                };
                 let len = p.payload.len() as u64;
-                let t = &mut *t;
                 // One lookup; the topic is copied only the first time it is seen.
-                if let Some(slot) = t.topics.get_mut(p.topic) {
+                if let Some(slot) = t.tracked.get_mut(p.topic) {
                     slot.add(len);
-                } else if t.topics.len() < self.max_topics {
-                    t.topics.entry(p.topic.to_owned()).or_default().add(len);
+                } else if t.tracked.len() < self.max_topics {
+                    t.tracked.entry(p.topic.to_owned()).or_default().add(len);
                 } else {
-                    t.other_topics.add(len);
+                    t.other.add(len);
                 }
             }
             EventView::OnRegister(r) => {
-                t.online
-                    .insert((r.mountpoint.to_owned(), r.client_id.to_owned()));
+                if let Ok(mut online) = self.online.lock() {
+                    online.insert((r.mountpoint.to_owned(), r.client_id.to_owned()));
+                }
             }
-            EventView::OnClientOffline(c) => {
-                t.online
-                    .remove(&(c.mountpoint.to_owned(), c.client_id.to_owned()));
-            }
-            EventView::OnClientGone(c) => {
-                t.online
-                    .remove(&(c.mountpoint.to_owned(), c.client_id.to_owned()));
+            EventView::OnClientOffline(OnClientOfflineView {
+                mountpoint,
+                client_id,
+                ..
+            })
+            | EventView::OnClientGone(OnClientGoneView {
+                mountpoint,
+                client_id,
+                ..
+            }) => {
+                if let Ok(mut online) = self.online.lock() {
+                    online.remove(&(mountpoint.to_owned(), client_id.to_owned()));
+                }
             }
             _ => {}
         }
@@ -111,27 +132,34 @@ impl Analytics {
         every: Duration,
         top: usize,
     ) -> String {
-        let Ok(t) = self.totals.lock() else {
+        let (Ok(t), Ok(online)) = (self.topics.lock(), self.online.lock()) else {
             return "statistics unavailable (poisoned lock)".into();
         };
+        let total = |f: &dyn Fn(&Counters) -> &AtomicU64| -> u64 {
+            self.counters.iter().map(|c| f(c).load(Relaxed)).sum()
+        };
+        let events = total(&|c| &c.events);
         let s = stats.snapshot();
-        let rate = (t.events - *previous_events) as f64 / every.as_secs_f64();
-        *previous_events = t.events;
+        let rate = (events - *previous_events) as f64 / every.as_secs_f64();
+        *previous_events = events;
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "== after {:.0}s: {} events ({rate:.0}/s), {} clients online, {} sidecar connections, {} decode errors, {} empty frames",
+            "== after {:.0}s: {events} events ({rate:.0}/s), {} clients online, {} sidecar connections, {} decode errors, {} empty frames",
             elapsed.as_secs_f64(),
-            t.events,
-            t.online.len(),
+            online.len(),
             s.connections_active,
             s.decode_errors,
             s.skipped_frames
         );
-        for (hook, n) in &t.per_hook {
-            let _ = writeln!(out, "   {hook:<22} {n:>12}");
+        let names = HOOKS.iter().copied().chain(["unknown"]);
+        for (i, hook) in names.enumerate() {
+            let n = total(&|c| &c.per_hook[i]);
+            if n > 0 {
+                let _ = writeln!(out, "   {hook:<22} {n:>12}");
+            }
         }
-        let mut topics: Vec<_> = t.topics.iter().collect();
+        let mut topics: Vec<_> = t.tracked.iter().collect();
         topics.sort_unstable_by(|a, b| b.1.messages.cmp(&a.1.messages).then(a.0.cmp(b.0)));
         if !topics.is_empty() {
             let _ = writeln!(out, "   top topics by messages published:");
@@ -143,8 +171,8 @@ impl Analytics {
                 ts.messages, ts.bytes
             );
         }
-        if t.other_topics.messages > 0 {
-            let o = t.other_topics;
+        if t.other.messages > 0 {
+            let o = t.other;
             let _ = writeln!(
                 out,
                 "   {:>10} msgs {:>12} bytes  (other topics)",
@@ -165,7 +193,9 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("analytics_sidecar: listening on {}", server.local_addr()?);
     let stats = server.stats();
     let analytics = Arc::new(Analytics {
-        totals: Mutex::default(),
+        counters: Default::default(),
+        topics: Mutex::default(),
+        online: Mutex::default(),
         max_topics: args.max_topics,
     });
 

@@ -19,7 +19,7 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::{Decoder, Encoder, FramedRead, LengthDelimitedCodec};
 
 use crate::event::{Event, EventDecodeError};
-use crate::stats::Stats;
+use crate::stats::{FrameCounters, Stats};
 
 /// The default maximum frame length: 16 MiB, enough for any event of a broker whose
 /// `max_message_size` is at its usual values, small enough that a garbage length prefix cannot
@@ -106,7 +106,8 @@ pub struct FrameCodec {
     max_frame_length: usize,
     /// Length of the frame whose header `framing` has consumed and whose body is incomplete.
     pending: Option<usize>,
-    stats: Option<Arc<Stats>>,
+    /// The shared counters, and which copy of the per-frame ones this codec uses.
+    stats: Option<(Arc<Stats>, usize)>,
 }
 
 impl Default for FrameCodec {
@@ -134,7 +135,8 @@ impl FrameCodec {
 
     /// Counts frames, bytes and skipped frames into `stats`.
     pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
-        self.stats = Some(stats);
+        let shard = stats.shard();
+        self.stats = Some((stats, shard));
         self
     }
 
@@ -143,10 +145,14 @@ impl FrameCodec {
         self.max_frame_length
     }
 
+    fn counters(&self) -> Option<&FrameCounters> {
+        self.stats.as_ref().map(|(s, shard)| s.frames(*shard))
+    }
+
     /// Counts a frame that did not decode (the caller decodes the frames).
     pub(crate) fn count_decode_error(&self) {
-        if let Some(stats) = &self.stats {
-            Stats::add(&stats.decode_errors, 1);
+        if let Some(c) = self.counters() {
+            Stats::add(&c.decode_errors, 1);
         }
     }
 
@@ -173,12 +179,12 @@ impl FrameCodec {
             };
             self.pending = None;
             let length = frame.len();
-            if let Some(stats) = &self.stats {
-                Stats::add(&stats.bytes, (HEADER_LEN + length) as u64);
+            if let Some(c) = self.counters() {
+                Stats::add(&c.bytes, (HEADER_LEN + length) as u64);
                 if length == 0 {
-                    Stats::add(&stats.skipped_frames, 1);
+                    Stats::add(&c.skipped_frames, 1);
                 } else {
-                    Stats::add(&stats.frames, 1);
+                    Stats::add(&c.frames, 1);
                 }
             }
             if length > 0 {

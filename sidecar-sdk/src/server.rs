@@ -398,7 +398,7 @@ async fn handle<H: Handler>(handler: &H, peer: &Peer, frame: &Bytes, stats: &Sta
     match EventView::decode_any(frame) {
         Ok(view) => handler.on_event_view(peer, view, frame).await,
         Err(source) => {
-            Stats::add(&stats.decode_errors, 1);
+            Stats::add(&stats.frames(peer.id as usize).decode_errors, 1);
             let bad = FrameError {
                 length: frame.len(),
                 source,

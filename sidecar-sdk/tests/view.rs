@@ -157,7 +157,9 @@ proptest! {
 fn every_hook_has_a_view() {
     for (event, hook) in every_event().into_iter().zip(HOOKS) {
         let bytes = event.encode_any_to_vec();
-        assert_eq!(EventView::decode_any(&bytes).unwrap().hook(), hook);
+        let view = EventView::decode_any(&bytes).unwrap();
+        assert_eq!(view.hook(), hook);
+        assert_eq!(view.hook_index().map(|i| HOOKS[i]), Some(hook));
     }
 }
 

@@ -78,7 +78,21 @@ macro_rules! views {
             },
         }
 
+        /// The event types in the order of [`crate::HOOKS`].
+        #[derive(Clone, Copy)]
+        #[allow(clippy::enum_variant_names)]
+        enum Kind { $( $owned, )* }
+
         impl<$a> EventView<$a> {
+            /// The event's position in [`crate::HOOKS`] (a table index for per-hook counters);
+            /// `None` for [`EventView::Unknown`].
+            pub fn hook_index(&self) -> Option<usize> {
+                match self {
+                    $( EventView::$owned(_) => Some(Kind::$owned as usize), )*
+                    EventView::Unknown { .. } => None,
+                }
+            }
+
             /// Decodes a serialized `google.protobuf.Any` (the body of one frame).
             #[inline]
             pub fn decode_any(any: &$a [u8]) -> Result<Self, EventDecodeError> {

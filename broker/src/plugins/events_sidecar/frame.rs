@@ -4,14 +4,18 @@
 //! bytes land in the relay's backlog. The bytes are those prost writes for the same event
 //! (fields in tag order, proto3 defaults left out); a test holds the two encoders to that.
 //!
+//! Each event's fields are listed once ([`fields`]) and walked twice through [`Sink`]: by
+//! [`Measure`] for the lengths, then by [`Write`] for the bytes. Both walks compile to
+//! straight-line code per event type: no field table is built, nothing is computed twice.
+//!
 //! The other events (a client connecting, subscribing, going away) go through
 //! [`super::encode::to_event`] and prost: they are rare, and that path is the reference.
 
 use bytes::BytesMut;
-use prost::encoding::{WireType, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encoded_len_varint};
 use vmq_sidecar_sdk::proto::Timestamp;
 
-use crate::hooks::{ClientInfo, MatchedAcl, Notification};
+use crate::hooks::{ClientInfo, MatchedAcl, MessageInfo, Notification};
 
 /// Length of the frame header (`u32` big-endian body length).
 const HEADER_LEN: usize = 4;
@@ -22,61 +26,66 @@ const ON_DELIVERY_COMPLETE: &str = "type.googleapis.com/eventssidecar.v1.OnDeliv
 const ON_OFFLINE_MESSAGE: &str = "type.googleapis.com/eventssidecar.v1.OnOfflineMessage";
 const ON_MESSAGE_DROP: &str = "type.googleapis.com/eventssidecar.v1.OnMessageDrop";
 
-/// One field of an event, borrowed from the hook's arguments.
-#[derive(Clone, Copy, Debug)]
-enum Field<'a> {
+/// Where an event's fields go, in tag order. Every tag of these messages is below 16, so a
+/// field key is one byte.
+trait Sink {
     /// `string` or `bytes`: left out when empty.
-    Bytes(u32, &'a [u8]),
-    /// `int32`/`int64`/enum holding a non-negative value (or `int64` as two's complement):
-    /// left out when 0.
-    Varint(u32, u64),
+    fn bytes(&mut self, tag: u8, b: &[u8]);
+    /// `int32`/enum holding a non-negative value: left out when 0.
+    fn varint(&mut self, tag: u8, v: u64);
     /// `bool`: left out when false.
-    Bool(u32, bool),
-    /// `google.protobuf.Timestamp`: always present.
-    Timestamp(u32, &'a Timestamp),
-    /// `eventssidecar.v1.MatchedACL`: present when known, even if empty.
-    Acl(u32, Option<&'a MatchedAcl>),
+    fn boolean(&mut self, tag: u8, b: bool) {
+        if b {
+            self.varint(tag, 1);
+        }
+    }
+    /// `google.protobuf.Timestamp` (always present) or `eventssidecar.v1.MatchedACL` (present
+    /// when known, even if empty): a nested message of `len` bytes, written by `inner`.
+    fn message(&mut self, tag: u8, len: usize, inner: impl FnOnce(&mut Self));
 }
 
-fn delimited_len(tag: u32, len: usize) -> usize {
-    key_len(tag) + encoded_len_varint(len as u64) + len
+fn key(tag: u8, wire: WireType) -> u8 {
+    tag << 3 | wire as u8
 }
 
-fn timestamp_fields(t: &Timestamp) -> [Field<'static>; 2] {
-    [
-        Field::Varint(1, t.seconds as u64),
-        Field::Varint(2, i64::from(t.nanos) as u64),
-    ]
+fn delimited_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
 }
 
-fn acl_fields(a: &MatchedAcl) -> [Field<'_>; 2] {
-    [
-        Field::Bytes(1, a.name.as_bytes()),
-        Field::Bytes(2, a.pattern.as_bytes()),
-    ]
-}
+/// Adds up the encoded length.
+struct Measure(usize);
 
-fn fields_len(fields: &[Field<'_>]) -> usize {
-    fields.iter().map(Field::len).sum()
-}
-
-fn put_fields(fields: &[Field<'_>], out: &mut Out<'_>) {
-    for f in fields {
-        f.put(out);
+impl Sink for Measure {
+    #[inline(always)]
+    fn bytes(&mut self, _: u8, b: &[u8]) {
+        if !b.is_empty() {
+            self.0 += delimited_len(b.len());
+        }
+    }
+    #[inline(always)]
+    fn varint(&mut self, _: u8, v: u64) {
+        if v != 0 {
+            self.0 += 1 + encoded_len_varint(v);
+        }
+    }
+    #[inline(always)]
+    fn message(&mut self, _: u8, len: usize, _: impl FnOnce(&mut Self)) {
+        self.0 += delimited_len(len);
     }
 }
 
-/// Writes into a slice already sized to the frame (its length is computed first): plain
+/// Writes into a slice already sized to the frame (its length is measured first): plain
 /// stores, where `BufMut` on a `BytesMut` makes a capacity-checked call per byte. Never panics:
-/// a write past the end (a length computed wrong) is noticed and the frame refused.
-struct Out<'a> {
+/// a write past the end (a length measured wrong) is noticed and the frame refused.
+struct Write<'a> {
     dst: &'a mut [u8],
     at: usize,
     overflow: bool,
 }
 
-impl Out<'_> {
-    fn bytes(&mut self, b: &[u8]) {
+impl Write<'_> {
+    #[inline(always)]
+    fn raw(&mut self, b: &[u8]) {
         match self.dst.get_mut(self.at..self.at + b.len()) {
             Some(d) => {
                 d.copy_from_slice(b);
@@ -86,6 +95,7 @@ impl Out<'_> {
         }
     }
 
+    #[inline(always)]
     fn byte(&mut self, b: u8) {
         match self.dst.get_mut(self.at) {
             Some(d) => {
@@ -96,124 +106,62 @@ impl Out<'_> {
         }
     }
 
-    fn varint(&mut self, mut v: u64) {
+    #[inline(always)]
+    fn raw_varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.byte(v as u8 | 0x80);
             v >>= 7;
         }
         self.byte(v as u8);
     }
+}
 
-    fn key(&mut self, tag: u32, wire: WireType) {
-        self.varint(u64::from(tag << 3 | wire as u32));
+impl Sink for Write<'_> {
+    #[inline(always)]
+    fn bytes(&mut self, tag: u8, b: &[u8]) {
+        if !b.is_empty() {
+            self.byte(key(tag, WireType::LengthDelimited));
+            self.raw_varint(b.len() as u64);
+            self.raw(b);
+        }
+    }
+    #[inline(always)]
+    fn varint(&mut self, tag: u8, v: u64) {
+        if v != 0 {
+            self.byte(key(tag, WireType::Varint));
+            self.raw_varint(v);
+        }
+    }
+    #[inline(always)]
+    fn message(&mut self, tag: u8, len: usize, inner: impl FnOnce(&mut Self)) {
+        self.byte(key(tag, WireType::LengthDelimited));
+        self.raw_varint(len as u64);
+        inner(self);
     }
 }
 
-impl Field<'_> {
-    fn len(&self) -> usize {
-        match *self {
-            Field::Bytes(tag, b) if !b.is_empty() => delimited_len(tag, b.len()),
-            Field::Varint(tag, v) if v != 0 => key_len(tag) + encoded_len_varint(v),
-            Field::Bool(tag, true) => key_len(tag) + 1,
-            Field::Timestamp(tag, t) => delimited_len(tag, fields_len(&timestamp_fields(t))),
-            Field::Acl(tag, Some(a)) => delimited_len(tag, fields_len(&acl_fields(a))),
-            _ => 0,
-        }
-    }
-
-    fn put(&self, out: &mut Out<'_>) {
-        match *self {
-            Field::Bytes(tag, b) if !b.is_empty() => {
-                out.key(tag, WireType::LengthDelimited);
-                out.varint(b.len() as u64);
-                out.bytes(b);
-            }
-            Field::Varint(tag, v) if v != 0 => {
-                out.key(tag, WireType::Varint);
-                out.varint(v);
-            }
-            Field::Bool(tag, true) => {
-                out.key(tag, WireType::Varint);
-                out.byte(1);
-            }
-            Field::Timestamp(tag, t) => {
-                let inner = timestamp_fields(t);
-                out.key(tag, WireType::LengthDelimited);
-                out.varint(fields_len(&inner) as u64);
-                put_fields(&inner, out);
-            }
-            Field::Acl(tag, Some(a)) => {
-                let inner = acl_fields(a);
-                out.key(tag, WireType::LengthDelimited);
-                out.varint(fields_len(&inner) as u64);
-                put_fields(&inner, out);
-            }
-            _ => {}
-        }
-    }
+fn timestamp<S: Sink>(s: &mut S, tag: u8, t: &Timestamp) {
+    let (seconds, nanos) = (t.seconds as u64, i64::from(t.nanos) as u64);
+    let varint_len = |v: u64| if v == 0 { 0 } else { 1 + encoded_len_varint(v) };
+    s.message(tag, varint_len(seconds) + varint_len(nanos), |s| {
+        s.varint(1, seconds);
+        s.varint(2, nanos);
+    });
 }
 
-/// An event ready to be written as one frame: its `Any` type URL and its fields in tag order.
-#[derive(Debug)]
-pub struct Frame<'a> {
-    type_url: &'static str,
-    fields: [Field<'a>; 11],
-    count: usize,
-    /// Length of the event's own encoding (the `Any`'s value), computed once.
-    value_len: usize,
-}
-
-impl<'a> Frame<'a> {
-    fn new(type_url: &'static str, fields: &[Field<'a>]) -> Frame<'a> {
-        let mut all = [Field::Bytes(0, &[]); 11];
-        all[..fields.len()].copy_from_slice(fields);
-        Frame {
-            type_url,
-            fields: all,
-            count: fields.len(),
-            value_len: fields_len(fields),
-        }
-    }
-
-    fn body_len(&self) -> usize {
-        let value = self.value_len;
-        delimited_len(1, self.type_url.len())
-            + if value > 0 {
-                delimited_len(2, value)
-            } else {
+fn acl<S: Sink>(s: &mut S, tag: u8, acl: Option<&MatchedAcl>) {
+    if let Some(a) = acl {
+        let len = |b: &str| {
+            if b.is_empty() {
                 0
+            } else {
+                delimited_len(b.len())
             }
-    }
-
-    /// Bytes the frame takes, header included.
-    pub fn len(&self) -> usize {
-        HEADER_LEN + self.body_len()
-    }
-
-    /// Appends the frame to `buf`: header, then the `Any` with the event in it. False (and
-    /// nothing appended) if the computed length was wrong, which the tests say cannot happen.
-    pub fn put(&self, buf: &mut BytesMut) -> bool {
-        let len = self.len();
-        let start = buf.len();
-        buf.resize(start + len, 0);
-        let mut out = Out {
-            dst: &mut buf[start..],
-            at: 0,
-            overflow: false,
         };
-        // Callers refuse bodies over the maximum frame length, which fits a u32.
-        out.bytes(&(self.body_len() as u32).to_be_bytes());
-        Field::Bytes(1, self.type_url.as_bytes()).put(&mut out);
-        if self.value_len > 0 {
-            out.key(2, WireType::LengthDelimited);
-            out.varint(self.value_len as u64);
-            put_fields(&self.fields[..self.count], &mut out);
-        }
-        let ok = !out.overflow && out.at == len;
-        if !ok {
-            buf.truncate(start);
-        }
-        ok
+        s.message(tag, len(&a.name) + len(&a.pattern), |s| {
+            s.bytes(1, a.name.as_bytes());
+            s.bytes(2, a.pattern.as_bytes());
+        });
     }
 }
 
@@ -221,100 +169,146 @@ fn username(c: &ClientInfo) -> &[u8] {
     c.username.as_deref().unwrap_or_default().as_bytes()
 }
 
-/// The frame of a per-message notification, or `None` for the events that go through prost.
-pub fn direct<'a>(n: &Notification<'a>, timestamp: &'a Timestamp) -> Option<Frame<'a>> {
-    Some(match *n {
+/// The type URL of a per-message notification, `None` for the events that go through prost.
+fn type_url(n: &Notification<'_>) -> Option<&'static str> {
+    Some(match n {
+        Notification::Publish { .. } => ON_PUBLISH,
+        Notification::Deliver { .. } => ON_DELIVER,
+        Notification::DeliveryComplete { .. } => ON_DELIVERY_COMPLETE,
+        Notification::OfflineMessage { .. } => ON_OFFLINE_MESSAGE,
+        Notification::MessageDrop { .. } => ON_MESSAGE_DROP,
+        _ => return None,
+    })
+}
+
+/// The fields of a per-message event, in tag order (the `.proto` files' numbering).
+#[inline(always)]
+fn fields<S: Sink>(s: &mut S, n: &Notification<'_>, ts: &Timestamp) {
+    let qos = |m: &MessageInfo<'_>| m.qos as u64;
+    match *n {
         Notification::Publish {
             client,
-            message,
-            acl,
-        } => Frame::new(
-            ON_PUBLISH,
-            &[
-                Field::Timestamp(1, timestamp),
-                Field::Bytes(2, username(client)),
-                Field::Bytes(3, client.client_id.as_bytes()),
-                Field::Bytes(4, client.mountpoint.as_bytes()),
-                Field::Varint(5, message.qos as u64),
-                Field::Bytes(6, message.topic.as_bytes()),
-                Field::Bytes(7, message.payload.as_ref()),
-                Field::Bool(8, message.retain),
-                Field::Acl(9, acl),
-                Field::Bytes(10, client.session_id.as_bytes()),
-            ],
-        ),
+            message: m,
+            acl: a,
+        } => {
+            timestamp(s, 1, ts);
+            s.bytes(2, username(client));
+            s.bytes(3, client.client_id.as_bytes());
+            s.bytes(4, client.mountpoint.as_bytes());
+            s.varint(5, qos(&m));
+            s.bytes(6, m.topic.as_bytes());
+            s.bytes(7, m.payload);
+            s.boolean(8, m.retain);
+            acl(s, 9, a);
+            s.bytes(10, client.session_id.as_bytes());
+        }
         Notification::Deliver {
             client,
-            message,
+            message: m,
             persisted,
-            acl,
+            acl: a,
         }
         | Notification::DeliveryComplete {
             client,
-            message,
+            message: m,
             persisted,
-            acl,
-        } => Frame::new(
-            if matches!(n, Notification::Deliver { .. }) {
-                ON_DELIVER
-            } else {
-                ON_DELIVERY_COMPLETE
-            },
-            &[
-                Field::Timestamp(1, timestamp),
-                Field::Bytes(2, username(client)),
-                Field::Bytes(3, client.client_id.as_bytes()),
-                Field::Bytes(4, client.mountpoint.as_bytes()),
-                Field::Bytes(5, message.topic.as_bytes()),
-                Field::Varint(6, message.qos as u64),
-                Field::Bool(7, message.retain),
-                Field::Bytes(8, message.payload.as_ref()),
-                Field::Acl(9, acl),
-                Field::Bool(10, persisted),
-                Field::Bytes(11, client.session_id.as_bytes()),
-            ],
-        ),
+            acl: a,
+        } => {
+            timestamp(s, 1, ts);
+            s.bytes(2, username(client));
+            s.bytes(3, client.client_id.as_bytes());
+            s.bytes(4, client.mountpoint.as_bytes());
+            s.bytes(5, m.topic.as_bytes());
+            s.varint(6, qos(&m));
+            s.boolean(7, m.retain);
+            s.bytes(8, m.payload);
+            acl(s, 9, a);
+            s.boolean(10, persisted);
+            s.bytes(11, client.session_id.as_bytes());
+        }
         Notification::OfflineMessage {
             mountpoint,
             client_id,
             session_id,
-            message,
-        } => Frame::new(
-            ON_OFFLINE_MESSAGE,
-            &[
-                Field::Timestamp(1, timestamp),
-                Field::Bytes(2, client_id.as_bytes()),
-                Field::Bytes(3, mountpoint.as_bytes()),
-                Field::Varint(4, message.qos as u64),
-                Field::Bytes(5, message.topic.as_bytes()),
-                Field::Bytes(6, message.payload.as_ref()),
-                Field::Bool(7, message.retain),
-                Field::Bytes(8, session_id.as_bytes()),
-            ],
-        ),
+            message: m,
+        } => {
+            timestamp(s, 1, ts);
+            s.bytes(2, client_id.as_bytes());
+            s.bytes(3, mountpoint.as_bytes());
+            s.varint(4, qos(&m));
+            s.bytes(5, m.topic.as_bytes());
+            s.bytes(6, m.payload);
+            s.boolean(7, m.retain);
+            s.bytes(8, session_id.as_bytes());
+        }
         Notification::MessageDrop {
             mountpoint,
             client_id,
             session_id,
-            message,
+            message: m,
             reason,
-            acl,
-        } => Frame::new(
-            ON_MESSAGE_DROP,
-            &[
-                Field::Timestamp(1, timestamp),
-                Field::Bytes(2, client_id.as_bytes()),
-                Field::Bytes(3, mountpoint.as_bytes()),
-                Field::Varint(4, message.qos as u64),
-                Field::Bytes(5, message.topic.as_bytes()),
-                Field::Bytes(6, message.payload.as_ref()),
-                Field::Bytes(7, reason.as_bytes()),
-                Field::Acl(8, acl),
-                Field::Bytes(9, session_id.as_bytes()),
-            ],
-        ),
-        _ => return None,
-    })
+            acl: a,
+        } => {
+            timestamp(s, 1, ts);
+            s.bytes(2, client_id.as_bytes());
+            s.bytes(3, mountpoint.as_bytes());
+            s.varint(4, qos(&m));
+            s.bytes(5, m.topic.as_bytes());
+            s.bytes(6, m.payload);
+            s.bytes(7, reason.as_bytes());
+            acl(s, 8, a);
+            s.bytes(9, session_id.as_bytes());
+        }
+        _ => {}
+    }
+}
+
+/// Appends the frame of a per-message notification to `buf`: header, then the `Any` with the
+/// event in it. `None` for the events that go through prost; `Some(false)` (nothing appended)
+/// when the body would be over `max_body` bytes, or if a length was measured wrong, which the
+/// tests say cannot happen.
+pub fn put_direct(
+    n: &Notification<'_>,
+    timestamp: &Timestamp,
+    buf: &mut BytesMut,
+    max_body: usize,
+) -> Option<bool> {
+    let type_url = type_url(n)?;
+    let mut value = Measure(0);
+    fields(&mut value, n, timestamp);
+    let value_len = value.0;
+    let body_len = delimited_len(type_url.len())
+        + if value_len > 0 {
+            delimited_len(value_len)
+        } else {
+            0
+        };
+    let Ok(header) = u32::try_from(body_len) else {
+        return Some(false);
+    };
+    if body_len > max_body {
+        return Some(false);
+    }
+    let len = HEADER_LEN + body_len;
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    let mut out = Write {
+        dst: &mut buf[start..],
+        at: 0,
+        overflow: false,
+    };
+    out.raw(&header.to_be_bytes());
+    out.bytes(1, type_url.as_bytes());
+    if value_len > 0 {
+        out.byte(key(2, WireType::LengthDelimited));
+        out.raw_varint(value_len as u64);
+        fields(&mut out, n, timestamp);
+    }
+    let ok = !out.overflow && out.at == len;
+    if !ok {
+        buf.truncate(start);
+    }
+    Some(ok)
 }
 
 #[cfg(test)]
@@ -345,10 +339,8 @@ mod tests {
     /// The direct frame, and prost's frame of the same event: byte for byte the same, and the
     /// SDK decodes it back to the same event.
     fn check(n: &Notification<'_>, timestamp: Timestamp) {
-        let frame = direct(n, &timestamp).expect("a per-message event");
         let mut ours = BytesMut::new();
-        assert!(frame.put(&mut ours));
-        assert_eq!(ours.len(), frame.len());
+        assert_eq!(put_direct(n, &timestamp, &mut ours, usize::MAX), Some(true));
         let event = to_event(n, timestamp);
         let mut reference = BytesMut::new();
         EventCodec::new().encode(&event, &mut reference).unwrap();
@@ -404,11 +396,21 @@ mod tests {
     fn other_events_go_through_prost() {
         let c = client("", "c", None);
         let ts = Timestamp::default();
-        assert!(direct(&Notification::ClientWakeup { client: &c }, &ts).is_none());
+        let mut buf = BytesMut::new();
+        assert!(
+            put_direct(
+                &Notification::ClientWakeup { client: &c },
+                &ts,
+                &mut buf,
+                1000
+            )
+            .is_none()
+        );
         let unsubscribe = Notification::Unsubscribe {
             client: &c,
             topics: &[],
         };
-        assert!(direct(&unsubscribe, &ts).is_none());
+        assert!(put_direct(&unsubscribe, &ts, &mut buf, 1000).is_none());
+        assert!(buf.is_empty());
     }
 }

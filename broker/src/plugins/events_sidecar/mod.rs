@@ -57,7 +57,10 @@ pub(super) fn start_hosted(
 #[derive(Debug)]
 pub struct EventsSidecar {
     enabled: AtomicU32,
-    sampling: RwLock<HashMap<(Hook, String), u8>>,
+    /// Sampling percentages per hook and matched ACL name.
+    sampling: RwLock<HashMap<Hook, HashMap<String, u8>>>,
+    /// The hooks with a sampling rule (their bits): the others never look at `sampling`.
+    sampled_hooks: AtomicU32,
     relay: Relay,
     metrics: Arc<RelayMetrics>,
     shutdown_timeout: Duration,
@@ -97,19 +100,24 @@ impl EventsSidecar {
             .hooks
             .iter()
             .fold(HookSet::default(), |s, h| s.with(*h));
-        EventsSidecar {
+        let sidecar = EventsSidecar {
             enabled: AtomicU32::new(enabled.0),
-            sampling: RwLock::new(
-                config
-                    .sampling
-                    .into_iter()
-                    .map(|(h, acl, pct)| ((h, acl), pct))
-                    .collect(),
-            ),
+            sampling: RwLock::default(),
+            sampled_hooks: AtomicU32::new(0),
             relay,
             metrics,
             shutdown_timeout: config.shutdown_timeout,
+        };
+        for (hook, acl, pct) in config.sampling {
+            sidecar.sample(hook, acl, pct);
         }
+        sidecar
+    }
+
+    fn sample(&self, hook: Hook, acl_name: String, pct: u8) {
+        let mut rules = self.sampling.write();
+        rules.entry(hook).or_default().insert(acl_name, pct);
+        self.sampled_hooks.fetch_or(hook.bit(), Ordering::AcqRel);
     }
 
     /// Writes out the backlogs for at most `within`, then stops the relay: whatever is left is
@@ -188,18 +196,23 @@ impl EventsSidecar {
             .ok()
             .filter(|p| *p <= 100)
             .ok_or(EventsError::BadPercentage(percentage))?;
-        self.sampling.write().insert((h, acl_name.to_owned()), pct);
+        self.sample(h, acl_name.to_owned(), pct);
         Ok(())
     }
 
     /// Removes a sampling rule; returns whether it existed.
     pub fn clear_sampling(&self, hook: &str, acl_name: &str) -> Result<bool, EventsError> {
         let h = relayable(hook)?;
-        Ok(self
-            .sampling
-            .write()
-            .remove(&(h, acl_name.to_owned()))
-            .is_some())
+        let mut rules = self.sampling.write();
+        let Some(of_hook) = rules.get_mut(&h) else {
+            return Ok(false);
+        };
+        let removed = of_hook.remove(acl_name).is_some();
+        if of_hook.is_empty() {
+            rules.remove(&h);
+            self.sampled_hooks.fetch_and(!h.bit(), Ordering::AcqRel);
+        }
+        Ok(removed)
     }
 
     /// Every sampling rule: (hook, ACL name, percentage).
@@ -208,7 +221,7 @@ impl EventsSidecar {
             .sampling
             .read()
             .iter()
-            .map(|((h, a), p)| (*h, a.clone(), *p))
+            .flat_map(|(h, rules)| rules.iter().map(|(a, p)| (*h, a.clone(), *p)))
             .collect();
         v.sort_by(|a, b| (a.0.name(), &a.1).cmp(&(b.0.name(), &b.1)));
         v
@@ -224,15 +237,17 @@ impl EventsSidecar {
         self.relay.backlog()
     }
 
+    /// Whether a sampling rule leaves this event out. Hooks without rules cost one load: the
+    /// rules' lock is shared by every session thread and would bounce between cores.
     fn sampled_out(&self, hook: Hook, event: &Notification<'_>) -> bool {
+        if self.sampled_hooks.load(Relaxed) & hook.bit() == 0 {
+            return false;
+        }
         let Some(acl) = encode::acl_name(event) else {
             return false;
         };
         let rules = self.sampling.read();
-        if rules.is_empty() {
-            return false;
-        }
-        match rules.get(&(hook, acl.to_owned())) {
+        match rules.get(&hook).and_then(|r| r.get(acl)) {
             Some(&pct) => fastrand::u8(0..100) >= pct,
             None => false,
         }
@@ -251,7 +266,7 @@ impl Plugin for EventsSidecar {
     fn notify(&self, event: &Notification<'_>) {
         let hook = event.hook();
         let index = metrics::index(hook);
-        if SAMPLEABLE.contains(&hook) && self.sampled_out(hook, event) {
+        if self.sampled_out(hook, event) {
             let lane = self.relay.lane_of(encode::order_key(event));
             self.metrics.dropped(lane, index, DropReason::SampledOut);
             return;
@@ -261,21 +276,19 @@ impl Plugin for EventsSidecar {
         // frame length would be refused by the sidecar: counted as encode errors instead.
         self.relay.push(encode::order_key(event), index, |buf| {
             let timestamp = encode::now();
-            if let Some(frame) = frame::direct(event, &timestamp) {
-                if frame.len() - 4 > DEFAULT_MAX_FRAME_LENGTH {
-                    return false;
-                }
-                return frame.put(buf);
-            } else {
-                let event = encode::to_event(event, timestamp);
-                let body = event.any_encoded_len();
-                if body > DEFAULT_MAX_FRAME_LENGTH {
-                    return false;
-                }
-                buf.reserve(4 + body);
-                buf.put_u32(body as u32);
-                event.encode_any(buf);
+            if let Some(written) =
+                frame::put_direct(event, &timestamp, buf, DEFAULT_MAX_FRAME_LENGTH)
+            {
+                return written;
             }
+            let event = encode::to_event(event, timestamp);
+            let body = event.any_encoded_len();
+            if body > DEFAULT_MAX_FRAME_LENGTH {
+                return false;
+            }
+            buf.reserve(4 + body);
+            buf.put_u32(body as u32);
+            event.encode_any(buf);
             true
         });
     }
@@ -454,5 +467,103 @@ impl Hosted for EventsSidecar {
         Box::pin(async move {
             self.drain(within).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::hooks::{ClientInfo, MatchedAcl, MessageInfo};
+    use crate::mqtt::{Properties, Protocol, QoS};
+
+    /// Relays on_publish to a port nobody listens on: events stay in the backlog, where the
+    /// test counts them.
+    fn sidecar(sampling: Vec<(Hook, String, u8)>) -> EventsSidecar {
+        EventsSidecar::start(EventsSidecarConfig {
+            port: 1,
+            pool_size: 1,
+            hooks: vec![Hook::OnPublish],
+            sampling,
+            ..EventsSidecarConfig::default()
+        })
+    }
+
+    fn publish(s: &EventsSidecar, acl_name: &str) {
+        let client = ClientInfo {
+            mountpoint: String::new(),
+            client_id: "c".into(),
+            username: None,
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            session_id: Arc::from("s"),
+            protocol: Protocol::V311,
+        };
+        let (payload, properties) = (Bytes::from_static(b"x"), Properties::default());
+        let acl = MatchedAcl {
+            name: acl_name.into(),
+            pattern: "#".into(),
+        };
+        s.notify(&Notification::Publish {
+            client: &client,
+            message: MessageInfo {
+                topic: "t",
+                payload: &payload,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: &properties,
+            },
+            acl: Some(&acl),
+        });
+    }
+
+    fn sampled_out(s: &EventsSidecar) -> u64 {
+        s.metrics()
+            .dropped_count(Hook::OnPublish, DropReason::SampledOut)
+    }
+
+    #[tokio::test]
+    async fn sampling_rules_keep_their_share_of_their_acl_only() {
+        // From the config: nothing of ACL "quiet" is kept.
+        let s = sidecar(vec![(Hook::OnPublish, "quiet".into(), 0)]);
+        publish(&s, "quiet");
+        publish(&s, "other");
+        assert_eq!((sampled_out(&s), s.backlog()), (1, 1));
+
+        // At run time: everything of "all" kept, about half of "half".
+        s.set_sampling("on_publish", "all", 100).unwrap();
+        s.set_sampling("on_publish", "half", 50).unwrap();
+        for _ in 0..10 {
+            publish(&s, "all");
+        }
+        assert_eq!((sampled_out(&s), s.backlog()), (1, 11));
+        for _ in 0..1000 {
+            publish(&s, "half");
+        }
+        let half = sampled_out(&s) - 1;
+        assert!((300..700).contains(&half), "{half} of 1000 left out");
+        assert_eq!(
+            s.sampling_rules(),
+            vec![
+                (Hook::OnPublish, "all".into(), 100),
+                (Hook::OnPublish, "half".into(), 50),
+                (Hook::OnPublish, "quiet".into(), 0),
+            ]
+        );
+
+        // Rules removed: every event kept again.
+        for acl in ["quiet", "half", "all"] {
+            assert!(s.clear_sampling("on_publish", acl).unwrap());
+        }
+        assert!(!s.clear_sampling("on_publish", "quiet").unwrap());
+        let before = (sampled_out(&s), s.backlog());
+        publish(&s, "quiet");
+        assert_eq!((sampled_out(&s), s.backlog()), (before.0, before.1 + 1));
+        assert_eq!(
+            s.set_sampling("on_register", "a", 5),
+            Err(EventsError::NotSampleable("on_register".into()))
+        );
     }
 }

@@ -436,8 +436,15 @@ async fn write_lane(
             metrics.bytes_sent.fetch_add(off as u64, Relaxed);
             match &written {
                 Ok(()) => {
+                    // Counted per hook once per batch, not per frame.
+                    let mut per_hook = [0u64; 13];
                     for (hook, _) in frames.iter() {
-                        metrics.sent(lane_no, usize::from(*hook), 1);
+                        if let Some(n) = per_hook.get_mut(usize::from(*hook)) {
+                            *n += 1;
+                        }
+                    }
+                    for (hook, n) in per_hook.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                        metrics.sent(lane_no, hook, n);
                     }
                 }
                 Err(Some(e)) => {
