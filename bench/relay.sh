@@ -2,7 +2,7 @@
 # The events relay's cost (issue 18): the same broker with the relay off, with all 13 hooks
 # relayed to the example analytics sidecar (SDK server, borrowed event views), and with the
 # sidecar down, run back to back per scenario in every saturation scenario (fan-in, fan-out,
-# pairwise; QoS 0 and 1). Reported per scenario: the two throughput ratios, the broker's CPU per
+# pairwise; QoS 0 and 1), and at a fixed offered load. Reported per scenario: the two throughput ratios, the broker's CPU per
 # message received, the sidecar's CPU per event (events counted from the broker's /metrics).
 #
 #   bench/relay.sh           release build, 10 s per scenario, 2 repeats; rewrites the relay
@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 bench_setup "$@" -- --bin vmq-broker --bin vmq-bench --example analytics_sidecar
 if [ "$SMOKE" = 1 ]; then
-  REPEATS=1; PAUSE=0; FANOUT=5; PAIRS=5; PACE="--rate 300"
+  REPEATS=1; PAUSE=0; FANOUT=5; PAIRS=5; PACE="--rate 300"; PACED_FAN_IN=100; PACED_FAN_OUT=100
 else
   REPEATS=${REPEATS:-2}; PAUSE=3; FANOUT=50; PAIRS=50; PACE=""
+  PACED_FAN_IN=10000; PACED_FAN_OUT=2000
 fi
 RESULTS="$OUT/relay.jsonl"
 : > "$RESULTS"
@@ -48,6 +49,10 @@ SCENARIOS=(
   "qos1-fan-out-1x$FANOUT|--scenario fan-out --clients $FANOUT --qos 1"
   "qos0-pairwise-$PAIRS|--scenario pairwise --clients $PAIRS --qos 0"
   "qos1-pairwise-$PAIRS|--scenario pairwise --clients $PAIRS --qos 1"
+  # The same offered load for the three brokers (below saturation): CPU per message without
+  # the throughput differences that change how well everything else batches.
+  "qos0-fan-in-8x1-paced-80k|--scenario fan-in --clients 8 --qos 0 --rate $PACED_FAN_IN"
+  "qos1-fan-out-1x$FANOUT-paced-100k|--scenario fan-out --clients $FANOUT --qos 1 --rate $PACED_FAN_OUT"
 )
 for _ in $(seq "$REPEATS"); do
   for s in "${SCENARIOS[@]}"; do
@@ -56,8 +61,9 @@ for _ in $(seq "$REPEATS"); do
       extra=(--cpu-pid "${PID[$b]}")
       [ "$b" = all ] && extra+=(--cpu-pid "${PID[sidecar]}" --events-metrics 127.0.0.1:"$HTTP")
       # shellcheck disable=SC2086
+      pace=$PACE; [[ $label == *paced* ]] && pace=""
       line=$($BIN/vmq-bench --json pubsub --port "${PORT[$b]}" --duration "$DURATION" $args \
-        --payload 64 $PACE "${extra[@]}")
+        --payload 64 $pace "${extra[@]}")
       record "$RESULTS" "$label" "$b" "$line"
       sleep "$PAUSE"
     done
