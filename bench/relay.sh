@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The events relay's cost (issue 18): the same broker with the relay off, with all 13 hooks
-# relayed to the example analytics sidecar (SDK server, borrowed event views), and with the
-# sidecar down, run back to back per scenario in every saturation scenario (fan-in, fan-out,
+# The events relay's cost (issues 18 and 20): the same broker with the relay off, with all 13
+# hooks relayed to the example analytics sidecar (SDK server, borrowed event views), the same at
+# least once (acknowledged by the sidecar), and with the sidecar down, run back to back per scenario in every saturation scenario (fan-in, fan-out,
 # pairwise; QoS 0 and 1), and at a fixed offered load. Reported per scenario: the two throughput ratios, the broker's CPU per
 # message received, the sidecar's CPU per event (events counted from the broker's /metrics).
 #
@@ -21,7 +21,7 @@ fi
 RESULTS="$OUT/relay.jsonl"
 : > "$RESULTS"
 
-SIDECAR=$(free_port); ABSENT=$(free_port); HTTP=$(free_port)
+SIDECAR=$(free_port); ABSENT=$(free_port); HTTP=$(free_port); HTTP_ALO=$(free_port)
 HOOKS='[on_register, on_register_failed, on_publish, on_subscribe, on_unsubscribe, on_deliver, on_delivery_complete, on_offline_message, on_message_drop, on_client_wakeup, on_client_offline, on_client_gone, on_session_expired]'
 start sidecar "$OUT/relay-sidecar.log" \
   $BIN/examples/analytics_sidecar --listen 127.0.0.1:"$SIDECAR" --interval 3600
@@ -37,10 +37,15 @@ broker all "plugins.vmq_events_sidecar = on
 vmq_events_sidecar.port = $SIDECAR
 vmq_events_sidecar.hooks = $HOOKS
 listener.http.default = 127.0.0.1:$HTTP"
+broker alo "plugins.vmq_events_sidecar = on
+vmq_events_sidecar.port = $SIDECAR
+vmq_events_sidecar.hooks = $HOOKS
+vmq_events_sidecar.delivery = at_least_once
+listener.http.default = 127.0.0.1:$HTTP_ALO"
 broker down "plugins.vmq_events_sidecar = on
 vmq_events_sidecar.port = $ABSENT
 vmq_events_sidecar.hooks = $HOOKS"
-for p in "$SIDECAR" "$HTTP" "${PORT[@]}"; do wait_port "$p"; done
+for p in "$SIDECAR" "$HTTP" "$HTTP_ALO" "${PORT[@]}"; do wait_port "$p"; done
 
 SCENARIOS=(
   "qos0-fan-in-8x1|--scenario fan-in --clients 8 --qos 0"
@@ -57,9 +62,10 @@ SCENARIOS=(
 for _ in $(seq "$REPEATS"); do
   for s in "${SCENARIOS[@]}"; do
     label=${s%%|*}; args=${s#*|}
-    for b in off all down; do
+    for b in off all alo down; do
       extra=(--cpu-pid "${PID[$b]}")
       [ "$b" = all ] && extra+=(--cpu-pid "${PID[sidecar]}" --events-metrics 127.0.0.1:"$HTTP")
+      [ "$b" = alo ] && extra+=(--cpu-pid "${PID[sidecar]}" --events-metrics 127.0.0.1:"$HTTP_ALO")
       # shellcheck disable=SC2086
       pace=$PACE; [[ $label == *paced* ]] && pace=""
       line=$($BIN/vmq-bench --json pubsub --port "${PORT[$b]}" --duration "$DURATION" $args \
@@ -104,6 +110,19 @@ for l in labels:
     lines.append(f"| {l} | {o:,.0f} | {a:,.0f} | **{q(a, o):.2f}** | {d:,.0f} | **{q(d, o):.2f}** "
                  f"| {co:.2f} / {ca:.2f} / {cd:.2f} | **{q(ca, co):.2f}** | **{q(cd, co):.2f}** "
                  f"| {events_per_msg(l):.2f} | **{cpu_us(l, 'all', 1, 'event'):.2f}** |")
+alo_labels = [l for l in labels if runs(l, "alo")]
+if alo_labels:
+    lines += ["", "At least once (`vmq_events_sidecar.delivery = at_least_once`, the same sidecar "
+              "acknowledging every event), against at most once (the all-hooks broker above), same run:", "",
+              "| scenario | at most once msg/s | at least once msg/s | ratio | broker CPU µs/msg at most / at least once | CPU ratio | events/msg | sidecar CPU µs/event |",
+              "|---|---|---|---|---|---|---|---|"]
+for l in alo_labels:
+    a, k = recv(l, "all"), recv(l, "alo")
+    ca, ck = cpu_us(l, "all"), cpu_us(l, "alo")
+    ev = med([float(r["events"]) / (float(r["received_per_s"]) * duration)
+              for r in runs(l, "alo") if float(r["received_per_s"]) > 0])
+    lines.append(f"| {l} | {a:,.0f} | {k:,.0f} | **{q(k, a):.2f}** | {ca:.2f} / {ck:.2f} | **{q(ck, ca):.2f}** "
+                 f"| {ev:.2f} | {cpu_us(l, 'alo', 1, 'event'):.2f} |")
 table = "\n".join(lines)
 print(table)
 (out / "relay.md").write_text(table + "\n")

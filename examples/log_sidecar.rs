@@ -7,6 +7,12 @@
 //! `--output -` writes to stdout. Frames that do not decode are logged on stderr and counted;
 //! the connection goes on. On SIGINT/SIGTERM it stops accepting, handles what it has read,
 //! flushes and prints its counters.
+//!
+//! With a broker in at-least-once mode (`vmq_events_sidecar.delivery = at_least_once`), each
+//! line is `{"sequence": {"epoch": .., "lane": .., "seq": .., "resent": ..}, "event": {..}}`,
+//! and events are acknowledged only once their line is flushed to the output: a sidecar killed
+//! at any point loses nothing (the broker sends again what was not acknowledged; a consumer
+//! drops the lines whose (epoch, lane, seq) it has seen).
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
@@ -16,7 +22,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use tokio::sync::mpsc;
-use vmq_sidecar_sdk::{DEFAULT_MAX_FRAME_LENGTH, Event, Handler, JsonRenderer, Peer, Server};
+use vmq_sidecar_sdk::bytes::Bytes;
+use vmq_sidecar_sdk::{
+    DEFAULT_MAX_FRAME_LENGTH, Event, EventView, Handler, JsonRenderer, Peer, Sequence, Server,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Writes every relayed hook event as a JSON line")]
@@ -39,21 +48,56 @@ struct Args {
 /// the single writer, through a bounded queue: a slow disk slows the sockets, not memory.
 struct JsonLines {
     renderer: JsonRenderer,
-    lines: mpsc::Sender<Vec<u8>>,
+    lines: mpsc::Sender<Line>,
+}
+
+/// A rendered line, and (at least once) the event's number, acknowledged once it is flushed.
+type Line = (Vec<u8>, Option<Sequence>);
+
+impl JsonLines {
+    async fn line(&self, peer: &Peer, event: &Event, seq: Option<Sequence>) {
+        let mut line = Vec::with_capacity(320);
+        if let Some(s) = &seq {
+            line.extend_from_slice(
+                format!(
+                    "{{\"sequence\":{{\"epoch\":{},\"lane\":{},\"seq\":{},\"resent\":{}}},\"event\":",
+                    s.epoch, s.lane, s.seq, s.resent
+                )
+                .as_bytes(),
+            );
+        }
+        match self.renderer.write(&mut line, event) {
+            Ok(()) => {
+                if seq.is_some() {
+                    line.push(b'}');
+                }
+                line.push(b'\n');
+                let _ = self.lines.send((line, seq)).await;
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer.addr, hook = event.hook(), error = %e, "event not rendered");
+                // Nothing to write: acknowledged, or the broker would send it forever.
+                if let Some(s) = seq {
+                    s.ack();
+                }
+            }
+        }
+    }
 }
 
 impl Handler for JsonLines {
     async fn on_event(&self, peer: &Peer, event: Event) {
-        let mut line = Vec::with_capacity(256);
-        match self.renderer.write(&mut line, &event) {
-            Ok(()) => {
-                line.push(b'\n');
-                let _ = self.lines.send(line).await;
-            }
-            Err(e) => {
-                tracing::warn!(peer = %peer.addr, hook = event.hook(), error = %e, "event not rendered")
-            }
-        }
+        self.line(peer, &event, None).await;
+    }
+
+    async fn on_sequenced(&self, peer: &Peer, seq: &Sequence, view: EventView<'_>, frame: &Bytes) {
+        self.line(peer, &view.to_event_in(frame), Some(seq.clone()))
+            .await;
+    }
+
+    /// Acknowledged by the writer, once the line is flushed.
+    fn acks_explicitly(&self) -> bool {
+        true
     }
 }
 
@@ -69,20 +113,26 @@ fn open_output(path: &PathBuf) -> anyhow::Result<Box<dyn Write + Send>> {
     Ok(Box::new(file))
 }
 
-/// Writes lines as they come, flushing whenever the queue runs dry.
+/// Writes lines as they come, flushing whenever the queue runs dry; then acknowledges the
+/// flushed events (at least once).
 fn write_lines(
     mut out: BufWriter<Box<dyn Write + Send>>,
-    mut lines: mpsc::Receiver<Vec<u8>>,
+    mut lines: mpsc::Receiver<Line>,
 ) -> io::Result<u64> {
     let mut written = 0;
-    while let Some(line) = lines.blocking_recv() {
-        out.write_all(&line)?;
-        written += 1;
-        while let Ok(line) = lines.try_recv() {
+    let mut flushed: Vec<Sequence> = Vec::new();
+    while let Some(first) = lines.blocking_recv() {
+        let mut next = Some(first);
+        while let Some((line, seq)) = next {
             out.write_all(&line)?;
             written += 1;
+            flushed.extend(seq);
+            next = lines.try_recv().ok();
         }
         out.flush()?;
+        for seq in flushed.drain(..) {
+            seq.ack();
+        }
     }
     out.flush()?;
     Ok(written)

@@ -29,6 +29,9 @@ pub enum EventDecodeError {
     /// The `Any`'s type URL is not UTF-8 (protobuf strings must be).
     #[error("google.protobuf.Any type_url is not valid UTF-8")]
     TypeUrlNotUtf8,
+    /// A `Batch` frame (at-least-once numbering) whose value does not decode.
+    #[error("an eventssidecar.v1.Batch frame that does not decode")]
+    BadBatch,
     /// The `Any` names a known event type but its value does not decode as that message.
     #[error("value of {type_url} does not decode: {source}")]
     Message {

@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod codec;
+mod delivery;
 mod event;
 mod json;
 mod reader;
@@ -42,6 +43,7 @@ pub use codec::{
     CodecError, DEFAULT_MAX_FRAME_LENGTH, EventCodec, EventFrames, FrameCodec, FrameError,
     LenientEventCodec, read_events,
 };
+pub use delivery::{ACK_TYPE_URL, BATCH_TYPE_URL, Dedup, Sequence, ack_frame};
 pub use event::{Event, EventDecodeError, HOOKS};
 pub use json::{JsonError, JsonRenderer, descriptor_pool};
 pub use reader::EventReader;

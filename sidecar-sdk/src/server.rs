@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedParts, FramedRead};
@@ -25,7 +25,8 @@ use tracing::{debug, error, info, warn};
 use vmq_sidecar_proto::v1::*;
 
 use crate::codec::{CodecError, DEFAULT_MAX_FRAME_LENGTH, FrameCodec, FrameError};
-use crate::event::{Event, dispatch};
+use crate::delivery::{BATCH_TYPE_URL, Sequence, Sequencing};
+use crate::event::{Event, EventDecodeError, dispatch};
 use crate::stats::Stats;
 use crate::view::EventView;
 
@@ -70,6 +71,29 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send {
         dispatch(self, peer, view.to_event_in(frame))
     }
+    /// At least once (`vmq_events_sidecar.delivery = at_least_once` on the broker): every
+    /// event with its number. The default passes it on to [`Handler::on_event_view`]. When this
+    /// returns the event counts as handled and is acknowledged (the broker forgets it), unless
+    /// the handler [acknowledges explicitly](Handler::acks_explicitly). `seq.resent` says the
+    /// broker sent it before: [`crate::Dedup`] tells whether this sidecar handled it.
+    fn on_sequenced(
+        &self,
+        peer: &Peer,
+        seq: &Sequence,
+        view: EventView<'_>,
+        frame: &Bytes,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = seq;
+        self.on_event_view(peer, view, frame)
+    }
+
+    /// At least once: true if the handler acknowledges events itself with [`Sequence::ack`]
+    /// (e.g. a sink committing every N events acknowledges the last of them after the commit);
+    /// false (the default) to acknowledge each event when its handler returns.
+    fn acks_explicitly(&self) -> bool {
+        false
+    }
+
     /// A client connected.
     fn on_register(&self, peer: &Peer, event: OnRegister) -> impl Future<Output = ()> + Send {
         self.on_event(peer, event.into())
@@ -355,6 +379,12 @@ async fn connection<H: Handler>(
     let (read, mut write) = stream.into_split();
     let mut frames = FramedRead::new(read, codec);
     let mut deadline: Option<tokio::time::Instant> = None;
+    // At least once: the broker's numbering of this connection's events, and the
+    // acknowledgements owed (sent when the input runs dry, every 256 events, or on the tick
+    // for handlers that acknowledge later).
+    let mut seqs = Sequencing::default();
+    let mut ack_tick = tokio::time::interval(ACK_INTERVAL);
+    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Created once: a cancellation waiter registered and dropped per event costs more than
     // decoding a small one.
     let cancelled = cancel.cancelled();
@@ -365,20 +395,33 @@ async fn connection<H: Handler>(
                 biased;
                 () = &mut cancelled => {
                     // Half-close: the relay notices, stops writing here and closes its side.
+                    send_acks(&mut seqs, &mut write, true).await;
                     let _ = write.shutdown().await;
                     deadline = Some(tokio::time::Instant::now() + grace);
                     continue;
                 }
                 item = frames.next() => item,
+                _ = ack_tick.tick(), if seqs.active() => {
+                    send_acks(&mut seqs, &mut write, true).await;
+                    continue;
+                }
             },
             Some(at) => match tokio::time::timeout_at(at, frames.next()).await {
                 Ok(item) => item,
-                Err(_) => break drain(frames.into_parts(), &*handler, &peer, &stats).await,
+                Err(_) => {
+                    break drain(frames.into_parts(), &*handler, &peer, &stats, &mut seqs).await;
+                }
             },
         };
         match item {
             None => break Ok(()),
-            Some(Ok(frame)) => handle(&*handler, &peer, &frame, &stats).await,
+            Some(Ok(frame)) => {
+                handle(&*handler, &peer, &frame, &stats, &mut seqs).await;
+                if deadline.is_none() {
+                    let dry = !has_complete_frame(frames.read_buffer());
+                    send_acks(&mut seqs, &mut write, dry).await;
+                }
+            }
             Some(Err(fatal)) => break Err(fatal),
         }
     };
@@ -392,11 +435,56 @@ async fn connection<H: Handler>(
     }
 }
 
-/// One frame: its event to the handler, borrowed; or, if it does not decode, the error
-/// (logged, counted, and the connection goes on).
-async fn handle<H: Handler>(handler: &H, peer: &Peer, frame: &Bytes, stats: &Stats) {
-    match EventView::decode_any(frame) {
-        Ok(view) => handler.on_event_view(peer, view, frame).await,
+/// How often acknowledgements made after their handler returned (explicit ones) are sent.
+const ACK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Whether `buf` starts with a whole frame (so handling goes on without waiting for input).
+fn has_complete_frame(buf: &[u8]) -> bool {
+    buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+}
+
+/// At least once: sends the acknowledgement owed, if due. A failed write means the broker
+/// is gone; what was not acknowledged it sends again on its next connection.
+async fn send_acks(seqs: &mut Sequencing, write: &mut OwnedWriteHalf, eager: bool) {
+    if seqs.ack_due(eager)
+        && let Some(frame) = seqs.take_ack()
+    {
+        let _ = write.write_all(&frame).await;
+    }
+}
+
+/// One frame: a `Batch` numbering the next ones (at least once), or an event, to the handler,
+/// borrowed; or, if it does not decode, the error (logged, counted, and the connection goes
+/// on).
+async fn handle<H: Handler>(
+    handler: &H,
+    peer: &Peer,
+    frame: &Bytes,
+    stats: &Stats,
+    seqs: &mut Sequencing,
+) {
+    let result = match EventView::decode_any(frame) {
+        Ok(EventView::Unknown { type_url, value }) if type_url == BATCH_TYPE_URL => {
+            if seqs.start_batch(value) {
+                return;
+            }
+            Err(EventDecodeError::BadBatch)
+        }
+        other => other,
+    };
+    // Every frame a batch announced takes its number, even one that does not decode (it is
+    // skipped, so it counts as handled).
+    let seq = seqs.next();
+    match result {
+        Ok(view) => match seq {
+            Some(seq) => {
+                handler.on_sequenced(peer, &seq, view, frame).await;
+                if !handler.acks_explicitly() {
+                    seq.ack();
+                }
+            }
+            None => handler.on_event_view(peer, view, frame).await,
+        },
         Err(source) => {
             Stats::add(&stats.frames(peer.id as usize).decode_errors, 1);
             let bad = FrameError {
@@ -405,6 +493,13 @@ async fn handle<H: Handler>(handler: &H, peer: &Peer, frame: &Bytes, stats: &Sta
             };
             warn!(peer = %peer.addr, id = peer.id, error = %bad, "undecodable frame skipped");
             handler.on_frame_error(peer, &bad).await;
+            // Skipped, so handled; a handler that acknowledges itself covers it with the next
+            // event it acknowledges (acknowledging here would cover its unfinished ones too).
+            if let Some(seq) = seq
+                && !handler.acks_explicitly()
+            {
+                seq.ack();
+            }
         }
     }
 }
@@ -415,9 +510,10 @@ async fn drain<H: Handler>(
     handler: &H,
     peer: &Peer,
     stats: &Stats,
+    seqs: &mut Sequencing,
 ) -> Result<(), CodecError> {
     while let Some(frame) = parts.codec.next_frame(&mut parts.read_buf)? {
-        handle(handler, peer, &frame, stats).await;
+        handle(handler, peer, &frame, stats, seqs).await;
     }
     Ok(())
 }

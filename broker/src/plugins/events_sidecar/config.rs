@@ -40,6 +40,9 @@ pub struct EventsSidecarConfig {
     pub hooks: Vec<Hook>,
     /// (hook, ACL name, percentage kept).
     pub sampling: Vec<(Hook, String, u8)>,
+    /// `delivery = at_least_once`: events numbered, kept until the sidecar acknowledges them,
+    /// written again after a reconnect.
+    pub at_least_once: bool,
     /// How long a stopping broker keeps writing the backlog to the sidecar before it counts
     /// the rest as dropped (`shutdown_timeout`, ours).
     pub shutdown_timeout: Duration,
@@ -54,6 +57,7 @@ impl Default for EventsSidecarConfig {
             backlog_size: 4096,
             hooks: Vec::new(),
             sampling: Vec::new(),
+            at_least_once: false,
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -123,6 +127,17 @@ impl EventsSidecarConfig {
                 }
             }
             "hooks" => self.hooks = parse_hooks(value)?,
+            "delivery" => {
+                self.at_least_once = match value {
+                    "at_most_once" => false,
+                    "at_least_once" => true,
+                    other => {
+                        return Err(format!(
+                            "expected at_most_once or at_least_once, got {other:?}"
+                        ));
+                    }
+                }
+            }
             "shutdown_timeout" => {
                 self.shutdown_timeout = parse_duration(value)?.unwrap_or(Duration::MAX)
             }

@@ -79,6 +79,16 @@ pub struct RelayMetrics {
     pub connects: AtomicU64,
     /// Connections currently up.
     pub connections_up: AtomicU64,
+    /// At least once: events acknowledged by the sidecar (they are counted as sent then, not
+    /// when written).
+    pub acked: AtomicU64,
+    /// At least once: events written again after a reconnect.
+    pub resent: AtomicU64,
+    /// At least once: sum of the acknowledged events' times from first write to
+    /// acknowledgement, in µs (with `acked`, the mean).
+    pub ack_latency_us: AtomicU64,
+    /// At least once: lanes whose events wait too long for an acknowledgement.
+    pub stalled_lanes: AtomicU64,
 }
 
 /// Position of a relayable hook in the counters (a table lookup: this runs for every event).
@@ -99,6 +109,19 @@ impl RelayMetrics {
     /// Counts `n` events of a hook sent, in the copy of the counters `shard` picks.
     pub(crate) fn sent(&self, shard: usize, hook_index: usize, n: u64) {
         self.shards[shard % SHARDS].sent[hook_index].fetch_add(n, Relaxed);
+    }
+
+    /// Counts what an acknowledgement released: at least once, events count as sent when the
+    /// sidecar acknowledges them.
+    pub(crate) fn acknowledged(&self, shard: usize, r: &super::relay::Released) {
+        for (hook, n) in r.per_hook.iter().enumerate().filter(|(_, n)| **n > 0) {
+            self.sent(shard, hook, *n);
+        }
+        if r.events > 0 {
+            self.acked.fetch_add(r.events, Relaxed);
+            self.ack_latency_us
+                .fetch_add(r.latency.as_micros() as u64, Relaxed);
+        }
     }
 
     /// Counts an event of a hook dropped, in the copy of the counters `shard` picks.

@@ -26,7 +26,7 @@ use vmq_sidecar_sdk::DEFAULT_MAX_FRAME_LENGTH;
 
 pub use config::EventsSidecarConfig;
 pub use metrics::{DropReason, RelayMetrics};
-pub use relay::Drained;
+pub use relay::{ACK_TYPE_URL, BATCH_TYPE_URL, Delivery, Drained};
 
 use super::command::{Answer, Args, CommandError, row, text};
 use super::{Hosted, MetricsOut};
@@ -90,10 +90,19 @@ impl EventsSidecar {
     /// Starts the relay towards `config.hostname:config.port`. Must run inside a tokio runtime.
     pub fn start(config: EventsSidecarConfig) -> EventsSidecar {
         let metrics = Arc::new(RelayMetrics::default());
+        let delivery = if config.at_least_once {
+            // Any non-zero number: a consumer tells this run's sequence numbers from the last.
+            Delivery::AtLeastOnce {
+                epoch: fastrand::u64(1..),
+            }
+        } else {
+            Delivery::AtMostOnce
+        };
         let relay = Relay::start(
             format!("{}:{}", config.hostname, config.port),
             config.pool_size.max(1),
             config.backlog_size.max(1),
+            delivery,
             metrics.clone(),
         );
         let enabled = config
@@ -232,9 +241,14 @@ impl EventsSidecar {
         &self.metrics
     }
 
-    /// Events waiting in the backlogs.
+    /// Events waiting in the backlogs (and, at least once, for an acknowledgement).
     pub fn backlog(&self) -> usize {
         self.relay.backlog()
+    }
+
+    /// How events are delivered.
+    pub fn delivery(&self) -> Delivery {
+        self.relay.delivery()
     }
 
     /// Whether a sampling rule leaves this event out. Hooks without rules cost one load: the
@@ -396,7 +410,7 @@ impl Hosted for EventsSidecar {
         out.header(
             "sidecar_events",
             "counter",
-            "Events written to the sidecar, by hook.",
+            "Events written to the sidecar (at least once: acknowledged by it), by hook.",
         );
         for c in &snapshot {
             out.sample("sidecar_events", &[("hook", c.hook.name())], c.sent);
@@ -448,6 +462,38 @@ impl Hosted for EventsSidecar {
             "Bytes written to the sidecar.",
             m.bytes_sent.load(Relaxed),
         );
+        if let Delivery::AtLeastOnce { .. } = self.delivery() {
+            out.single(
+                "sidecar_events_unacked",
+                "gauge",
+                "At least once: events written and waiting for the sidecar's acknowledgement.",
+                self.relay.unacked() as u64,
+            );
+            out.single(
+                "sidecar_events_acked",
+                "counter",
+                "At least once: events the sidecar acknowledged.",
+                m.acked.load(Relaxed),
+            );
+            out.single(
+                "sidecar_events_resent",
+                "counter",
+                "At least once: events written again after a reconnect.",
+                m.resent.load(Relaxed),
+            );
+            out.single(
+                "sidecar_ack_latency_microseconds_sum",
+                "counter",
+                "At least once: total time from write to acknowledgement of the acknowledged events (divide by sidecar_events_acked for the mean).",
+                m.ack_latency_us.load(Relaxed),
+            );
+            out.single(
+                "sidecar_ack_stalled_lanes",
+                "gauge",
+                "At least once: connections whose events have waited over 10 s without an acknowledgement.",
+                m.stalled_lanes.load(Relaxed),
+            );
+        }
     }
 
     fn status(&self) -> Value {

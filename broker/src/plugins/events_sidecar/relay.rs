@@ -16,8 +16,8 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -30,6 +30,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::metrics::{DropReason, RelayMetrics};
+
+mod acked;
+
+pub use acked::{ACK_TYPE_URL, BATCH_TYPE_URL, Released};
+use acked::{Unacked, batch_frame, read_acks};
 
 /// Largest batch written in one go.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -44,22 +49,51 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often a drain looks whether the backlogs are empty.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// At least once: events unacknowledged this long with no acknowledgement moving make the lane
+/// "stalled" (logged, and counted in `sidecar_ack_stalled_lanes`).
+pub const ACK_STALL: Duration = Duration::from_secs(10);
+/// At least once: how often an idle writer with unacknowledged events looks for a stall.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+/// What the sidecar may have sent and the writer not yet read (acknowledgements are small).
+const MAX_INBOX: usize = 64 * 1024;
+
+/// How the relay delivers (`vmq_events_sidecar.delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written once; what the sidecar had not handled when it died is lost (VerneMQ's way, and
+    /// the default: the bytes on the wire are exactly the events).
+    AtMostOnce,
+    /// Numbered, kept until acknowledged, written again after a reconnect.
+    AtLeastOnce {
+        /// This broker run's epoch (random, never 0).
+        epoch: u64,
+    },
+}
 
 /// A sidecar connection as the pool hands it out.
 #[derive(Debug)]
 pub struct SidecarConn {
     stream: TcpStream,
     broken: bool,
+    /// At least once: what the sidecar sent (acknowledgements) and is not read yet.
+    inbox: BytesMut,
 }
 
 impl SidecarConn {
-    /// Whether the sidecar has closed its side (or the socket failed). The sidecar never
-    /// sends, so anything readable is either EOF or ignorable noise.
-    fn peer_closed(&mut self) -> bool {
-        let mut scratch = [0u8; 256];
+    /// Reads what the sidecar sent, keeping it in `inbox` if `keep` (at least once: its
+    /// acknowledgements), discarding it otherwise (a sidecar at most once has nothing to say).
+    /// True if the sidecar has closed its side, the socket failed, or the inbox overflowed.
+    fn read_incoming(&mut self, keep: bool) -> bool {
+        let mut scratch = [0u8; 1024];
         loop {
             match self.stream.try_read(&mut scratch) {
                 Ok(0) => return true,
+                Ok(n) if keep => {
+                    if self.inbox.len() + n > MAX_INBOX {
+                        return true;
+                    }
+                    self.inbox.extend_from_slice(&scratch[..n]);
+                }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(_) => return true,
@@ -86,11 +120,15 @@ impl bb8::ManageConnection for Connector {
         Ok(SidecarConn {
             stream,
             broken: false,
+            inbox: BytesMut::new(),
         })
     }
 
     async fn is_valid(&self, conn: &mut SidecarConn) -> Result<(), io::Error> {
-        if conn.peer_closed() {
+        // A pooled connection is only checked out by its own lane's writer, which read what it
+        // needed before giving it back: anything left is stale.
+        conn.inbox.clear();
+        if conn.read_incoming(false) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "sidecar closed",
@@ -122,6 +160,12 @@ struct Lane {
     capacity: usize,
     /// Frames taken from the backlog and being written.
     in_flight: AtomicUsize,
+    /// At least once: written, waiting for the sidecar's acknowledgement (only the lane's
+    /// writer touches it; `unacked_len` is its size for the others).
+    unacked: Mutex<Unacked>,
+    unacked_len: AtomicUsize,
+    /// At least once: events have waited [`ACK_STALL`] without an acknowledgement.
+    stalled: AtomicBool,
 }
 
 impl Lane {
@@ -147,15 +191,72 @@ impl Lane {
         (total > 0).then(|| b.bytes.split_to(total).freeze())
     }
 
-    /// Empties the backlog, counting every frame in it as dropped for `reason`.
+    /// Empties the backlog and forgets what waits for an acknowledgement, counting every
+    /// frame as dropped for `reason`.
     fn discard(&self, lane_no: usize, metrics: &RelayMetrics, reason: DropReason) -> usize {
         let mut b = self.backlog.lock();
-        let n = b.frames.len();
+        let mut n = b.frames.len();
         for (hook, _) in b.frames.drain(..) {
             metrics.dropped(lane_no, usize::from(hook), reason);
         }
         b.bytes.clear();
+        let mut unacked = self.unacked.lock();
+        for hook in unacked.clear() {
+            metrics.dropped(lane_no, usize::from(hook), reason);
+            n += 1;
+        }
+        self.unacked_len.store(0, Relaxed);
         n
+    }
+
+    /// At least once: applies the acknowledgements in `conn`'s inbox. False if the sidecar
+    /// acknowledged events never written (it is confused: the connection is dropped).
+    fn apply_acks(
+        &self,
+        conn: &mut SidecarConn,
+        (epoch, lane_no): (u64, usize),
+        metrics: &RelayMetrics,
+    ) -> bool {
+        let seqs = match read_acks(&mut conn.inbox, epoch, lane_no as u32) {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                warn!(lane = lane_no, error = %e, "closing the sidecar connection");
+                return false;
+            }
+        };
+        let mut unacked = self.unacked.lock();
+        for seq in seqs {
+            let Some(released) = unacked.ack(seq) else {
+                warn!(
+                    lane = lane_no,
+                    seq, "sidecar acknowledged events never written; closing the connection"
+                );
+                return false;
+            };
+            metrics.acknowledged(lane_no, &released);
+        }
+        self.unacked_len.store(unacked.len(), Relaxed);
+        if self.stalled.load(Relaxed) && !unacked.stalled(ACK_STALL) {
+            self.stalled.store(false, Relaxed);
+            metrics.stalled_lanes.fetch_sub(1, Relaxed);
+            tracing::info!(lane = lane_no, "sidecar acknowledges events again");
+        }
+        true
+    }
+
+    /// At least once: notes (once) that events wait for an acknowledgement too long.
+    fn check_stall(&self, lane_no: usize, metrics: &RelayMetrics) {
+        let unacked = self.unacked.lock();
+        if !self.stalled.load(Relaxed) && unacked.stalled(ACK_STALL) {
+            self.stalled.store(true, Relaxed);
+            metrics.stalled_lanes.fetch_add(1, Relaxed);
+            warn!(
+                lane = lane_no,
+                waiting = unacked.len(),
+                "sidecar has not acknowledged events for {} s: is it running in at-least-once mode (vmq_events_sidecar.delivery)? Events are kept until the backlog is full, then dropped (backlog_full)",
+                ACK_STALL.as_secs()
+            );
+        }
     }
 }
 
@@ -163,6 +264,7 @@ impl Lane {
 #[derive(Debug)]
 pub struct Relay {
     lanes: Vec<Arc<Lane>>,
+    delivery: Delivery,
     metrics: Arc<RelayMetrics>,
     /// Cancelled to make the writers stop at once (what they hold is counted as dropped).
     stop: CancellationToken,
@@ -193,6 +295,7 @@ impl Relay {
         addr: String,
         pool_size: usize,
         backlog_size: usize,
+        delivery: Delivery,
         metrics: Arc<RelayMetrics>,
     ) -> Relay {
         let pool = bb8::Pool::builder()
@@ -210,6 +313,9 @@ impl Relay {
                     notify: Notify::new(),
                     capacity: backlog_size,
                     in_flight: AtomicUsize::new(0),
+                    unacked: Mutex::default(),
+                    unacked_len: AtomicUsize::new(0),
+                    stalled: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -217,6 +323,7 @@ impl Relay {
         for (i, lane) in lanes.iter().enumerate() {
             writers.spawn(writer(
                 i,
+                delivery,
                 lane.clone(),
                 pool.clone(),
                 metrics.clone(),
@@ -226,6 +333,7 @@ impl Relay {
         writers.close();
         Relay {
             lanes,
+            delivery,
             metrics,
             stop,
             writers,
@@ -259,6 +367,16 @@ impl Relay {
         }
     }
 
+    /// How events are delivered.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// At least once: events written and waiting for an acknowledgement.
+    pub fn unacked(&self) -> usize {
+        self.lanes.iter().map(|l| l.unacked_len.load(Relaxed)).sum()
+    }
+
     /// The lane (connection) of `key`'s events.
     pub fn lane_of(&self, key: (&str, &str)) -> usize {
         // A fixed-key hash (foldhash, as hashbrown uses): only the spread across lanes matters.
@@ -280,7 +398,7 @@ impl Relay {
         let lane = &self.lanes[lane_no];
         let was_empty = {
             let mut b = lane.backlog.lock();
-            if b.frames.len() >= lane.capacity {
+            if b.frames.len() + lane.unacked_len.load(Relaxed) >= lane.capacity {
                 drop(b);
                 self.metrics
                     .dropped(lane_no, hook_index, DropReason::BacklogFull);
@@ -306,14 +424,14 @@ impl Relay {
         }
     }
 
-    /// Events waiting in all backlogs or being written: with the sent and dropped counters,
-    /// every event is accounted for.
+    /// Events waiting in all backlogs, being written, or (at least once) waiting for an
+    /// acknowledgement: with the sent and dropped counters, every event is accounted for.
     pub fn backlog(&self) -> usize {
         self.lanes
             .iter()
             .map(|l| {
                 let waiting = l.backlog.lock().frames.len();
-                waiting + l.in_flight.load(Relaxed)
+                waiting + l.in_flight.load(Relaxed) + l.unacked_len.load(Relaxed)
             })
             .sum()
     }
@@ -328,174 +446,320 @@ fn jittered(backoff: Duration) -> Duration {
 /// frames it holds and could not write are counted as dropped (`shutdown`).
 async fn writer(
     lane_no: usize,
+    delivery: Delivery,
     lane: Arc<Lane>,
     pool: bb8::Pool<Connector>,
     metrics: Arc<RelayMetrics>,
     stop: CancellationToken,
 ) {
-    // The frames of the batch being written (hook, length); a batch that could not be written
-    // because the sidecar went away is kept (with its bytes) and goes first on the next
-    // connection.
-    let mut frames: Vec<(u8, u32)> = Vec::new();
-    let mut unsent: Option<Bytes> = None;
-    write_lane(
+    let mut w = Writer {
         lane_no,
-        &lane,
-        &pool,
-        &metrics,
-        &stop,
-        &mut frames,
-        &mut unsent,
-    )
-    .await;
-    if unsent.is_some() {
-        for (hook, _) in frames.drain(..) {
+        delivery,
+        lane: &lane,
+        metrics: &metrics,
+        stop: &stop,
+        frames: Vec::new(),
+        unsent: None,
+    };
+    w.run(&pool).await;
+    if w.unsent.is_some() {
+        for (hook, _) in w.frames.drain(..) {
             metrics.dropped(lane_no, usize::from(hook), DropReason::Shutdown);
         }
     }
     lane.in_flight.store(0, Relaxed);
 }
 
-async fn write_lane(
+/// One lane's writer.
+struct Writer<'a> {
     lane_no: usize,
-    lane: &Lane,
-    pool: &bb8::Pool<Connector>,
-    metrics: &RelayMetrics,
-    stop: &CancellationToken,
-    frames: &mut Vec<(u8, u32)>,
-    unsent: &mut Option<Bytes>,
-) {
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        // Only connect when there is something to send.
-        while unsent.is_none() && lane.is_empty() {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = lane.notify.notified() => {}
+    delivery: Delivery,
+    lane: &'a Lane,
+    metrics: &'a RelayMetrics,
+    stop: &'a CancellationToken,
+    /// The frames of the batch being written (hook, length).
+    frames: Vec<(u8, u32)>,
+    /// At most once: a batch that could not be written because the sidecar went away; it goes
+    /// first on the next connection. (At least once, such a batch is among the unacknowledged,
+    /// which a new connection writes first anyway.)
+    unsent: Option<Bytes>,
+}
+
+/// How writing a batch ended.
+enum Written {
+    /// Every byte is in the socket.
+    All,
+    /// The connection failed after `n` bytes.
+    Failed(usize, io::Error),
+    /// Stopped after `n` bytes.
+    Stopped(usize),
+}
+
+impl Writer<'_> {
+    fn epoch(&self) -> Option<u64> {
+        match self.delivery {
+            Delivery::AtMostOnce => None,
+            Delivery::AtLeastOnce { epoch } => Some(epoch),
+        }
+    }
+
+    /// Whether the connection is still good to write on: reads what the sidecar sent
+    /// (acknowledgements at least once) and notices it closing.
+    fn connection_good(&self, conn: &mut SidecarConn) -> bool {
+        let epoch = self.epoch();
+        if conn.read_incoming(epoch.is_some()) {
+            return false;
+        }
+        match epoch {
+            Some(epoch) => self
+                .lane
+                .apply_acks(conn, (epoch, self.lane_no), self.metrics),
+            None => true,
+        }
+    }
+
+    async fn run(&mut self, pool: &bb8::Pool<Connector>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            // Only connect when there is something to send.
+            while self.unsent.is_none()
+                && self.lane.is_empty()
+                && self.lane.unacked_len.load(Relaxed) == 0
+            {
+                tokio::select! {
+                    () = self.stop.cancelled() => return,
+                    () = self.lane.notify.notified() => {}
+                }
+            }
+            let mut conn = tokio::select! {
+                () = self.stop.cancelled() => return,
+                c = pool.get_owned() => match c {
+                    Ok(c) => c,
+                    Err(e) => {
+                        debug!(lane = self.lane_no, error = ?e, "sidecar unreachable; backing off");
+                        tokio::select! {
+                            () = self.stop.cancelled() => return,
+                            () = tokio::time::sleep(jittered(backoff)) => {}
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                },
+            };
+            backoff = BACKOFF_MIN;
+            self.metrics.connects.fetch_add(1, Relaxed);
+            self.metrics.connections_up.fetch_add(1, Relaxed);
+            self.serve(&mut conn).await;
+            // Tell the sidecar we are done so it can read to the end, then let the pool drop it.
+            let _ = conn.stream.shutdown().await;
+            conn.broken = true;
+            self.metrics.connections_up.fetch_sub(1, Relaxed);
+            drop(conn);
+            if self.stop.is_cancelled() {
+                return;
             }
         }
-        let mut conn = tokio::select! {
-            () = stop.cancelled() => return,
-            c = pool.get_owned() => match c {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(lane = lane_no, error = ?e, "sidecar unreachable; backing off");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(jittered(backoff)) => {}
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            },
-        };
-        backoff = BACKOFF_MIN;
-        metrics.connects.fetch_add(1, Relaxed);
-        metrics.connections_up.fetch_add(1, Relaxed);
+    }
+
+    /// Writes on one connection until it fails or the relay stops.
+    async fn serve(&mut self, conn: &mut SidecarConn) {
+        if self.epoch().is_some() && !self.resend(conn).await {
+            return;
+        }
+        let mut stall_check = tokio::time::interval(STALL_CHECK);
         loop {
-            let batch = match unsent.take() {
+            let batch = match self.unsent.take() {
                 Some(bytes) => Some(bytes),
                 None => {
-                    frames.clear();
-                    lane.take(frames)
+                    self.frames.clear();
+                    self.lane.take(&mut self.frames)
                 }
             };
             let Some(buf) = batch else {
-                // Idle: wait for work, or notice the sidecar going away.
+                // Idle: wait for work, acknowledgements, or the sidecar going away.
                 tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = lane.notify.notified() => continue,
+                    () = self.stop.cancelled() => return,
+                    () = self.lane.notify.notified() => continue,
                     r = conn.stream.readable() => {
-                        if r.is_err() || conn.peer_closed() {
-                            break;
+                        if r.is_err() || !self.connection_good(conn) {
+                            return;
                         }
+                        continue;
+                    }
+                    _ = stall_check.tick(), if self.epoch().is_some() => {
+                        self.lane.check_stall(self.lane_no, self.metrics);
                         continue;
                     }
                 }
             };
-            if conn.peer_closed() {
-                // Not written: it goes first on the next connection.
-                *unsent = Some(buf);
-                break;
+            if !self.connection_good(conn) {
+                self.keep_unwritten(buf);
+                return;
             }
-            // Written piece by piece, so that a stop in the middle knows which frames got out.
-            let mut off = 0;
-            let written: Result<(), Option<io::Error>> = loop {
-                if off == buf.len() {
-                    break Ok(());
-                }
-                tokio::select! {
-                    w = conn.stream.write(&buf[off..]) => match w {
-                        Ok(0) => break Err(Some(io::ErrorKind::WriteZero.into())),
-                        Ok(n) => off += n,
-                        Err(e) => break Err(Some(e)),
-                    },
-                    () = stop.cancelled() => break Err(None),
-                }
+            let header = self.number(&buf);
+            let written = match &header {
+                Some(header) => match write_all(conn, header, self.stop).await {
+                    Written::All => write_all(conn, &buf, self.stop).await,
+                    Written::Failed(_, e) => Written::Failed(0, e),
+                    Written::Stopped(_) => Written::Stopped(0),
+                },
+                None => write_all(conn, &buf, self.stop).await,
             };
-            metrics.bytes_sent.fetch_add(off as u64, Relaxed);
-            match &written {
-                Ok(()) => {
-                    // Counted per hook once per batch, not per frame.
-                    let mut per_hook = [0u64; 13];
-                    for (hook, _) in frames.iter() {
-                        if let Some(n) = per_hook.get_mut(usize::from(*hook)) {
-                            *n += 1;
-                        }
-                    }
-                    for (hook, n) in per_hook.into_iter().enumerate().filter(|(_, n)| *n > 0) {
-                        metrics.sent(lane_no, hook, n);
-                    }
-                }
-                Err(Some(e)) => {
-                    warn!(lane = lane_no, error = %e, events = frames.len(), "sidecar connection died with events in flight");
-                    for (hook, _) in frames.iter() {
-                        metrics.dropped(lane_no, usize::from(*hook), DropReason::SocketDied);
-                    }
-                }
-                Err(None) => {
-                    // Stopped while the sidecar was too slow to take the batch: the frames the
-                    // socket took are sent (the sidecar reads them before our FIN), the rest
-                    // dropped; the sidecar may see a partial last frame.
-                    let mut end = 0;
-                    for (hook, len) in frames.iter() {
-                        end += *len as usize;
-                        if end <= off {
-                            metrics.sent(lane_no, usize::from(*hook), 1);
-                        } else {
-                            metrics.dropped(lane_no, usize::from(*hook), DropReason::Shutdown);
-                        }
-                    }
-                }
-            }
-            frames.clear();
-            lane.in_flight.store(0, Relaxed);
-            if written.is_err() {
-                break;
+            let ok = self.account(&written, buf.len(), header.is_some());
+            self.frames.clear();
+            self.lane.in_flight.store(0, Relaxed);
+            if !ok {
+                return;
             }
             if buf.len() < SMALL_BATCH {
                 tokio::select! {
-                    () = stop.cancelled() => break,
+                    () = self.stop.cancelled() => return,
                     () = tokio::time::sleep(LINGER) => {}
                 }
             }
         }
-        // Tell the sidecar we are done so it can read to the end, then let the pool drop it.
-        let _ = conn.stream.shutdown().await;
-        conn.broken = true;
-        metrics.connections_up.fetch_sub(1, Relaxed);
-        drop(conn);
-        if stop.is_cancelled() {
-            return;
+    }
+
+    /// At least once: keeps the batch just taken among the unacknowledged (numbered) and gives
+    /// the `Batch` frame to write before it. `None` at most once.
+    fn number(&mut self, batch: &Bytes) -> Option<Bytes> {
+        let epoch = self.epoch()?;
+        let mut unacked = self.lane.unacked.lock();
+        let first = unacked.keep(&self.frames, batch.clone());
+        self.lane.unacked_len.store(unacked.len(), Relaxed);
+        self.lane.in_flight.store(0, Relaxed);
+        Some(batch_frame(
+            epoch,
+            self.lane_no as u32,
+            first,
+            self.frames.len(),
+            false,
+        ))
+    }
+
+    /// A batch taken but not written because the connection is gone: at most once it goes
+    /// first on the next connection; at least once it is numbered and kept with the other
+    /// unacknowledged events, which a new connection writes first.
+    fn keep_unwritten(&mut self, buf: Bytes) {
+        if self.epoch().is_some() {
+            self.number(&buf);
+            self.frames.clear();
+        } else {
+            self.unsent = Some(buf);
         }
     }
+
+    /// At least once, on a new connection: writes every unacknowledged event again, oldest
+    /// first, each run after a `Batch` frame saying it is re-sent. False if the connection
+    /// failed (they stay kept).
+    async fn resend(&mut self, conn: &mut SidecarConn) -> bool {
+        let Some(epoch) = self.epoch() else {
+            return true;
+        };
+        let runs: Vec<(u64, usize, Bytes)> = self
+            .lane
+            .unacked
+            .lock()
+            .resend()
+            .map(|(first, frames, bytes)| (first, frames.len(), bytes))
+            .collect();
+        for (first, count, bytes) in runs {
+            let header = batch_frame(epoch, self.lane_no as u32, first, count, true);
+            for part in [header, bytes] {
+                match write_all(conn, &part, self.stop).await {
+                    Written::All => {}
+                    Written::Failed(_, e) => {
+                        warn!(lane = self.lane_no, error = %e, "sidecar connection died while re-sending");
+                        return false;
+                    }
+                    Written::Stopped(_) => return false,
+                }
+            }
+            self.metrics.resent.fetch_add(count as u64, Relaxed);
+        }
+        true
+    }
+
+    /// Counts how writing the current batch ended; false if the connection is done.
+    fn account(&mut self, written: &Written, len: usize, at_least_once: bool) -> bool {
+        let (lane_no, metrics) = (self.lane_no, self.metrics);
+        let off = match written {
+            Written::All => {
+                metrics.bytes_sent.fetch_add(len as u64, Relaxed);
+                if at_least_once {
+                    // Counted as sent when acknowledged.
+                    return true;
+                }
+                // Counted per hook once per batch, not per frame.
+                let mut per_hook = [0u64; 13];
+                for (hook, _) in &self.frames {
+                    if let Some(n) = per_hook.get_mut(usize::from(*hook)) {
+                        *n += 1;
+                    }
+                }
+                for (hook, n) in per_hook.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                    metrics.sent(lane_no, hook, n);
+                }
+                return true;
+            }
+            Written::Failed(off, e) => {
+                warn!(lane = lane_no, error = %e, events = self.frames.len(), "sidecar connection died with events in flight");
+                *off
+            }
+            Written::Stopped(off) => *off,
+        };
+        metrics.bytes_sent.fetch_add(off as u64, Relaxed);
+        if at_least_once {
+            // Kept among the unacknowledged: written again on the next connection, or counted
+            // as dropped by the drain at shutdown.
+            return false;
+        }
+        match written {
+            Written::Failed(..) => {
+                for (hook, _) in &self.frames {
+                    metrics.dropped(lane_no, usize::from(*hook), DropReason::SocketDied);
+                }
+            }
+            _ => {
+                // Stopped while the sidecar was too slow to take the batch: the frames the
+                // socket took are sent (the sidecar reads them before our FIN), the rest
+                // dropped; the sidecar may see a partial last frame.
+                let mut end = 0;
+                for (hook, len) in &self.frames {
+                    end += *len as usize;
+                    if end <= off {
+                        metrics.sent(lane_no, usize::from(*hook), 1);
+                    } else {
+                        metrics.dropped(lane_no, usize::from(*hook), DropReason::Shutdown);
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Writes `buf` piece by piece, so that a stop in the middle knows which frames got out.
+async fn write_all(conn: &mut SidecarConn, buf: &[u8], stop: &CancellationToken) -> Written {
+    let mut off = 0;
+    while off < buf.len() {
+        tokio::select! {
+            w = conn.stream.write(&buf[off..]) => match w {
+                Ok(0) => return Written::Failed(off, io::ErrorKind::WriteZero.into()),
+                Ok(n) => off += n,
+                Err(e) => return Written::Failed(off, e),
+            },
+            () = stop.cancelled() => return Written::Stopped(off),
+        }
+    }
+    Written::All
 }
 
 #[cfg(test)]
 mod tests {
     use bytes::BufMut;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
@@ -530,7 +794,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let metrics = Arc::new(RelayMetrics::default());
-        let relay = Relay::start(addr, 2, 500, metrics.clone());
+        let relay = Relay::start(addr, 2, 500, Delivery::AtMostOnce, metrics.clone());
         // More than the backlogs hold: the rest is dropped (backlog full) and counted.
         push(&relay, 1500);
         assert_eq!(accounted(&relay, &metrics), 1500);
@@ -597,7 +861,7 @@ mod tests {
         let addr = free.local_addr().unwrap().to_string();
         drop(free);
         let metrics = Arc::new(RelayMetrics::default());
-        let relay = Relay::start(addr, 3, 100, metrics.clone());
+        let relay = Relay::start(addr, 3, 100, Delivery::AtMostOnce, metrics.clone());
         push(&relay, 250);
         let drained = relay.drain(Duration::from_millis(50)).await;
         assert!(!drained.complete);
@@ -606,5 +870,121 @@ mod tests {
         assert_eq!(relay.backlog(), 0);
         assert_eq!(metrics.total_dropped_for(DropReason::Shutdown), 250);
         assert_eq!(accounted(&relay, &metrics), 250);
+    }
+
+    /// Reads frames from `s` (into `buf`) until `n` event frames arrived after their `Batch`
+    /// frames; returns each event's (seq, resent) and body.
+    async fn read_numbered(
+        s: &mut TcpStream,
+        buf: &mut BytesMut,
+        n: usize,
+    ) -> Vec<(u64, bool, Vec<u8>)> {
+        use prost::Message;
+        use vmq_sidecar_sdk::proto::{Any, Batch};
+        let mut out = Vec::new();
+        let mut next: Option<(u64, bool)> = None;
+        while out.len() < n {
+            while buf.len() >= 4 {
+                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if buf.len() < 4 + len {
+                    break;
+                }
+                let frame = buf.split_to(4 + len);
+                let body = &frame[4..];
+                match Any::decode(body) {
+                    Ok(any) if any.type_url == BATCH_TYPE_URL => {
+                        let b = Batch::decode(&any.value[..]).unwrap();
+                        next = Some((b.first_seq, b.resent));
+                    }
+                    _ => {
+                        let (seq, resent) = next.expect("an event frame after a Batch frame");
+                        out.push((seq, resent, body.to_vec()));
+                        next = Some((seq + 1, resent));
+                    }
+                }
+            }
+            if out.len() < n {
+                let mut chunk = [0u8; 4096];
+                let k = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+                    .await
+                    .expect("frames in time")
+                    .unwrap();
+                assert!(k > 0, "connection closed with {} of {n} events", out.len());
+                buf.extend_from_slice(&chunk[..k]);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn at_least_once_keeps_events_until_acknowledged_and_resends_the_rest() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let metrics = Arc::new(RelayMetrics::default());
+        let epoch = 77;
+        let relay = Relay::start(
+            addr,
+            1,
+            50,
+            Delivery::AtLeastOnce { epoch },
+            metrics.clone(),
+        );
+        push(&relay, 10);
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        let first = read_numbered(&mut s, &mut buf, 10).await;
+        let seqs: Vec<u64> = first.iter().map(|(seq, _, _)| *seq).collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+        assert!(first.iter().all(|(_, resent, _)| !resent));
+        // Written but not acknowledged: still counted as waiting, and the backlog bound holds
+        // them too (50 in all: 40 more fit, the rest is dropped).
+        assert_eq!(relay.backlog(), 10);
+        push(&relay, 45);
+        until(|| relay.backlog() == 50).await;
+        assert_eq!(metrics.total_dropped_for(DropReason::BacklogFull), 5);
+        // Acknowledges up to 4, then dies with the rest unacknowledged.
+        s.write_all(&vmq_sidecar_sdk::ack_frame(epoch, 0, 4))
+            .await
+            .unwrap();
+        until(|| metrics.acked.load(Relaxed) == 4).await;
+        let _ = read_numbered(&mut s, &mut buf, 40).await;
+        drop(s);
+        // The next connection gets 5..=50 again, in order, marked re-sent, bodies unchanged.
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        let again = read_numbered(&mut s, &mut buf, 46).await;
+        let seqs: Vec<u64> = again.iter().map(|(seq, _, _)| *seq).collect();
+        assert_eq!(seqs, (5..=50).collect::<Vec<_>>());
+        assert!(again.iter().all(|(_, resent, _)| *resent));
+        assert_eq!(again[0].2, first[4].2);
+        assert_eq!(metrics.resent.load(Relaxed), 46);
+        // New events after the re-sent ones continue the numbering.
+        push(&relay, 1);
+        let new = read_numbered(&mut s, &mut buf, 1).await;
+        assert_eq!((new[0].0, new[0].1), (51, false));
+        // An acknowledgement of another epoch changes nothing; this one releases everything.
+        s.write_all(&vmq_sidecar_sdk::ack_frame(epoch + 1, 0, 51))
+            .await
+            .unwrap();
+        s.write_all(&vmq_sidecar_sdk::ack_frame(epoch, 0, 51))
+            .await
+            .unwrap();
+        until(|| relay.backlog() == 0).await;
+        assert_eq!(metrics.acked.load(Relaxed), 51);
+        assert_eq!(metrics.total_dropped(), 5);
+        // Acknowledging what was never written: the connection is closed.
+        s.write_all(&vmq_sidecar_sdk::ack_frame(epoch, 0, 99))
+            .await
+            .unwrap();
+        push(&relay, 1);
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the relay closed the connection");
+        let drained = relay.drain(Duration::from_millis(200)).await;
+        assert!(!drained.complete);
+        // Sent (acknowledged) 51, dropped 5 (backlog full) and 1 (never acknowledged, shutdown).
+        assert_eq!(metrics.total_dropped_for(DropReason::Shutdown), 1);
+        assert_eq!(accounted(&relay, &metrics), 57);
     }
 }
