@@ -282,6 +282,11 @@ impl EventCodec {
     fn check_eof(&mut self, src: &mut BytesMut) -> Result<(), CodecError> {
         self.frames.check_eof(src)
     }
+
+    /// The framing underneath (limits and stats kept).
+    pub(crate) fn into_frames(self) -> FrameCodec {
+        self.frames
+    }
 }
 
 impl Decoder for EventCodec {

@@ -46,7 +46,7 @@ pub use codec::{
 pub use delivery::{ACK_TYPE_URL, BATCH_TYPE_URL, Dedup, Sequence, ack_frame};
 pub use event::{Event, EventDecodeError, HOOKS};
 pub use json::{JsonError, JsonRenderer, descriptor_pool};
-pub use reader::EventReader;
+pub use reader::{EventReader, SequencedReader};
 pub use server::{DEFAULT_ADDR, EventStream, Handler, Peer, Server};
 pub use stats::{Stats, StatsSnapshot};
 pub use view::{
