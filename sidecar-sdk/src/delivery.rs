@@ -155,7 +155,7 @@ impl Sequencing {
     }
 
     /// Whether acknowledgements are due: something handled is not acknowledged, and either
-    /// `eager` (the connection is about to wait for input) or many events went by.
+    /// `eager` (the tick, or a blocking reader about to wait for input) or many events went by.
     pub(crate) fn ack_due(&self, eager: bool) -> bool {
         self.lane.is_some()
             && self.acks.handled.load(Relaxed) > self.sent

@@ -380,8 +380,9 @@ async fn connection<H: Handler>(
     let mut frames = FramedRead::new(read, codec);
     let mut deadline: Option<tokio::time::Instant> = None;
     // At least once: the broker's numbering of this connection's events, and the
-    // acknowledgements owed (sent when the input runs dry, every 256 events, or on the tick
-    // for handlers that acknowledge later).
+    // acknowledgements owed: sent every 256 events, and on a 100 ms tick for what is left (or
+    // acknowledged later by the handler). One acknowledgement per read would cost a system
+    // call on each side for every few events.
     let mut seqs = Sequencing::default();
     let mut ack_tick = tokio::time::interval(ACK_INTERVAL);
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -418,8 +419,7 @@ async fn connection<H: Handler>(
             Some(Ok(frame)) => {
                 handle(&*handler, &peer, &frame, &stats, &mut seqs).await;
                 if deadline.is_none() {
-                    let dry = !has_complete_frame(frames.read_buffer());
-                    send_acks(&mut seqs, &mut write, dry).await;
+                    send_acks(&mut seqs, &mut write, false).await;
                 }
             }
             Some(Err(fatal)) => break Err(fatal),
@@ -435,13 +435,8 @@ async fn connection<H: Handler>(
     }
 }
 
-/// How often acknowledgements made after their handler returned (explicit ones) are sent.
+/// How often the acknowledgements owed are sent when fewer than 256 events went by.
 const ACK_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Whether `buf` starts with a whole frame (so handling goes on without waiting for input).
-fn has_complete_frame(buf: &[u8]) -> bool {
-    buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
-}
 
 /// At least once: sends the acknowledgement owed, if due. A failed write means the broker
 /// is gone; what was not acknowledged it sends again on its next connection.

@@ -43,6 +43,9 @@ pub struct EventsSidecarConfig {
     /// `delivery = at_least_once`: events numbered, kept until the sidecar acknowledges them,
     /// written again after a reconnect.
     pub at_least_once: bool,
+    /// At least once: how long events may wait for an acknowledgement before the connection is
+    /// reported stalled.
+    pub ack_timeout: Duration,
     /// How long a stopping broker keeps writing the backlog to the sidecar before it counts
     /// the rest as dropped (`shutdown_timeout`, ours).
     pub shutdown_timeout: Duration,
@@ -58,6 +61,7 @@ impl Default for EventsSidecarConfig {
             hooks: Vec::new(),
             sampling: Vec::new(),
             at_least_once: false,
+            ack_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -127,6 +131,14 @@ impl EventsSidecarConfig {
                 }
             }
             "hooks" => self.hooks = parse_hooks(value)?,
+            "ack_timeout" => {
+                self.ack_timeout =
+                    parse_duration(value)?
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            format!("ack_timeout must be a positive duration, got {value:?}")
+                        })?
+            }
             "delivery" => {
                 self.at_least_once = match value {
                     "at_most_once" => false,
@@ -209,5 +221,21 @@ mod tests {
         let e = EventsSidecarConfig::from_settings(config.plugin_settings("vmq_events_sidecar"))
             .unwrap_err();
         assert!(e.to_string().starts_with("f:3: unknown hook"), "{e}");
+    }
+
+    #[test]
+    fn delivery_and_ack_timeout() {
+        let mut c = EventsSidecarConfig::default();
+        assert!(!c.at_least_once);
+        c.set("delivery", "at_least_once").unwrap();
+        c.set("ack_timeout", "2s").unwrap();
+        assert!(c.at_least_once);
+        assert_eq!(c.ack_timeout, Duration::from_secs(2));
+        c.set("delivery", "at_most_once").unwrap();
+        assert!(!c.at_least_once);
+        let e = c.set("delivery", "exactly_once").unwrap_err();
+        assert!(e.contains("at_most_once or at_least_once"), "{e}");
+        assert!(c.set("ack_timeout", "0s").is_err());
+        assert!(c.set("ack_timeout", "never").is_err());
     }
 }

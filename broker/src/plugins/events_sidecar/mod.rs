@@ -94,6 +94,7 @@ impl EventsSidecar {
             // Any non-zero number: a consumer tells this run's sequence numbers from the last.
             Delivery::AtLeastOnce {
                 epoch: fastrand::u64(1..),
+                ack_timeout: config.ack_timeout,
             }
         } else {
             Delivery::AtMostOnce
@@ -490,7 +491,7 @@ impl Hosted for EventsSidecar {
             out.single(
                 "sidecar_ack_stalled_lanes",
                 "gauge",
-                "At least once: connections whose events have waited over 10 s without an acknowledgement.",
+                "At least once: connections whose events have waited over vmq_events_sidecar.ack_timeout without an acknowledgement.",
                 m.stalled_lanes.load(Relaxed),
             );
         }

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -49,10 +49,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often a drain looks whether the backlogs are empty.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
-/// At least once: events unacknowledged this long with no acknowledgement moving make the lane
-/// "stalled" (logged, and counted in `sidecar_ack_stalled_lanes`).
+/// At least once: by default, events unacknowledged this long with no acknowledgement moving
+/// make the lane "stalled" (logged, and counted in `sidecar_ack_stalled_lanes`).
 pub const ACK_STALL: Duration = Duration::from_secs(10);
-/// At least once: how often an idle writer with unacknowledged events looks for a stall.
+/// At least once: how often an idle writer with unacknowledged events looks for a stall (at
+/// most; a shorter ack timeout is looked at more often).
 const STALL_CHECK: Duration = Duration::from_secs(1);
 /// What the sidecar may have sent and the writer not yet read (acknowledgements are small).
 const MAX_INBOX: usize = 64 * 1024;
@@ -67,6 +68,9 @@ pub enum Delivery {
     AtLeastOnce {
         /// This broker run's epoch (random, never 0).
         epoch: u64,
+        /// How long events may wait for an acknowledgement before the lane is reported
+        /// stalled (`vmq_events_sidecar.ack_timeout`).
+        ack_timeout: Duration,
     },
 }
 
@@ -164,7 +168,7 @@ struct Lane {
     /// writer touches it; `unacked_len` is its size for the others).
     unacked: Mutex<Unacked>,
     unacked_len: AtomicUsize,
-    /// At least once: events have waited [`ACK_STALL`] without an acknowledgement.
+    /// At least once: events have waited the ack timeout without an acknowledgement.
     stalled: AtomicBool,
 }
 
@@ -214,7 +218,7 @@ impl Lane {
     fn apply_acks(
         &self,
         conn: &mut SidecarConn,
-        (epoch, lane_no): (u64, usize),
+        (epoch, lane_no, ack_timeout): (u64, usize, Duration),
         metrics: &RelayMetrics,
     ) -> bool {
         let seqs = match read_acks(&mut conn.inbox, epoch, lane_no as u32) {
@@ -236,7 +240,7 @@ impl Lane {
             metrics.acknowledged(lane_no, &released);
         }
         self.unacked_len.store(unacked.len(), Relaxed);
-        if self.stalled.load(Relaxed) && !unacked.stalled(ACK_STALL) {
+        if self.stalled.load(Relaxed) && !unacked.stalled(ack_timeout) {
             self.stalled.store(false, Relaxed);
             metrics.stalled_lanes.fetch_sub(1, Relaxed);
             tracing::info!(lane = lane_no, "sidecar acknowledges events again");
@@ -245,16 +249,16 @@ impl Lane {
     }
 
     /// At least once: notes (once) that events wait for an acknowledgement too long.
-    fn check_stall(&self, lane_no: usize, metrics: &RelayMetrics) {
+    fn check_stall(&self, lane_no: usize, ack_timeout: Duration, metrics: &RelayMetrics) {
         let unacked = self.unacked.lock();
-        if !self.stalled.load(Relaxed) && unacked.stalled(ACK_STALL) {
+        if !self.stalled.load(Relaxed) && unacked.stalled(ack_timeout) {
             self.stalled.store(true, Relaxed);
             metrics.stalled_lanes.fetch_add(1, Relaxed);
             warn!(
                 lane = lane_no,
                 waiting = unacked.len(),
-                "sidecar has not acknowledged events for {} s: is it running in at-least-once mode (vmq_events_sidecar.delivery)? Events are kept until the backlog is full, then dropped (backlog_full)",
-                ACK_STALL.as_secs()
+                "sidecar has not acknowledged events for {:?}: is it running in at-least-once mode (vmq_events_sidecar.delivery)? Events are kept until the backlog is full, then dropped (backlog_full)",
+                ack_timeout
             );
         }
     }
@@ -499,7 +503,14 @@ impl Writer<'_> {
     fn epoch(&self) -> Option<u64> {
         match self.delivery {
             Delivery::AtMostOnce => None,
-            Delivery::AtLeastOnce { epoch } => Some(epoch),
+            Delivery::AtLeastOnce { epoch, .. } => Some(epoch),
+        }
+    }
+
+    fn ack_timeout(&self) -> Duration {
+        match self.delivery {
+            Delivery::AtMostOnce => ACK_STALL,
+            Delivery::AtLeastOnce { ack_timeout, .. } => ack_timeout,
         }
     }
 
@@ -511,9 +522,11 @@ impl Writer<'_> {
             return false;
         }
         match epoch {
-            Some(epoch) => self
-                .lane
-                .apply_acks(conn, (epoch, self.lane_no), self.metrics),
+            Some(epoch) => self.lane.apply_acks(
+                conn,
+                (epoch, self.lane_no, self.ack_timeout()),
+                self.metrics,
+            ),
             None => true,
         }
     }
@@ -566,7 +579,11 @@ impl Writer<'_> {
         if self.epoch().is_some() && !self.resend(conn).await {
             return;
         }
-        let mut stall_check = tokio::time::interval(STALL_CHECK);
+        let mut stall_check = tokio::time::interval(
+            STALL_CHECK
+                .min(self.ack_timeout() / 4)
+                .max(Duration::from_millis(10)),
+        );
         loop {
             let batch = match self.unsent.take() {
                 Some(bytes) => Some(bytes),
@@ -587,7 +604,7 @@ impl Writer<'_> {
                         continue;
                     }
                     _ = stall_check.tick(), if self.epoch().is_some() => {
-                        self.lane.check_stall(self.lane_no, self.metrics);
+                        self.lane.check_stall(self.lane_no, self.ack_timeout(), self.metrics);
                         continue;
                     }
                 }
@@ -597,13 +614,10 @@ impl Writer<'_> {
                 return;
             }
             let header = self.number(&buf);
+            // At least once the Batch frame and the run go out in one vectored write.
             let written = match &header {
-                Some(header) => match write_all(conn, header, self.stop).await {
-                    Written::All => write_all(conn, &buf, self.stop).await,
-                    Written::Failed(_, e) => Written::Failed(0, e),
-                    Written::Stopped(_) => Written::Stopped(0),
-                },
-                None => write_all(conn, &buf, self.stop).await,
+                Some(header) => write_all(conn, &[header, &buf], self.stop).await,
+                None => write_all(conn, &[&buf], self.stop).await,
             };
             let ok = self.account(&written, buf.len(), header.is_some());
             self.frames.clear();
@@ -665,15 +679,13 @@ impl Writer<'_> {
             .collect();
         for (first, count, bytes) in runs {
             let header = batch_frame(epoch, self.lane_no as u32, first, count, true);
-            for part in [header, bytes] {
-                match write_all(conn, &part, self.stop).await {
-                    Written::All => {}
-                    Written::Failed(_, e) => {
-                        warn!(lane = self.lane_no, error = %e, "sidecar connection died while re-sending");
-                        return false;
-                    }
-                    Written::Stopped(_) => return false,
+            match write_all(conn, &[&header, &bytes], self.stop).await {
+                Written::All => {}
+                Written::Failed(_, e) => {
+                    warn!(lane = self.lane_no, error = %e, "sidecar connection died while re-sending");
+                    return false;
                 }
+                Written::Stopped(_) => return false,
             }
             self.metrics.resent.fetch_add(count as u64, Relaxed);
         }
@@ -739,12 +751,30 @@ impl Writer<'_> {
     }
 }
 
-/// Writes `buf` piece by piece, so that a stop in the middle knows which frames got out.
-async fn write_all(conn: &mut SidecarConn, buf: &[u8], stop: &CancellationToken) -> Written {
+/// Writes `parts` one after the other (vectored: one system call for all of them when the socket
+/// takes it), piece by piece, so that a stop in the middle knows which bytes got out (the
+/// offsets in `Written` count from the start of the first part).
+async fn write_all(conn: &mut SidecarConn, parts: &[&[u8]], stop: &CancellationToken) -> Written {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut off = 0;
-    while off < buf.len() {
+    while off < total {
+        // The parts from `off` on.
+        let mut skip = off;
+        let slices: Vec<IoSlice<'_>> = parts
+            .iter()
+            .filter_map(|p| {
+                if skip >= p.len() {
+                    skip -= p.len();
+                    None
+                } else {
+                    let s = IoSlice::new(&p[skip..]);
+                    skip = 0;
+                    Some(s)
+                }
+            })
+            .collect();
         tokio::select! {
-            w = conn.stream.write(&buf[off..]) => match w {
+            w = conn.stream.write_vectored(&slices) => match w {
                 Ok(0) => return Written::Failed(off, io::ErrorKind::WriteZero.into()),
                 Ok(n) => off += n,
                 Err(e) => return Written::Failed(off, e),
@@ -923,13 +953,11 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let metrics = Arc::new(RelayMetrics::default());
         let epoch = 77;
-        let relay = Relay::start(
-            addr,
-            1,
-            50,
-            Delivery::AtLeastOnce { epoch },
-            metrics.clone(),
-        );
+        let delivery = Delivery::AtLeastOnce {
+            epoch,
+            ack_timeout: Duration::from_millis(300),
+        };
+        let relay = Relay::start(addr, 1, 50, delivery, metrics.clone());
         push(&relay, 10);
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = BytesMut::new();
@@ -943,11 +971,14 @@ mod tests {
         push(&relay, 45);
         until(|| relay.backlog() == 50).await;
         assert_eq!(metrics.total_dropped_for(DropReason::BacklogFull), 5);
-        // Acknowledges up to 4, then dies with the rest unacknowledged.
+        // Nothing acknowledged for longer than the ack timeout: the lane is reported stalled;
+        // an acknowledgement clears it. Then the sidecar dies with the rest unacknowledged.
+        until(|| metrics.stalled_lanes.load(Relaxed) == 1).await;
         s.write_all(&vmq_sidecar_sdk::ack_frame(epoch, 0, 4))
             .await
             .unwrap();
         until(|| metrics.acked.load(Relaxed) == 4).await;
+        until(|| metrics.stalled_lanes.load(Relaxed) == 0).await;
         let _ = read_numbered(&mut s, &mut buf, 40).await;
         drop(s);
         // The next connection gets 5..=50 again, in order, marked re-sent, bodies unchanged.
