@@ -491,6 +491,8 @@ pub(super) const TYPED_KEYS: &[&str] = &[
     "vmq_events_sidecar.backlog_size",
     "vmq_events_sidecar.hooks",
     "vmq_events_sidecar.shutdown_timeout",
+    "vmq_events_sidecar.delivery",
+    "vmq_events_sidecar.ack_timeout",
     "plugins.vmq_passwd",
     "plugins.vmq_acl",
     "plugins.vmq_events_sidecar",
