@@ -11,6 +11,11 @@
 //! flushed on reconnect. A sidecar that half-closes its side (the SDK server does on graceful
 //! shutdown) is noticed before the next write, the writer half-closes too, and the sidecar reads
 //! everything that was sent: a sidecar restart loses nothing within the backlog.
+//!
+//! At least once (`vmq_events_sidecar.delivery`), a sidecar killed outright loses nothing
+//! either: the writer numbers each run of frames (`acked.rs`), keeps it until the sidecar
+//! acknowledges it, and on a new connection writes what is unacknowledged again first
+//! (`writer.rs`); the backlog bound counts those kept events too.
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
