@@ -10,25 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SMOKE=0
-[ "${1:-}" = "--smoke" ] && SMOKE=1
-if [ "$SMOKE" = 1 ]; then
-  PROFILE=debug; DURATION=${DURATION:-1}; OUT=target/bench-smoke; REPEATS=1; PAUSE=0
-  cargo build --jobs 2 --bin vmq-broker --bin vmq-bench
-else
-  PROFILE=release; DURATION=${DURATION:-10}; OUT=target/bench; REPEATS=${REPEATS:-2}; PAUSE=3
-  cargo build --release --jobs 2 --bin vmq-broker --bin vmq-bench
-fi
-BIN=target/$PROFILE
-mkdir -p "$OUT"
+. bench/common.sh
+bench_setup "$@" -- --bin vmq-broker --bin vmq-bench
+if [ "$SMOKE" = 1 ]; then REPEATS=1; PAUSE=0; else REPEATS=${REPEATS:-2}; PAUSE=3; fi
 RESULTS="$OUT/lua.jsonl"
 : > "$RESULTS"
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 cat > "$OUT/allow.lua" <<'LUA'
 function auth_on_publish(pub) return true end
@@ -44,7 +31,7 @@ end
 hooks = {auth_on_register = auth_on_register}
 LUA
 
-declare -A PORT PID
+declare -A PORT
 broker() { # name, extra lines
   local port; port=$(free_port)
   printf 'listener.tcp.default = 127.0.0.1:%s\nlog.console.level = warning\nplugins.vmq_passwd = off\nplugins.vmq_acl = off\nplugins.vmq_diversity = on\npersistent_data_dir = %s\n%s\n' \
@@ -63,17 +50,16 @@ broker bcrypt "allow_anonymous = off
 vmq_diversity.auth.file = $OUT/bcrypt.lua"
 for p in "${PORT[@]}"; do wait_port "$p"; done
 
-record() { echo "{\"label\":\"$1\",\"broker\":\"$2\",${3#\{}" >> "$RESULTS"; echo "$1 $2: $3"; }
 for _ in $(seq "$REPEATS"); do
   for b in none states-1 states-4; do
     line=$($BIN/vmq-bench --json pubsub --port "${PORT[$b]}" --duration "$DURATION" \
       --scenario fan-in --clients 8 --qos 0 --payload 64 --cpu-pid "${PID[$b]}")
-    record qos0-fan-in-8x1 "$b" "$line"
+    record "$RESULTS" qos0-fan-in-8x1 "$b" "$line"
     sleep "$PAUSE"
   done
   for b in none bcrypt; do
     line=$($BIN/vmq-bench --json connect --port "${PORT[$b]}" --duration "$DURATION" --clients 8 --username bench)
-    record connect-8 "$b" "$line"
+    record "$RESULTS" connect-8 "$b" "$line"
     sleep "$PAUSE"
   done
 done

@@ -10,31 +10,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SMOKE=0
-[ "${1:-}" = "--smoke" ] && SMOKE=1
-if [ "$SMOKE" = 1 ]; then
-  PROFILE=debug; DURATION=${DURATION:-1}; OUT=target/bench-smoke; REPEATS=1; PAUSE=0
-  cargo build --jobs 2 --bin vmq-broker --bin vmq-bench --example webhook_endpoint
-else
-  PROFILE=release; DURATION=${DURATION:-10}; OUT=target/bench; REPEATS=${REPEATS:-2}; PAUSE=5
-  cargo build --release --jobs 2 --bin vmq-broker --bin vmq-bench --example webhook_endpoint
-fi
-BIN=target/$PROFILE
-mkdir -p "$OUT"
+. bench/common.sh
+bench_setup "$@" -- --bin vmq-broker --bin vmq-bench --example webhook_endpoint
+if [ "$SMOKE" = 1 ]; then REPEATS=1; PAUSE=0; else REPEATS=${REPEATS:-2}; PAUSE=5; fi
 RESULTS="$OUT/webhooks.jsonl"
 : > "$RESULTS"
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 EP=$(free_port); EPC=$(free_port)
 $BIN/examples/webhook_endpoint --listen 127.0.0.1:"$EP" 2> "$OUT/endpoint.log" & PIDS+=($!); EP_PID=$!
 $BIN/examples/webhook_endpoint --listen 127.0.0.1:"$EPC" --max-age 3600 2> "$OUT/endpoint-cached.log" & PIDS+=($!)
 
-declare -A PORT PID
+declare -A PORT
 broker() { # name, extra lines
   local port; port=$(free_port)
   printf 'listener.tcp.default = 127.0.0.1:%s\nlog.console.level = warning\nplugins.vmq_passwd = off\nplugins.vmq_acl = off\nplugins.vmq_webhooks = on\npersistent_data_dir = %s\n%s\n' \
@@ -57,10 +44,6 @@ vmq_webhooks.r.hook = auth_on_register
 vmq_webhooks.r.endpoint = http://127.0.0.1:$EPC/vmq"
 for p in "$EP" "$EPC" "${PORT[@]}"; do wait_port "$p"; done
 
-record() { # label broker json
-  echo "{\"label\":\"$1\",\"broker\":\"$2\",${3#\{}" >> "$RESULTS"
-  echo "$1 $2: $3"
-}
 for _ in $(seq "$REPEATS"); do
   for s in "qos0-fan-in-8x1|--qos 0" "qos1-fan-in-8x1|--qos 1"; do
     label=${s%%|*}; qos=${s#*|}
@@ -70,13 +53,13 @@ for _ in $(seq "$REPEATS"); do
       # shellcheck disable=SC2086
       line=$($BIN/vmq-bench --json pubsub --port "${PORT[$b]}" --duration "$DURATION" \
         --scenario fan-in --clients 8 $qos --payload 64 --cpu-pid "${PID[$b]}" --cpu-pid "$EP_PID")
-      record "$label" "$b" "$line"
+      record "$RESULTS" "$label" "$b" "$line"
       sleep "$PAUSE"
     done
   done
   for b in none register register-cached; do
     line=$($BIN/vmq-bench --json connect --port "${PORT[$b]}" --duration "$DURATION" --clients 8 --username bench)
-    record "connect-8" "$b" "$line"
+    record "$RESULTS" "connect-8" "$b" "$line"
     sleep "$PAUSE"
   done
 done
