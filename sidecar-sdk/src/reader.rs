@@ -281,21 +281,7 @@ mod tests {
     }
 
     fn batch(first_seq: u64, count: u32, resent: bool) -> Vec<u8> {
-        use prost::Message;
-        let any = vmq_sidecar_proto::Any {
-            type_url: BATCH_TYPE_URL.into(),
-            value: vmq_sidecar_proto::v1::Batch {
-                epoch: 3,
-                lane: 0,
-                first_seq,
-                count,
-                resent,
-            }
-            .encode_to_vec(),
-        };
-        let mut v = (any.encoded_len() as u32).to_be_bytes().to_vec();
-        v.extend(any.encode_to_vec());
-        v
+        crate::testing::batch_frame(3, 0, first_seq, count, resent)
     }
 
     #[test]

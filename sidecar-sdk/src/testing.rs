@@ -212,3 +212,23 @@ pub fn publish(size: usize) -> Event {
     }
     .into()
 }
+
+/// The `Batch` frame (header included) a broker in at-least-once mode writes before `count`
+/// event frames numbered from `first_seq`: for tests of sidecars in that mode.
+pub fn batch_frame(epoch: u64, lane: u32, first_seq: u64, count: u32, resent: bool) -> Vec<u8> {
+    use prost::Message;
+    let any = vmq_sidecar_proto::Any {
+        type_url: crate::BATCH_TYPE_URL.into(),
+        value: Batch {
+            epoch,
+            lane,
+            first_seq,
+            count,
+            resent,
+        }
+        .encode_to_vec(),
+    };
+    let mut frame = (any.encoded_len() as u32).to_be_bytes().to_vec();
+    frame.extend(any.encode_to_vec());
+    frame
+}

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::codec::Encoder;
 use vmq_sidecar_sdk::proto::OnPublish;
-use vmq_sidecar_sdk::testing::{every_event, publish};
+use vmq_sidecar_sdk::testing::{batch_frame, every_event, publish};
 use vmq_sidecar_sdk::{Event, EventCodec, EventView, FrameError, Handler, Peer, Server};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -282,25 +282,6 @@ async fn a_view_handler_sees_every_event_borrowed_and_in_order() {
         assert_eq!(&owned, event);
     }
     assert_eq!(stats.snapshot().frames, all.len() as u64 + 1);
-}
-
-/// A `Batch` frame as a broker in at-least-once mode writes it.
-fn batch_frame(epoch: u64, lane: u32, first_seq: u64, count: u32, resent: bool) -> Vec<u8> {
-    use prost::Message;
-    let any = vmq_sidecar_sdk::proto::Any {
-        type_url: vmq_sidecar_sdk::BATCH_TYPE_URL.into(),
-        value: vmq_sidecar_sdk::proto::Batch {
-            epoch,
-            lane,
-            first_seq,
-            count,
-            resent,
-        }
-        .encode_to_vec(),
-    };
-    let mut v = (any.encoded_len() as u32).to_be_bytes().to_vec();
-    v.extend(any.encode_to_vec());
-    v
 }
 
 /// Reads the next frame the server writes back (an acknowledgement).
