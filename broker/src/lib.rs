@@ -4,6 +4,7 @@
 //! sessions) -> connection. [`Server`] ties them together for the binary and for tests;
 //! `ARCHITECTURE.md` draws the rooms.
 
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod engine;
@@ -33,6 +34,7 @@ pub use engine::Engine;
 #[derive(Debug)]
 pub struct Server {
     engine: Arc<Engine>,
+    cluster: Option<Arc<cluster::Cluster>>,
     node: Arc<http::Node>,
     addrs: Vec<SocketAddr>,
     http_addrs: Vec<SocketAddr>,
@@ -107,6 +109,7 @@ impl Server {
         host.started(&engine.handle());
         // Everything stored is back before the first client is accepted.
         engine.restore(recovered);
+        let cluster = cluster::Cluster::start(&engine).await?.map(Arc::new);
         let ctx = connection::Context {
             engine: engine.clone(),
             tracer: Arc::default(),
@@ -129,6 +132,7 @@ impl Server {
             rates: Arc::default(),
             tracer: ctx.tracer.clone(),
             plugins: host,
+            cluster: cluster.clone(),
         });
         let tasks = TaskTracker::new();
         for (l, handle) in listeners.into_iter().zip(&handles) {
@@ -147,6 +151,7 @@ impl Server {
         tasks.spawn(reporters::graphite::run(engine.clone()));
         Ok(Server {
             engine,
+            cluster,
             node,
             addrs,
             http_addrs,
@@ -174,6 +179,11 @@ impl Server {
         self.node.plugins.plugin::<T>()
     }
 
+    /// This node's part in a cluster, if it has a cluster listener.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
     /// Every listener (MQTT and HTTP), as operators see them.
     pub fn listeners(&self) -> &[Arc<listener::ListenerHandle>] {
         &self.node.listeners
@@ -184,6 +194,7 @@ impl Server {
     ///    waiting up to `grace` for the connections to close (their gone/offline hooks fire);
     /// 2. lets the plugins finish: the events relay writes out its backlog for up to
     ///    `vmq_events_sidecar.shutdown_timeout` and counts the rest as dropped (`shutdown`);
+    ///    stops the cluster's gossip and links (the node stays a member);
     /// 3. commits what the store has pending and closes it.
     pub async fn shutdown(self, grace: Duration) -> Stopped {
         self.engine.stop();
@@ -196,6 +207,9 @@ impl Server {
             );
         }
         self.node.plugins.stop(Duration::MAX).await;
+        if let Some(cluster) = &self.cluster {
+            cluster.stop().await;
+        }
         if let Some(store) = self.engine.store().cloned() {
             // Commits what is pending and closes the file.
             let _ = tokio::task::spawn_blocking(move || store.close()).await;

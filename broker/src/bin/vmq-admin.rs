@@ -42,14 +42,14 @@ struct Args {
     command: Vec<String>,
 }
 
-/// Splits command words from arguments: `key=value` and `--flag[=value]` are arguments.
+/// Splits command words from arguments: `key=value`, `--flag[=value]` and `-k` are arguments.
 fn split(command: &[String]) -> (Vec<&str>, Vec<(String, String)>) {
     let mut words = Vec::new();
     let mut params = Vec::new();
     for c in command {
         if let Some((k, v)) = c.split_once('=') {
             params.push((k.to_owned(), v.to_owned()));
-        } else if c.starts_with("--") {
+        } else if c.starts_with('-') {
             params.push((c.clone(), String::new()));
         } else {
             words.push(c.as_str());
@@ -219,7 +219,7 @@ fn call(
 ) -> anyhow::Result<ExitCode> {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
-        if v.is_empty() && k.starts_with("--") {
+        if v.is_empty() && k.starts_with('-') {
             query.append_key_only(k);
         } else {
             query.append_pair(k, v);

@@ -28,12 +28,6 @@ const TABLE: &[(&str, KeyClass)] = &[
         KeyClass::NoEffect("Erlang VM tuning; this broker is not an Erlang node"),
     ),
     (
-        "distributed_cookie",
-        KeyClass::NotYet(
-            "clustering arrives with the cluster issue; a single node needs no cookie",
-        ),
-    ),
-    (
         "metadata_plugin",
         KeyClass::NoEffect(
             "VerneMQ's metadata store (vmq_swc/vmq_plumtree); a single node keeps its metadata in the engine",
@@ -68,16 +62,8 @@ const TABLE: &[(&str, KeyClass)] = &[
         KeyClass::NoEffect("single node: registrations need no coordination"),
     ),
     (
-        "listener.vmq.**",
-        KeyClass::NotYet("the cluster listener arrives with clustering; nothing is bound"),
-    ),
-    (
         "listener.vmqs.**",
         KeyClass::NotYet("the TLS cluster listener arrives with clustering; nothing is bound"),
-    ),
-    (
-        "outgoing_clustering_buffer_size",
-        KeyClass::NotYet("no cluster links yet"),
     ),
     // Acceptor pools and socket tuning: tokio accepts and sizes buffers itself.
     (
@@ -525,6 +511,11 @@ pub(super) const TYPED_KEYS: &[&str] = &[
     "max_ws_frame_size",
     "retry_interval",
     "prometheus_namespace",
+    "listener.vmq.clustering",
+    "distributed_cookie",
+    "outgoing_clustering_buffer_size",
+    "cluster.gossip_interval",
+    "cluster.reconnect_interval",
 ];
 
 /// What happens to a plugin that is not one of ours.

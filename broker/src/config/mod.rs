@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod cluster;
 pub mod keys;
 mod lines;
 mod listeners;
 mod reporting;
 mod values;
 
+pub use cluster::ClusterConfig;
 use keys::{NO_SUCH_PLUGIN, check_plugin_name, unknown_key};
 use lines::{Line, Origin, clone_error, many};
 pub use listeners::{HttpListenerConfig, TcpListenerConfig, TlsConfig, Transport};
@@ -136,6 +138,8 @@ pub struct Config {
     pub max_keepalive: u16,
     /// Where the log goes (`log.*`).
     pub log: LogConfig,
+    /// Clustering (`listener.vmq.clustering`, `distributed_cookie`, ...).
+    pub cluster: ClusterConfig,
     /// `plugins.<name> = on|off`.
     pub plugins: BTreeMap<String, bool>,
     /// `plugins.<name>.priority = <n>`: lower runs first in the auth chains.
@@ -266,6 +270,7 @@ impl Default for Config {
             message_store_durability: Durability::Durable,
             max_keepalive: u16::MAX,
             log: LogConfig::default(),
+            cluster: ClusterConfig::default(),
             plugins: BTreeMap::new(),
             plugin_priority: BTreeMap::new(),
             plugin_keys: BTreeMap::new(),
@@ -585,7 +590,8 @@ impl Config {
                             .ok_or("connect_timeout must be a positive duration")?
                     }
                     _ => {
-                        if let Some(class) = keys::lookup(key) {
+                        if c.cluster.set(key, value)? {
+                        } else if let Some(class) = keys::lookup(key) {
                             c.accepted.push(AcceptedKey {
                                 key: key.to_owned(),
                                 origin: origin.to_string(),

@@ -8,6 +8,7 @@
 //! plugin: sessions are [`Mailbox`]es, plugins are [`Hooks`].
 
 mod mailbox;
+mod peers;
 mod registry;
 mod restore;
 pub mod retained;
@@ -15,12 +16,13 @@ pub mod router;
 pub mod settings;
 mod timers;
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 pub use mailbox::{Mailbox, Pushed};
+pub use peers::Peers;
 pub use registry::{
     Attachment, LocalOwnership, OutState, Outgoing, Ownership, SessionSlot, SessionState,
 };
@@ -53,6 +55,8 @@ pub struct Engine {
     settings: Settings,
     timers: Timers,
     started: Instant,
+    /// Other nodes, once a cluster has started (never, on a single node).
+    peers: OnceLock<Arc<dyn Peers>>,
 }
 
 impl Engine {
@@ -64,7 +68,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         store: Option<Arc<Store>>,
     ) -> Arc<Engine> {
-        let router = Router::new(config.upgrade_outgoing_qos);
+        let router = Router::new(config.upgrade_outgoing_qos, config.cluster.listen.is_some());
         let stopping = CancellationToken::new();
         Arc::new_cyclic(|weak| Engine {
             timers: Timers::start(weak.clone(), stopping.clone()),
@@ -78,6 +82,7 @@ impl Engine {
             stopping,
             hooks,
             store,
+            peers: OnceLock::new(),
         })
     }
 
@@ -154,7 +159,27 @@ impl Engine {
     /// session, one member per share group). With `report`, the deliveries that went to an
     /// offline session or were dropped are listed (for the offline/drop hooks).
     pub fn publish(&self, mountpoint: &str, message: &Arc<Message>, report: bool) -> Routed {
-        self.router.route(mountpoint, message, report)
+        let routed = self.router.route(mountpoint, message, report);
+        if let Some(peers) = self.peers.get() {
+            peers.forward(mountpoint, message);
+        }
+        routed
+    }
+
+    /// Routes a message another node forwarded here to this node's subscribers only.
+    pub fn publish_from_peer(&self, mountpoint: &str, message: &Arc<Message>) -> Routed {
+        self.router.route(mountpoint, message, false)
+    }
+
+    /// Connects the engine to other nodes (once; a second call is ignored): from now on every
+    /// publish is also handed to `peers`.
+    pub fn set_peers(&self, peers: Arc<dyn Peers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// The filters subscribed on this node, when it is a cluster node.
+    pub fn local_routes(&self) -> Option<&router::LocalRoutes> {
+        self.router.local_routes()
     }
 
     /// Adds or replaces a subscription (`filter` may be `$share/<group>/...`, already

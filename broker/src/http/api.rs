@@ -37,6 +37,11 @@ pub async fn run(node: &Node, words: &[&str], args: Args) -> Result<Answer, ApiE
     if let Some(answer) = node.plugins.command(words, &args) {
         return answer;
     }
+    if let Some(cluster) = &node.cluster
+        && let Some(answer) = cluster.command(words, &args).await
+    {
+        return answer;
+    }
     let engine = &node.engine;
     match words {
         ["api-key", "create"] => {

@@ -47,6 +47,8 @@ pub struct Node {
     pub tracer: Arc<Tracer>,
     /// The plugins.
     pub plugins: Arc<Host>,
+    /// This node's part in a cluster, when `listener.vmq.clustering` is set.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 /// Publish rates over the last second, for the status page (sampled by [`Rates::run`]).
 #[derive(Debug, Default)]

@@ -89,5 +89,8 @@ pub fn render(node: &Node) -> String {
         engine.uptime().as_secs(),
     );
     node.plugins.metrics(&mut out);
+    if let Some(cluster) = &node.cluster {
+        cluster.metrics(&mut out);
+    }
     out.text
 }

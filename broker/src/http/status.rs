@@ -60,6 +60,7 @@ pub fn snapshot(node: &Node) -> Value {
         "listeners": listeners,
         "relay": relay,
         "plugins": plugins,
+        "cluster": node.cluster.as_ref().map(|c| c.status()),
     })
 }
 

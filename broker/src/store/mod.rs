@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use tokio::sync::watch;
 
+pub(crate) use record::{MessageRecord, message_from, message_record};
 pub use record::{RestoredQueued, RestoredSession};
 
 /// A subscription as a session keeps it (and the store writes it): enough to restore or

@@ -57,8 +57,9 @@ struct AclRecord {
     pattern: String,
 }
 
+/// A message as stored, and as it travels between cluster nodes.
 #[derive(Clone, PartialEq, prost::Message)]
-struct MessageRecord {
+pub(crate) struct MessageRecord {
     #[prost(string, tag = "1")]
     topic: String,
     #[prost(bytes = "bytes", tag = "2")]
@@ -141,7 +142,7 @@ fn acl_from(r: Option<AclRecord>) -> Option<Arc<MatchedAcl>> {
     })
 }
 
-fn message_record(m: &Message, now: (SystemTime, Instant)) -> MessageRecord {
+pub(crate) fn message_record(m: &Message, now: (SystemTime, Instant)) -> MessageRecord {
     let mut props = Vec::with_capacity(m.properties.wire_len());
     m.properties.encode(&mut props);
     MessageRecord {
@@ -242,7 +243,10 @@ fn qos_from(v: u32) -> Result<QoS, String> {
         .ok_or_else(|| format!("bad QoS {v}"))
 }
 
-fn message_from(r: MessageRecord, now: (SystemTime, Instant)) -> Result<Message, String> {
+pub(crate) fn message_from(
+    r: MessageRecord,
+    now: (SystemTime, Instant),
+) -> Result<Message, String> {
     let mut props = r.properties;
     let properties = if props.is_empty() {
         Properties::default()

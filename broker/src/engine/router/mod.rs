@@ -3,6 +3,7 @@
 //! mailbox; no global lock is held while deliveries are queued. Each mountpoint's trie has its
 //! own lock, so a storm of SUBSCRIBEs on one mountpoint does not hold up publishes on another.
 
+mod routes;
 mod trie;
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+pub use routes::LocalRoutes;
 pub use trie::{Group, Subscriber, Subscription, Trie};
 
 use super::{Mailbox, Pushed};
@@ -26,6 +28,9 @@ pub struct Router {
     tries: RwLock<HashMap<String, Arc<RwLock<Trie>>>>,
     /// `upgrade_outgoing_qos`: deliveries at the subscription's QoS.
     upgrade_qos: bool,
+    /// The filters with at least one subscriber here, kept only on a cluster node (its peers
+    /// are told which filters to forward here).
+    routes: Option<LocalRoutes>,
 }
 
 /// One subscriber's share of a publish, before it is queued.
@@ -52,12 +57,19 @@ pub struct Routed {
 }
 
 impl Router {
-    /// A router; `upgrade_qos` delivers at the subscription's QoS (`upgrade_outgoing_qos`).
-    pub fn new(upgrade_qos: bool) -> Router {
+    /// A router; `upgrade_qos` delivers at the subscription's QoS (`upgrade_outgoing_qos`);
+    /// `track_routes` keeps the set of filters subscribed here (a cluster node).
+    pub fn new(upgrade_qos: bool, track_routes: bool) -> Router {
         Router {
             upgrade_qos,
+            routes: track_routes.then(LocalRoutes::default),
             ..Router::default()
         }
+    }
+
+    /// The filters subscribed here, when the router keeps them.
+    pub fn local_routes(&self) -> Option<&LocalRoutes> {
+        self.routes.as_ref()
     }
 
     /// The QoS of a delivery: the lower of published and granted, or the granted one when
@@ -86,7 +98,11 @@ impl Router {
                 .or_default()
                 .clone(),
         };
-        trie.write().insert(parsed.filter, parsed.group, sub)
+        let existed = trie.write().insert(parsed.filter, parsed.group, sub);
+        if !existed && let Some(routes) = &self.routes {
+            routes.add(mountpoint, filter);
+        }
+        existed
     }
 
     /// Removes a subscription; returns whether it existed.
@@ -95,7 +111,12 @@ impl Router {
             return false;
         };
         let trie = self.tries.read().get(mountpoint).cloned();
-        trie.is_some_and(|t| t.write().remove(parsed.filter, parsed.group, client_id))
+        let removed =
+            trie.is_some_and(|t| t.write().remove(parsed.filter, parsed.group, client_id));
+        if removed && let Some(routes) = &self.routes {
+            routes.remove(mountpoint, filter);
+        }
+        removed
     }
 
     /// Number of subscriptions in all mountpoints.

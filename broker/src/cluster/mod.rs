@@ -1,0 +1,347 @@
+//! Clustering: several nodes serving one MQTT namespace. A client may connect to any node and
+//! gets what is published on every other.
+//!
+//! - `link.rs`: the link this node dials to each peer (ordered, batched, bounded buffer);
+//! - `inbound.rs`: the cluster listener accepting the peers' links, routing what they forward;
+//! - `gossip.rs`: chitchat gossip (UDP on the cluster listener's address): liveness, each
+//!   node's link address and routes;
+//! - `routes.rs`: the other nodes' routes as a trie; `forward.rs`: the engine's `Peers`;
+//! - `members.rs`: the member list kept in `persistent_data_dir` (a restarted node rejoins);
+//! - `admin.rs`: `vmq-admin cluster join | leave | show` and the metrics.
+//!
+//! A node with `listener.vmq.clustering` set binds it and can be joined or join others; it
+//! gossips only while it is a member of a cluster (it joined one, or was joined).
+
+mod admin;
+mod forward;
+mod gossip;
+mod inbound;
+mod link;
+mod members;
+mod routes;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ClusterConfig;
+use crate::engine::Engine;
+use forward::{Forwarder, Table};
+use gossip::{Gossip, NodeView};
+use inbound::{InboundStats, JoinRequest, Receiver};
+use link::{Identity, Link};
+use members::Members;
+use routes::RemoteRoutes;
+
+/// This node's part in a cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    me: Identity,
+    config: ClusterConfig,
+    /// Where peers reach this node (links and gossip).
+    advertise: SocketAddr,
+    /// Where this node listens.
+    bind: SocketAddr,
+    engine: Arc<Engine>,
+    forwarder: Arc<Forwarder>,
+    gossip: tokio::sync::Mutex<Option<Gossip>>,
+    /// Whether gossip runs (this node is in a cluster).
+    clustered: AtomicBool,
+    links: Mutex<BTreeMap<Arc<str>, Arc<Link>>>,
+    members: Members,
+    /// What gossip said last, for `cluster show`.
+    views: Mutex<Vec<NodeView>>,
+    inbound: Arc<InboundStats>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Cluster {
+    /// Binds the cluster listener of `engine`'s config and starts serving it; `None` when the
+    /// config has none (a single node). A node that was a member when it stopped rejoins.
+    pub async fn start(engine: &Arc<Engine>) -> std::io::Result<Option<Cluster>> {
+        let config = engine.config().cluster.clone();
+        let Some(listen) = config.listen else {
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind the cluster listener {listen}: {e}"),
+            )
+        })?;
+        let bind = listener.local_addr()?;
+        let nodename = engine.config().nodename.clone();
+        let advertise = advertised(bind, &nodename).map_err(std::io::Error::other)?;
+        let members = Members::open(&engine.config().persistent_data_dir, &nodename)
+            .map_err(std::io::Error::other)?;
+        let me = Identity {
+            node: nodename.into(),
+            cookie: config.cookie.as_str().into(),
+        };
+        let (joins_tx, joins) = mpsc::channel(16);
+        let inner = Arc::new(Inner {
+            me: me.clone(),
+            config,
+            advertise,
+            bind,
+            engine: engine.clone(),
+            forwarder: Arc::default(),
+            gossip: tokio::sync::Mutex::new(None),
+            clustered: AtomicBool::new(false),
+            links: Mutex::default(),
+            members,
+            views: Mutex::default(),
+            inbound: Arc::default(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        engine.set_peers(inner.forwarder.clone());
+        let rx = Receiver {
+            engine: engine.clone(),
+            me,
+            stats: inner.inbound.clone(),
+            joins: joins_tx,
+        };
+        inner
+            .tasks
+            .spawn(inbound::run(listener, rx, inner.stop.clone()));
+        let known = inner.members.list();
+        if !known.is_empty() {
+            tracing::info!(
+                members = known.len(),
+                "cluster: rejoining the members this node knew"
+            );
+            inner.ensure_gossip().await.map_err(std::io::Error::other)?;
+            inner.update_links(&[]);
+        }
+        inner.tasks.spawn(inner.clone().sync(joins));
+        tracing::info!(%bind, %advertise, "cluster listener bound");
+        Ok(Some(Cluster { inner }))
+    }
+
+    /// The address the cluster listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.bind
+    }
+
+    /// Stops gossip, links and the listener (other nodes see this node go down; it stays a
+    /// member and rejoins when it starts again).
+    pub async fn stop(&self) {
+        let inner = &self.inner;
+        inner.stop.cancel();
+        for link in inner.links.lock().values() {
+            link.close();
+        }
+        if let Some(g) = inner.gossip.lock().await.take() {
+            g.shutdown().await;
+        }
+        inner.tasks.close();
+        inner.tasks.wait().await;
+    }
+}
+
+/// Where peers reach this node: the bound address, or, when it is a wildcard, the IP of
+/// `nodename`'s host part (`VerneMQ@10.0.0.2`).
+fn advertised(bind: SocketAddr, nodename: &str) -> Result<SocketAddr, String> {
+    if !bind.ip().is_unspecified() {
+        return Ok(bind);
+    }
+    let host = nodename.rsplit_once('@').map_or("", |(_, h)| h);
+    let ip: IpAddr = host.parse().map_err(|_| {
+        format!(
+            "listener.vmq.clustering binds {bind}: peers need this node's address, taken from \
+             nodename's host part, but {nodename:?} has no IP there (set nodename = name@<ip> \
+             or bind the cluster listener to an IP)"
+        )
+    })?;
+    Ok(SocketAddr::new(ip, bind.port()))
+}
+
+impl Inner {
+    /// Starts gossip if it is not running, with the known members as seeds.
+    async fn ensure_gossip(&self) -> Result<(), String> {
+        let mut g = self.gossip.lock().await;
+        if g.is_none() {
+            let seeds = self.members.list().into_iter().map(|(_, a)| a).collect();
+            let bind = SocketAddr::new(self.bind.ip(), self.advertise.port());
+            *g = Some(
+                Gossip::start(
+                    &self.me.node,
+                    &self.me.cookie,
+                    bind,
+                    self.advertise,
+                    self.config.gossip_interval,
+                    seeds,
+                )
+                .await?,
+            );
+            self.clustered.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Every gossip interval: advertises this node's routes when they changed, and applies
+    /// what gossip says about the others when that changed. Also serves join requests.
+    async fn sync(self: Arc<Self>, mut joins: mpsc::Receiver<JoinRequest>) {
+        let mut advertised_version = None;
+        let mut fingerprint = None;
+        let mut tick = tokio::time::interval(self.config.gossip_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                Some(j) = joins.recv() => {
+                    self.joined_by(j).await;
+                    continue;
+                }
+                _ = tick.tick() => {}
+            }
+            let mut guard = self.gossip.lock().await;
+            let Some(gossip) = guard.as_mut() else {
+                advertised_version = None;
+                fingerprint = None;
+                continue;
+            };
+            if let Some(routes) = self.engine.local_routes() {
+                let v = routes.version();
+                if advertised_version != Some(v) {
+                    gossip.advertise(routes.snapshot()).await;
+                    advertised_version = Some(v);
+                }
+            }
+            let fp = gossip.fingerprint().await;
+            if fingerprint == Some(fp) {
+                continue;
+            }
+            fingerprint = Some(fp);
+            let generation = gossip.generation();
+            let views = gossip.nodes().await;
+            drop(guard);
+            let evicted_me = views.iter().any(|v| {
+                v.live
+                    && !v.left
+                    && v.evicts
+                        .iter()
+                        .any(|(n, g)| *n == *self.me.node && *g == generation)
+            });
+            if evicted_me {
+                tracing::warn!("cluster: another member made this node leave");
+                self.leave_self().await;
+                continue;
+            }
+            self.apply(views);
+        }
+    }
+
+    /// Updates members, links and routes from gossip.
+    fn apply(&self, views: Vec<NodeView>) {
+        let evicted: Vec<(String, u64)> = views
+            .iter()
+            .filter(|v| !v.left)
+            .flat_map(|v| v.evicts.iter().cloned())
+            .collect();
+        for v in &views {
+            let gone = v.left
+                || evicted
+                    .iter()
+                    .any(|(n, g)| *n == *v.node && *g >= v.generation);
+            if gone {
+                if self.members.remove(&v.node) {
+                    tracing::info!(node = %v.node, "cluster: member left");
+                }
+            } else if let Some(addr) = v.link {
+                self.members.insert(&v.node, addr);
+            }
+        }
+        self.update_links(&views);
+        *self.views.lock() = views;
+    }
+
+    /// One link per member (dialling the address gossip or the member list gives), none for
+    /// others; the forwarding table rebuilt with the members' routes.
+    fn update_links(&self, views: &[NodeView]) {
+        let members = self.members.list();
+        let mut links = self.links.lock();
+        links.retain(|name, link| {
+            let keep = members.iter().any(|(n, _)| **n == **name);
+            if !keep {
+                link.close();
+            }
+            keep
+        });
+        for (name, addr) in &members {
+            let link = links.entry(name.as_str().into()).or_insert_with(|| {
+                let link = Link::new(
+                    name.as_str().into(),
+                    self.config.outgoing_buffer,
+                    self.stop.child_token(),
+                );
+                self.tasks.spawn(
+                    link.clone()
+                        .run(self.me.clone(), self.config.reconnect_interval),
+                );
+                link
+            });
+            link.set_addr(*addr);
+        }
+        let mut table = Table {
+            links: links.values().cloned().collect(),
+            routes: RemoteRoutes::default(),
+        };
+        for (i, link) in table.links.iter().enumerate() {
+            if let Some(v) = views.iter().find(|v| v.node == link.peer) {
+                for (mp, filter) in &v.routes {
+                    table.routes.add(mp, filter, i);
+                }
+            }
+        }
+        drop(links);
+        self.forwarder.set(table);
+    }
+
+    /// A node dialled this one and asked to join: gossip starts here if it was not running,
+    /// and the node becomes a member.
+    async fn joined_by(&self, j: JoinRequest) {
+        tracing::info!(node = %j.node, addr = %j.addr, "cluster: join request");
+        self.members.insert(&j.node, j.addr);
+        if let Err(e) = self.ensure_gossip().await {
+            tracing::error!("cluster: cannot start gossip: {e}");
+            return;
+        }
+        if let Some(g) = self.gossip.lock().await.as_ref() {
+            let _ = g.contact(j.addr);
+        }
+        self.update_links(&self.views.lock().clone());
+    }
+
+    /// This node leaves its cluster: it says so in gossip, lets that spread, then stops
+    /// gossiping and closes its links. It keeps serving its own clients as a single node.
+    async fn leave_self(&self) {
+        let Some(g) = self.gossip.lock().await.take() else {
+            return;
+        };
+        g.set("left", "").await;
+        // A few gossip rounds for the others to hear it.
+        tokio::time::sleep(self.config.gossip_interval * 5).await;
+        g.shutdown().await;
+        self.clustered.store(false, Ordering::Release);
+        self.members.clear();
+        self.views.lock().clear();
+        self.update_links(&[]);
+        tracing::info!("cluster: this node left its cluster");
+    }
+}

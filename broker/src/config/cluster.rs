@@ -1,0 +1,74 @@
+//! The cluster's settings: VerneMQ's keys (`listener.vmq.clustering`, `distributed_cookie`,
+//! `outgoing_clustering_buffer_size`) and ours for gossip timing (`cluster.*`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::values::{parse_duration, parse_size};
+
+/// How this node takes part in a cluster. Without `listen` it is a single node: nothing is
+/// bound, nothing is gossiped, and the engine keeps no route table for peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `listener.vmq.clustering = ip:port`: the node-to-node listener. Publishes travel over
+    /// TCP on this address; gossip (liveness, routes) over UDP on the same address.
+    pub listen: Option<SocketAddr>,
+    /// `distributed_cookie` ("vmq"): a shared secret; a peer that cannot prove it knows the
+    /// cookie is refused, and nodes with different cookies do not gossip with each other.
+    pub cookie: String,
+    /// `outgoing_clustering_buffer_size` (64 MiB): bytes held for one peer while its link is
+    /// down or slow; beyond it, messages to that peer are dropped and counted.
+    pub outgoing_buffer: usize,
+    /// `cluster.gossip_interval` (ours, 100 ms): how often a node gossips.
+    pub gossip_interval: Duration,
+    /// `cluster.reconnect_interval` (ours, 1 s): how long a link waits before redialling.
+    pub reconnect_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            listen: None,
+            cookie: "vmq".into(),
+            outgoing_buffer: 64 << 20,
+            gossip_interval: Duration::from_millis(100),
+            reconnect_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Applies one key; `Ok(false)` when it is not a cluster key.
+    pub(super) fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "listener.vmq.clustering" => {
+                self.listen =
+                    Some(value.parse().map_err(|_| {
+                        format!("expected ip:port (e.g. 0.0.0.0:44053), got {value:?}")
+                    })?)
+            }
+            "distributed_cookie" => {
+                if value.is_empty() {
+                    return Err("distributed_cookie must not be empty".into());
+                }
+                self.cookie = value.to_owned()
+            }
+            "outgoing_clustering_buffer_size" => {
+                self.outgoing_buffer = parse_size(value)?;
+                if self.outgoing_buffer < 1024 {
+                    return Err("outgoing_clustering_buffer_size must be at least 1KB".into());
+                }
+            }
+            "cluster.gossip_interval" => self.gossip_interval = positive(value)?,
+            "cluster.reconnect_interval" => self.reconnect_interval = positive(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+fn positive(value: &str) -> Result<Duration, String> {
+    parse_duration(value)?
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected a positive duration (e.g. 100ms), got {value:?}"))
+}
