@@ -1,0 +1,354 @@
+//! A cluster as an operator runs one: three `vmq-broker` processes on 127.0.0.1, 127.0.0.2 and
+//! 127.0.0.3 (the same cluster port on each, as VerneMQ nodes share theirs), joined with
+//! `vmq-admin cluster join`, driven by rumqttc and mosquitto clients.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use support::{BrokerProcess, start_broker};
+
+/// One node: its process, config and addresses.
+struct Node {
+    name: String,
+    ip: String,
+    conf: PathBuf,
+    broker: Option<BrokerProcess>,
+    mqtt: String,
+    http: String,
+}
+
+/// A port free on 127.0.0.1-4, for TCP and UDP (links and gossip share it).
+fn shared_port() -> u16 {
+    for _ in 0..50 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        let free = (1..=4).all(|i| {
+            let ip = format!("127.0.0.{i}:{port}");
+            std::net::UdpSocket::bind(&ip).is_ok()
+                && (i == 1 || std::net::TcpListener::bind(&ip).is_ok())
+        });
+        if free {
+            return port;
+        }
+    }
+    panic!("no port free on 127.0.0.1-4");
+}
+
+fn write_conf(dir: &Path, i: u8, port: u16, extra: &str) -> PathBuf {
+    let nd = dir.join(format!("n{i}"));
+    std::fs::create_dir_all(&nd).unwrap();
+    let conf = nd.join("vernemq.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "nodename = n{i}@127.0.0.{i}\n\
+             listener.tcp.default = 127.0.0.{i}:0\n\
+             listener.http.default = 127.0.0.{i}:0\n\
+             listener.vmq.clustering = 127.0.0.{i}:{port}\n\
+             allow_anonymous = on\n\
+             persistent_data_dir = {}\n\
+             outgoing_clustering_buffer_size = 64KB\n{extra}",
+            nd.join("data").display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+impl Node {
+    fn start(dir: &Path, i: u8, port: u16, extra: &str) -> Node {
+        let conf = write_conf(dir, i, port, extra);
+        let mut n = Node {
+            name: format!("n{i}@127.0.0.{i}"),
+            ip: format!("127.0.0.{i}"),
+            conf,
+            broker: None,
+            mqtt: String::new(),
+            http: String::new(),
+        };
+        n.restart();
+        n
+    }
+
+    fn restart(&mut self) {
+        let (broker, mqtt) = start_broker(&self.conf);
+        self.http = broker.http_port().to_owned();
+        self.mqtt = mqtt;
+        self.broker = Some(broker);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut b) = self.broker.take() {
+            b.kill();
+        }
+    }
+
+    fn admin(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vmq-admin"))
+            .arg("--config")
+            .arg(&self.conf)
+            .arg("--url")
+            .arg(format!("http://{}:{}", self.ip, self.http))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `vmq-admin cluster show` as rows of (column, value).
+    fn show(&self) -> Vec<Vec<(String, String)>> {
+        let out = self.admin(&["cluster", "show"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines().filter(|l| l.starts_with('|'));
+        let cells = |l: &str| -> Vec<String> {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        };
+        let header = cells(lines.next().expect("a header"));
+        lines
+            .map(|l| header.iter().cloned().zip(cells(l)).collect())
+            .collect()
+    }
+
+    /// The value of `column` in the row of `node`, if listed.
+    fn column(&self, node: &str, column: &str) -> Option<String> {
+        self.show().into_iter().find_map(|row| {
+            let listed = row.iter().any(|(k, v)| k == "Node" && v == node);
+            listed
+                .then(|| row.iter().find(|(k, _)| k == column).map(|(_, v)| v.clone()))
+                .flatten()
+        })
+    }
+
+    /// A metric's value from `/metrics` (the first sample whose line contains `labels`).
+    fn metric(&self, name: &str, labels: &str) -> u64 {
+        let body = ureq::get(&format!("http://{}:{}/metrics", self.ip, self.http))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}{{{labels}}} in /metrics"))
+    }
+}
+
+/// Polls `check` every 100 ms for up to 15 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < Duration::from_secs(15), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every node lists every other as running with its link up.
+fn converged(nodes: &[&Node]) -> bool {
+    nodes.iter().all(|n| {
+        nodes.iter().filter(|o| o.name != n.name).all(|o| {
+            n.column(&o.name, "Running").as_deref() == Some("true")
+                && n.column(&o.name, "Link").as_deref() == Some("up")
+        })
+    })
+}
+
+fn client(id: &str, node: &Node, clean: bool) -> (AsyncClient, EventLoop) {
+    let mut opts = MqttOptions::new(id, node.ip.clone(), node.mqtt.parse().unwrap());
+    opts.set_clean_session(clean);
+    opts.set_keep_alive(Duration::from_secs(30));
+    AsyncClient::new(opts, 1000)
+}
+
+/// Subscribes `filter` at QoS 1 and returns once SUBACK arrived.
+async fn subscriber(id: &str, node: &Node, filter: &str) -> (AsyncClient, EventLoop) {
+    let (c, mut ev) = client(id, node, true);
+    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = ev.poll().await.unwrap() {
+            return (c, ev);
+        }
+    }
+}
+
+/// Receives publishes until `n` arrived or nothing came for 3 s; returns their payloads.
+async fn receive(ev: &mut EventLoop, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(Duration::from_secs(3), ev.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                got.push(String::from_utf8_lossy(&p.payload).into_owned())
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("subscriber: {e}"),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Publishes `payloads` at QoS 1 on `topic` and waits for every PUBACK.
+async fn publish_all(node: &Node, id: &str, topic: &str, payloads: &[String]) {
+    let (c, mut ev) = client(id, node, true);
+    let driver = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < 1000 {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("publisher: {e}"),
+            }
+        }
+    });
+    for p in payloads {
+        c.publish(topic, QoS::AtLeastOnce, false, p.clone())
+            .await
+            .unwrap();
+    }
+    if payloads.len() == 1000 {
+        tokio::time::timeout(Duration::from_secs(20), driver)
+            .await
+            .expect("every PUBACK")
+            .unwrap();
+    } else {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        driver.abort();
+    }
+    let _ = c.disconnect().await;
+}
+
+fn mosquitto(bin: &str, node: &Node, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(["-h", &node.ip, "-p", &node.mqtt])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_join_deliver_retain_survive_a_kill_and_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = shared_port();
+    let mut n1 = Node::start(dir.path(), 1, port, "");
+    let n2 = Node::start(dir.path(), 2, port, "");
+    let mut n3 = Node::start(dir.path(), 3, port, "");
+
+    // Before joining, a node is alone.
+    assert_eq!(n1.show().len(), 1);
+    // n2 joins n1 by name, n3 joins n2 by address: gossip tells everyone about everyone.
+    let out = n2.admin(&["cluster", "join", "discovery-node=n1@127.0.0.1"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = n3.admin(&["cluster", "join", &format!("discovery-node=127.0.0.2:{port}")]);
+    assert!(out.status.success(), "{out:?}");
+    // A wrong name for the address is refused.
+    let out = n3.admin(&["cluster", "join", "discovery-node=n9@127.0.0.1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is \"n1@127.0.0.1\", not"));
+    eventually("three nodes see each other", || converged(&[&n1, &n2, &n3]));
+
+    // A node with another cookie cannot join.
+    let n4 = Node::start(dir.path(), 4, port, "distributed_cookie = not-vmq\n");
+    let out = n4.admin(&["cluster", "join", "discovery-node=n1@127.0.0.1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("distributed_cookie"), "{err}");
+    assert_eq!(n4.show().len(), 1);
+    drop(n4);
+
+    // Cross-node delivery: subscribers on n1 and n3, 1,000 QoS 1 messages published on n2,
+    // each subscriber gets each exactly once, in order.
+    let (_s1, mut ev1) = subscriber("sub-n1", &n1, "t/#").await;
+    let (_s3, mut ev3) = subscriber("sub-n3", &n3, "t/+").await;
+    eventually("n2 knows n1's and n3's routes", || {
+        n2.column(&n1.name, "Routes").as_deref() == Some("1")
+            && n2.column(&n3.name, "Routes").as_deref() == Some("1")
+    });
+    let payloads: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    let (got1, got3, ()) = tokio::join!(
+        receive(&mut ev1, 1000),
+        receive(&mut ev3, 1000),
+        publish_all(&n2, "pub-n2", "t/x", &payloads)
+    );
+    assert_eq!(got1, payloads, "n1's subscriber: all, once, in order");
+    assert_eq!(got3, payloads, "n3's subscriber: all, once, in order");
+    assert!(n1.metric("cluster_messages_received", "") >= 1000);
+
+    // Retained: set on n1, seen by a new subscriber on n3; cleared from n2, gone on n3.
+    let out = mosquitto("mosquitto_pub", &n1, &["-t", "r/1", "-m", "kept", "-r", "-q", "1"]);
+    assert!(out.status.success());
+    eventually("n3 has n1's retained message", || {
+        let o = mosquitto("mosquitto_sub", &n3, &["-t", "r/#", "-C", "1", "-W", "1", "-v"]);
+        String::from_utf8_lossy(&o.stdout).trim() == "r/1 kept"
+    });
+    let out = mosquitto("mosquitto_pub", &n2, &["-t", "r/1", "-n", "-r", "-q", "1"]);
+    assert!(out.status.success());
+    eventually("the retained message is cleared on n3", || {
+        let o = mosquitto("mosquitto_sub", &n3, &["-t", "r/#", "-C", "1", "-W", "1", "-v"]);
+        o.stdout.is_empty()
+    });
+
+    // SIGKILL n3 while n1 publishes to subscribers on n2 and n3: n1 and n2 keep serving, n1
+    // sees n3 down, what n1 could not hand to n3 is queued up to the bound and the rest
+    // counted as dropped.
+    let (_s2, mut ev2) = subscriber("sub-n2", &n2, "k/#").await;
+    let (_s3k, _ev3k) = subscriber("sub-n3-k", &n3, "k/#").await;
+    eventually("n1 knows the k/# routes", || {
+        n1.column(&n2.name, "Routes").as_deref() == Some("1")
+            && n1.column(&n3.name, "Routes").as_deref() == Some("2")
+    });
+    n3.kill();
+    let big: Vec<String> = (0..1000).map(|i| format!("{i:0>200}")).collect();
+    let (got2, ()) = tokio::join!(
+        receive(&mut ev2, 1000),
+        publish_all(&n1, "pub-n1", "k/x", &big)
+    );
+    assert_eq!(got2.len(), 1000, "n2 got everything while n3 was dead");
+    eventually("n1 sees n3 down", || {
+        n1.column(&n3.name, "Running").as_deref() == Some("false")
+    });
+    let dropped = n1.metric("cluster_bytes_dropped", "peer=\"n3@127.0.0.3\"");
+    let queued = n1.metric("cluster_bytes_queued", "peer=\"n3@127.0.0.3\"");
+    assert!(dropped > 0, "a 64 KB buffer cannot hold 230 KB for a dead node");
+    assert!(queued <= 64 * 1024, "{queued}");
+    // n1 and n2 still take new clients and deliver between them.
+    let (_s2b, mut ev2b) = subscriber("sub-n2-b", &n2, "alive/#").await;
+    eventually("n1 knows the alive/# route", || {
+        n1.column(&n2.name, "Routes").as_deref() == Some("2")
+    });
+    let out = mosquitto("mosquitto_pub", &n1, &["-t", "alive/1", "-m", "yes", "-q", "1"]);
+    assert!(out.status.success());
+    assert_eq!(receive(&mut ev2b, 1).await, vec!["yes".to_owned()]);
+
+    // n3 restarted on its data dir rejoins by itself and gets publishes from n1 again.
+    n3.restart();
+    eventually("n3 rejoined", || converged(&[&n1, &n2, &n3]));
+    let (_s3b, mut ev3b) = subscriber("sub-n3-b", &n3, "back/#").await;
+    eventually("n1 knows n3's new route", || {
+        n1.column(&n3.name, "Routes").as_deref() == Some("1")
+    });
+    let out = mosquitto("mosquitto_pub", &n1, &["-t", "back/1", "-m", "again", "-q", "1"]);
+    assert!(out.status.success());
+    assert_eq!(receive(&mut ev3b, 1).await, vec!["again".to_owned()]);
+
+    // cluster leave, run on n1 for n3: everyone forgets n3, and n3 stops gossiping.
+    let out = n1.admin(&["cluster", "leave", "node=n3@127.0.0.3"]);
+    assert!(out.status.success(), "{out:?}");
+    eventually("n2 forgot n3", || n2.column(&n3.name, "Node").is_none());
+    eventually("n3 left", || {
+        n3.column(&n3.name, "Gossip").as_deref() == Some("off") && n3.show().len() == 1
+    });
+    assert!(n1.column(&n3.name, "Node").is_none());
+    // n3 is a single node again: what is published on n1 no longer reaches it.
+    let out = mosquitto("mosquitto_pub", &n1, &["-t", "back/2", "-m", "gone", "-q", "1"]);
+    assert!(out.status.success());
+    assert!(receive(&mut ev3b, 1).await.is_empty());
+    n1.kill();
+}
