@@ -121,7 +121,11 @@ impl Node {
         self.show().into_iter().find_map(|row| {
             let listed = row.iter().any(|(k, v)| k == "Node" && v == node);
             listed
-                .then(|| row.iter().find(|(k, _)| k == column).map(|(_, v)| v.clone()))
+                .then(|| {
+                    row.iter()
+                        .find(|(k, _)| k == column)
+                        .map(|(_, v)| v.clone())
+                })
                 .flatten()
         })
     }
@@ -146,7 +150,10 @@ impl Node {
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < Duration::from_secs(15), "timed out: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out: {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -198,9 +205,10 @@ async fn receive(ev: &mut EventLoop, n: usize) -> Vec<String> {
 /// Publishes `payloads` at QoS 1 on `topic` and waits for every PUBACK.
 async fn publish_all(node: &Node, id: &str, topic: &str, payloads: &[String]) {
     let (c, mut ev) = client(id, node, true);
+    let n = payloads.len();
     let driver = tokio::spawn(async move {
         let mut acked = 0;
-        while acked < 1000 {
+        while acked < n {
             match ev.poll().await {
                 Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
                 Ok(_) => {}
@@ -213,16 +221,27 @@ async fn publish_all(node: &Node, id: &str, topic: &str, payloads: &[String]) {
             .await
             .unwrap();
     }
-    if payloads.len() == 1000 {
-        tokio::time::timeout(Duration::from_secs(20), driver)
-            .await
-            .expect("every PUBACK")
-            .unwrap();
-    } else {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        driver.abort();
+    tokio::time::timeout(Duration::from_secs(20), driver)
+        .await
+        .expect("every PUBACK")
+        .unwrap();
+}
+
+/// Connects and returns the client with CONNACK's session present flag.
+async fn connect(id: &str, node: &Node, clean: bool) -> (AsyncClient, EventLoop, bool) {
+    let (c, mut ev) = client(id, node, clean);
+    loop {
+        if let Event::Incoming(Packet::ConnAck(a)) = ev.poll().await.unwrap() {
+            return (c, ev, a.session_present);
+        }
     }
-    let _ = c.disconnect().await;
+}
+
+/// The number in `node`'s `Routes` column for `of`.
+fn routes(node: &Node, of: &Node) -> usize {
+    node.column(&of.name, "Routes")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 fn mosquitto(bin: &str, node: &Node, args: &[&str]) -> Output {
@@ -234,7 +253,7 @@ fn mosquitto(bin: &str, node: &Node, args: &[&str]) -> Output {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_join_deliver_retain_survive_a_kill_and_leave() {
+async fn three_nodes_join_deliver_take_over_retain_survive_a_kill_and_leave() {
     let dir = tempfile::tempdir().unwrap();
     let port = shared_port();
     let mut n1 = Node::start(dir.path(), 1, port, "");
@@ -246,7 +265,11 @@ async fn three_nodes_join_deliver_retain_survive_a_kill_and_leave() {
     // n2 joins n1 by name, n3 joins n2 by address: gossip tells everyone about everyone.
     let out = n2.admin(&["cluster", "join", "discovery-node=n1@127.0.0.1"]);
     assert!(out.status.success(), "{out:?}");
-    let out = n3.admin(&["cluster", "join", &format!("discovery-node=127.0.0.2:{port}")]);
+    let out = n3.admin(&[
+        "cluster",
+        "join",
+        &format!("discovery-node=127.0.0.2:{port}"),
+    ]);
     assert!(out.status.success(), "{out:?}");
     // A wrong name for the address is refused.
     let out = n3.admin(&["cluster", "join", "discovery-node=n9@127.0.0.1"]);
@@ -281,17 +304,84 @@ async fn three_nodes_join_deliver_retain_survive_a_kill_and_leave() {
     assert_eq!(got3, payloads, "n3's subscriber: all, once, in order");
     assert!(n1.metric("cluster_messages_received", "") >= 1000);
 
+    // Offline takeover: X (persistent) subscribes on n1 and goes; ten messages published on
+    // n2 are queued for it on n1; X comes back on n3 and gets them all, in order.
+    let before = routes(&n2, &n1);
+    let (x, mut evx, present) = connect("X", &n1, false).await;
+    assert!(!present);
+    x.subscribe("o/#", QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = evx.poll().await.unwrap() {
+            break;
+        }
+    }
+    eventually("n2 knows X's route on n1", || {
+        routes(&n2, &n1) == before + 1
+    });
+    x.disconnect().await.unwrap();
+    while evx.poll().await.is_ok() {}
+    let ten: Vec<String> = (0..10).map(|i| format!("o{i}")).collect();
+    publish_all(&n2, "pub-o", "o/t", &ten).await;
+    let (_x3, mut evx3, present) = connect("X", &n3, false).await;
+    assert!(present, "the session moved from n1 to n3");
+    assert_eq!(receive(&mut evx3, 10).await, ten);
+    assert_eq!(n3.metric("cluster_sessions_taken_over", ""), 1);
+    assert_eq!(n1.metric("cluster_sessions_handed_over", ""), 1);
+    eventually("X's route moved from n1 to n3", || {
+        routes(&n2, &n1) == before && routes(&n2, &n3) == 2
+    });
+
+    // Live takeover: L is connected to n1 (MQTT 5); L connecting to n3 closes the first
+    // connection with 0x8E (session taken over), and only the new one gets what follows.
+    let before = routes(&n2, &n1);
+    let first = Command::new("mosquitto_sub")
+        .args([
+            "-h", &n1.ip, "-p", &n1.mqtt, "-i", "L", "-V", "mqttv5", "-c",
+        ])
+        .args(["-x", "600", "-q", "1", "-t", "l/#", "-d", "-W", "10"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("n2 knows L's route on n1", || {
+        routes(&n2, &n1) == before + 1
+    });
+    let (_l3, mut evl3, present) = connect("L", &n3, false).await;
+    assert!(present);
+    let started = Instant::now();
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the first connection was closed"
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("Received DISCONNECT (142)"), "{said}");
+    eventually("L's route moved", || routes(&n2, &n1) == before);
+    publish_all(&n2, "pub-l", "l/1", &["live".to_owned()]).await;
+    assert_eq!(receive(&mut evl3, 2).await, vec!["live".to_owned()]);
+
     // Retained: set on n1, seen by a new subscriber on n3; cleared from n2, gone on n3.
-    let out = mosquitto("mosquitto_pub", &n1, &["-t", "r/1", "-m", "kept", "-r", "-q", "1"]);
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n1,
+        &["-t", "r/1", "-m", "kept", "-r", "-q", "1"],
+    );
     assert!(out.status.success());
     eventually("n3 has n1's retained message", || {
-        let o = mosquitto("mosquitto_sub", &n3, &["-t", "r/#", "-C", "1", "-W", "1", "-v"]);
+        let o = mosquitto(
+            "mosquitto_sub",
+            &n3,
+            &["-t", "r/#", "-C", "1", "-W", "1", "-v"],
+        );
         String::from_utf8_lossy(&o.stdout).trim() == "r/1 kept"
     });
     let out = mosquitto("mosquitto_pub", &n2, &["-t", "r/1", "-n", "-r", "-q", "1"]);
     assert!(out.status.success());
     eventually("the retained message is cleared on n3", || {
-        let o = mosquitto("mosquitto_sub", &n3, &["-t", "r/#", "-C", "1", "-W", "1", "-v"]);
+        let o = mosquitto(
+            "mosquitto_sub",
+            &n3,
+            &["-t", "r/#", "-C", "1", "-W", "1", "-v"],
+        );
         o.stdout.is_empty()
     });
 
@@ -300,9 +390,9 @@ async fn three_nodes_join_deliver_retain_survive_a_kill_and_leave() {
     // counted as dropped.
     let (_s2, mut ev2) = subscriber("sub-n2", &n2, "k/#").await;
     let (_s3k, _ev3k) = subscriber("sub-n3-k", &n3, "k/#").await;
+    // n3: t/+, o/# (X), l/# (L) and k/#.
     eventually("n1 knows the k/# routes", || {
-        n1.column(&n2.name, "Routes").as_deref() == Some("1")
-            && n1.column(&n3.name, "Routes").as_deref() == Some("2")
+        routes(&n1, &n2) == 1 && routes(&n1, &n3) == 4
     });
     n3.kill();
     let big: Vec<String> = (0..1000).map(|i| format!("{i:0>200}")).collect();
@@ -316,25 +406,35 @@ async fn three_nodes_join_deliver_retain_survive_a_kill_and_leave() {
     });
     let dropped = n1.metric("cluster_bytes_dropped", "peer=\"n3@127.0.0.3\"");
     let queued = n1.metric("cluster_bytes_queued", "peer=\"n3@127.0.0.3\"");
-    assert!(dropped > 0, "a 64 KB buffer cannot hold 230 KB for a dead node");
+    assert!(
+        dropped > 0,
+        "a 64 KB buffer cannot hold 230 KB for a dead node"
+    );
     assert!(queued <= 64 * 1024, "{queued}");
     // n1 and n2 still take new clients and deliver between them.
     let (_s2b, mut ev2b) = subscriber("sub-n2-b", &n2, "alive/#").await;
-    eventually("n1 knows the alive/# route", || {
-        n1.column(&n2.name, "Routes").as_deref() == Some("2")
-    });
-    let out = mosquitto("mosquitto_pub", &n1, &["-t", "alive/1", "-m", "yes", "-q", "1"]);
+    eventually("n1 knows the alive/# route", || routes(&n1, &n2) == 2);
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n1,
+        &["-t", "alive/1", "-m", "yes", "-q", "1"],
+    );
     assert!(out.status.success());
     assert_eq!(receive(&mut ev2b, 1).await, vec!["yes".to_owned()]);
 
     // n3 restarted on its data dir rejoins by itself and gets publishes from n1 again.
     n3.restart();
     eventually("n3 rejoined", || converged(&[&n1, &n2, &n3]));
+    // Its persistent sessions (X's and L's) came back from its store with their routes; the
+    // clean sessions' routes are gone.
+    eventually("n3's restored routes", || routes(&n1, &n3) == 2);
     let (_s3b, mut ev3b) = subscriber("sub-n3-b", &n3, "back/#").await;
-    eventually("n1 knows n3's new route", || {
-        n1.column(&n3.name, "Routes").as_deref() == Some("1")
-    });
-    let out = mosquitto("mosquitto_pub", &n1, &["-t", "back/1", "-m", "again", "-q", "1"]);
+    eventually("n1 knows n3's new route", || routes(&n1, &n3) == 3);
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n1,
+        &["-t", "back/1", "-m", "again", "-q", "1"],
+    );
     assert!(out.status.success());
     assert_eq!(receive(&mut ev3b, 1).await, vec!["again".to_owned()]);
 
@@ -347,7 +447,11 @@ async fn three_nodes_join_deliver_retain_survive_a_kill_and_leave() {
     });
     assert!(n1.column(&n3.name, "Node").is_none());
     // n3 is a single node again: what is published on n1 no longer reaches it.
-    let out = mosquitto("mosquitto_pub", &n1, &["-t", "back/2", "-m", "gone", "-q", "1"]);
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n1,
+        &["-t", "back/2", "-m", "gone", "-q", "1"],
+    );
     assert!(out.status.success());
     assert!(receive(&mut ev3b, 1).await.is_empty());
     n1.kill();

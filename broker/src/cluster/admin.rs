@@ -132,6 +132,25 @@ impl Cluster {
                 link.queued_bytes() as u64,
             );
         }
+        let t = &inner.takeovers;
+        out.single(
+            "cluster_sessions_taken_over",
+            "counter",
+            "Sessions this node took over from another node (their client connected here).",
+            t.taken.load(Relaxed),
+        );
+        out.single(
+            "cluster_sessions_handed_over",
+            "counter",
+            "Sessions this node let go of because their client connected to another node.",
+            t.given.load(Relaxed),
+        );
+        out.single(
+            "cluster_claim_timeouts",
+            "counter",
+            "Session claims that did not hear from every node within cluster.takeover_timeout.",
+            t.timeouts.load(Relaxed),
+        );
         let s = &inner.inbound;
         out.single(
             "cluster_bytes_received",

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::link::{Identity, codec};
+use super::takeover::Takeovers;
 use super::wire::{self, Body, Challenge, Frame, Hello, Proof};
 use crate::engine::Engine;
 use crate::store::message_from;
@@ -55,6 +56,8 @@ pub struct Receiver {
     pub stats: Arc<InboundStats>,
     /// Where join requests go.
     pub joins: mpsc::Sender<JoinRequest>,
+    /// Session claims and their answers.
+    pub takeovers: Arc<Takeovers>,
 }
 
 /// Accepts links until `stop`.
@@ -183,6 +186,13 @@ async fn serve(mut stream: TcpStream, rx: &Receiver) -> Result<(), String> {
                     addr,
                 });
             }
+            Some(Body::Claim(claim)) => {
+                // Handing a session over waits for its connection to go: not on the reader.
+                let (engine, takeovers, node) =
+                    (rx.engine.clone(), rx.takeovers.clone(), hello.node.clone());
+                tokio::spawn(async move { takeovers.claimed_by(&engine, &node, claim).await });
+            }
+            Some(Body::Claimed(answer)) => rx.takeovers.answered(answer),
             // A newer peer's frame this node does not know: skipped.
             None => {}
         }

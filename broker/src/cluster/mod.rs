@@ -6,6 +6,8 @@
 //! - `gossip.rs`: chitchat gossip (UDP on the cluster listener's address): liveness, each
 //!   node's link address and routes;
 //! - `routes.rs`: the other nodes' routes as a trie; `forward.rs`: the engine's `Peers`;
+//! - `takeover.rs`: a client id unique cluster-wide (the engine's `Ownership`): a session
+//!   moves to the node its client connects to;
 //! - `members.rs`: the member list kept in `persistent_data_dir` (a restarted node rejoins);
 //! - `admin.rs`: `vmq-admin cluster join | leave | show` and the metrics.
 //!
@@ -19,9 +21,9 @@ mod inbound;
 mod link;
 mod members;
 mod routes;
+mod takeover;
 mod wire;
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +42,7 @@ use inbound::{InboundStats, JoinRequest, Receiver};
 use link::{Identity, Link};
 use members::Members;
 use routes::RemoteRoutes;
+use takeover::{Links, Takeovers};
 
 /// This node's part in a cluster.
 #[derive(Debug)]
@@ -60,7 +63,8 @@ struct Inner {
     gossip: tokio::sync::Mutex<Option<Gossip>>,
     /// Whether gossip runs (this node is in a cluster).
     clustered: AtomicBool,
-    links: Mutex<BTreeMap<Arc<str>, Arc<Link>>>,
+    links: Links,
+    takeovers: Arc<Takeovers>,
     members: Members,
     /// What gossip said last, for `cluster show`.
     views: Mutex<Vec<NodeView>>,
@@ -93,6 +97,8 @@ impl Cluster {
             cookie: config.cookie.as_str().into(),
         };
         let (joins_tx, joins) = mpsc::channel(16);
+        let links = Links::default();
+        let takeovers = Arc::new(Takeovers::new(links.clone(), config.takeover_timeout));
         let inner = Arc::new(Inner {
             me: me.clone(),
             config,
@@ -102,7 +108,8 @@ impl Cluster {
             forwarder: Arc::default(),
             gossip: tokio::sync::Mutex::new(None),
             clustered: AtomicBool::new(false),
-            links: Mutex::default(),
+            links,
+            takeovers,
             members,
             views: Mutex::default(),
             inbound: Arc::default(),
@@ -110,11 +117,13 @@ impl Cluster {
             tasks: TaskTracker::new(),
         });
         engine.set_peers(inner.forwarder.clone());
+        engine.set_ownership(inner.takeovers.clone());
         let rx = Receiver {
             engine: engine.clone(),
             me,
             stats: inner.inbound.clone(),
             joins: joins_tx,
+            takeovers: inner.takeovers.clone(),
         };
         inner
             .tasks

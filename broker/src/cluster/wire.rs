@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, BytesMut};
 use sha2::{Digest, Sha256};
 
-use crate::store::MessageRecord;
+use crate::store::{MessageRecord, QueuedRecord, SubscriptionRecord};
 
 /// The version of this protocol; a peer speaking another is refused.
 pub const VERSION: u32 = 1;
@@ -63,7 +63,7 @@ pub struct Proof {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Frame {
     /// What it carries.
-    #[prost(oneof = "Body", tags = "1, 2")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4")]
     pub body: Option<Body>,
 }
 
@@ -77,6 +77,46 @@ pub enum Body {
     /// The dialler asks to join the receiver's cluster (`vmq-admin cluster join` on it).
     #[prost(message, tag = "2")]
     Join(Join),
+    /// A client connected on the sender: the receiver lets go of its session.
+    #[prost(message, tag = "3")]
+    Claim(Claim),
+    /// The answer to a [`Claim`], on the answering node's own link.
+    #[prost(message, tag = "4")]
+    Claimed(Claimed),
+}
+
+/// A node claims a client's session.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Claim {
+    /// Matches the answer to the question.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The client's mountpoint.
+    #[prost(string, tag = "2")]
+    pub mountpoint: String,
+    /// The client id.
+    #[prost(string, tag = "3")]
+    pub client_id: String,
+    /// Whether the client starts clean (then nothing is handed over).
+    #[prost(bool, tag = "4")]
+    pub clean_start: bool,
+}
+
+/// A node let go of a client's session.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Claimed {
+    /// The [`Claim`]'s id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Whether it held the session.
+    #[prost(bool, tag = "2")]
+    pub found: bool,
+    /// The session's subscriptions (when handed over).
+    #[prost(message, repeated, tag = "3")]
+    pub subscriptions: Vec<SubscriptionRecord>,
+    /// Its messages, in order (when handed over).
+    #[prost(message, repeated, tag = "4")]
+    pub queue: Vec<QueuedRecord>,
 }
 
 /// A join request.

@@ -23,6 +23,9 @@ pub struct ClusterConfig {
     pub gossip_interval: Duration,
     /// `cluster.reconnect_interval` (ours, 1 s): how long a link waits before redialling.
     pub reconnect_interval: Duration,
+    /// `cluster.takeover_timeout` (ours, 5 s): how long a connecting client's node waits for
+    /// the other nodes to let go of its session.
+    pub takeover_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -33,6 +36,7 @@ impl Default for ClusterConfig {
             outgoing_buffer: 64 << 20,
             gossip_interval: Duration::from_millis(100),
             reconnect_interval: Duration::from_secs(1),
+            takeover_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -61,6 +65,7 @@ impl ClusterConfig {
             }
             "cluster.gossip_interval" => self.gossip_interval = positive(value)?,
             "cluster.reconnect_interval" => self.reconnect_interval = positive(value)?,
+            "cluster.takeover_timeout" => self.takeover_timeout = positive(value)?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -516,6 +516,7 @@ pub(super) const TYPED_KEYS: &[&str] = &[
     "outgoing_clustering_buffer_size",
     "cluster.gossip_interval",
     "cluster.reconnect_interval",
+    "cluster.takeover_timeout",
 ];
 
 /// What happens to a plugin that is not one of ours.

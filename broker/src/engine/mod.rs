@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use mailbox::{Mailbox, Pushed};
 pub use peers::Peers;
 pub use registry::{
-    Attachment, LocalOwnership, OutState, Outgoing, Ownership, SessionSlot, SessionState,
+    Attachment, Handover, OutState, Outgoing, Ownership, SessionSlot, SessionState,
 };
 pub use retained::{Retained, RetainedStore};
 pub use router::{Routed, Subscriber, Subscription};
@@ -175,6 +175,26 @@ impl Engine {
     /// publish is also handed to `peers`.
     pub fn set_peers(&self, peers: Arc<dyn Peers>) {
         let _ = self.peers.set(peers);
+    }
+
+    /// Makes `ownership` decide which node holds each session (once; a cluster sets it
+    /// before clients are accepted).
+    pub fn set_ownership(&self, ownership: Arc<dyn Ownership>) {
+        self.registry.set_ownership(ownership);
+    }
+
+    /// Lets go of the session of `client_id` for another node that claimed it (its
+    /// connection is told the session was taken over); returns it, if it existed (empty
+    /// unless `keep`).
+    pub async fn hand_over(
+        &self,
+        mountpoint: &str,
+        client_id: &str,
+        keep: bool,
+    ) -> Option<Handover> {
+        self.registry
+            .hand_over(self, mountpoint, client_id, keep)
+            .await
     }
 
     /// The filters subscribed on this node, when it is a cluster node.

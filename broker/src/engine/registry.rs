@@ -4,8 +4,8 @@
 //! what a connection is beyond the two channels it is handed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -91,42 +91,35 @@ const HANDOVER_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether this node may hold a client's session. The registry asks before it creates or
 /// resumes one; the answer is the seam where a cluster decides which node owns a client id
-/// (and makes another node's session let go first). [`LocalOwnership`] is the single-node
-/// answer: always yes.
+/// (and makes another node's session let go first, handing it over). Without one (a single
+/// node) every claim succeeds with nothing handed over.
 pub trait Ownership: Send + Sync + std::fmt::Debug {
-    /// Claims the session of `client_id` on `mountpoint` for this node; an error refuses the
-    /// connection (CONNACK "server unavailable") with this text logged.
+    /// Claims the session of `client_id` on `mountpoint` for this node: the session another
+    /// node held, when it held one and `clean_start` is off; an error refuses the connection
+    /// (CONNACK "server unavailable") with this text logged.
     fn claim<'a>(
         &'a self,
         mountpoint: &'a str,
         client_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), String>>;
+        clean_start: bool,
+    ) -> BoxFuture<'a, Result<Option<Handover>, String>>;
 }
 
-/// A single node owns every session.
+/// A session another node let go of, for this node to carry on.
 #[derive(Debug, Default)]
-pub struct LocalOwnership;
-
-impl Ownership for LocalOwnership {
-    fn claim<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
+pub struct Handover {
+    /// Its subscriptions.
+    pub subscriptions: Vec<(String, SubRecord)>,
+    /// Its messages, in order: those that were in flight first, then its queue.
+    pub queue: Vec<Delivery>,
 }
 
 /// Client id (per mountpoint) to session.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<Key, Arc<SessionSlot>>>,
-    ownership: Box<dyn Ownership>,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Registry {
-            sessions: Mutex::default(),
-            ownership: Box::new(LocalOwnership),
-        }
-    }
+    /// Who decides which node holds a session (a cluster); none on a single node.
+    ownership: OnceLock<Arc<dyn Ownership>>,
 }
 
 /// The outcome of attaching a connection to a session.
@@ -210,7 +203,10 @@ impl Registry {
         client_id: &Arc<str>,
         clean_start: bool,
     ) -> Result<Attachment, String> {
-        self.ownership.claim(mountpoint, client_id).await?;
+        let mut handover = match self.ownership.get() {
+            Some(o) => o.claim(mountpoint, client_id, clean_start).await?,
+            None => None,
+        };
         let key: Key = (mountpoint.to_owned(), client_id.clone());
         loop {
             if let Some(slot) = self.get(&key) {
@@ -239,7 +235,7 @@ impl Registry {
                     // not detached yet: go round again.
                     None
                 } else {
-                    let (slot, session_present, state) = match existing {
+                    let (slot, session_present, mut state) = match existing {
                         Some(slot) if !clean_start => {
                             let state = slot.state.lock().take().unwrap_or_default();
                             (slot, true, state)
@@ -261,6 +257,13 @@ impl Registry {
                             sessions.insert(key.clone(), slot.clone());
                             (slot, false, Box::default())
                         }
+                    };
+                    let session_present = match handover.take() {
+                        Some(h) if !clean_start => {
+                            adopt(engine, &slot, &mut state, h);
+                            true
+                        }
+                        _ => session_present,
                     };
                     // Attached before the lock goes: a racing attach sees it and kicks it.
                     let (kick_tx, kick_rx) = oneshot::channel();
@@ -342,6 +345,53 @@ impl Registry {
         }
     }
 
+    /// Makes `ownership` decide which node holds a session (once; a cluster sets it).
+    pub fn set_ownership(&self, ownership: Arc<dyn Ownership>) {
+        let _ = self.ownership.set(ownership);
+    }
+
+    /// Lets go of the session of `client_id` because another node claimed it: its connection
+    /// (if any) is told the session was taken over and waited for, then the session leaves
+    /// this node. Returns it (empty unless `keep`: the claimer resumes it) when it existed.
+    pub async fn hand_over(
+        &self,
+        engine: &Engine,
+        mountpoint: &str,
+        client_id: &str,
+        keep: bool,
+    ) -> Option<Handover> {
+        let key: Key = (mountpoint.to_owned(), client_id.into());
+        let slot = self.get(&key)?;
+        let previous = slot.attached.lock().take();
+        if let Some(previous) = previous {
+            let _ = previous.kick.send(DisconnectReason::SessionTakenOver);
+            let _ = tokio::time::timeout(HANDOVER_WAIT, previous.done).await;
+        }
+        let mut sessions = self.sessions.lock();
+        if !sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            return None;
+        }
+        sessions.remove(&key);
+        let mut h = Handover::default();
+        if keep {
+            let state = slot.state.lock();
+            if let Some(state) = state.as_ref() {
+                h.subscriptions = state
+                    .subscriptions
+                    .iter()
+                    .map(|(f, r)| (f.clone(), r.clone()))
+                    .collect();
+                let mut inflight: Vec<&Outgoing> = state.outgoing.values().collect();
+                inflight.sort_by_key(|o| o.seq);
+                h.queue = inflight.into_iter().map(|o| o.delivery.clone()).collect();
+            }
+            drop(state);
+            slot.mailbox.take(usize::MAX, &mut h.queue);
+        }
+        discard(engine, &slot);
+        Some(h)
+    }
+
     /// Registers a session read back from the store (at start, before listeners accept).
     pub fn insert_restored(&self, slot: Arc<SessionSlot>) {
         self.sessions
@@ -373,6 +423,29 @@ impl Registry {
             false
         }
     }
+}
+
+/// Takes on a session another node handed over: its subscriptions go into the router (and
+/// the state) and its messages into the mailbox, after any already there.
+fn adopt(engine: &Engine, slot: &Arc<SessionSlot>, state: &mut SessionState, h: Handover) {
+    for (filter, record) in h.subscriptions {
+        if state.subscriptions.contains_key(&filter) {
+            continue;
+        }
+        engine.router.subscribe(
+            &slot.mountpoint,
+            &filter,
+            super::Subscription {
+                client_id: slot.client_id.clone(),
+                subscriber: super::Subscriber::Local(slot.mailbox.clone()),
+                options: record.options,
+                id: record.id,
+                acl: record.acl.clone(),
+            },
+        );
+        state.subscriptions.insert(filter, record);
+    }
+    slot.mailbox.restore(h.queue);
 }
 
 /// Drops a session's subscriptions and queue, in memory and in the store.

@@ -23,7 +23,10 @@ use tokio::time::Instant;
 
 use tokio::sync::watch;
 
-pub(crate) use record::{MessageRecord, message_from, message_record};
+pub(crate) use record::{
+    MessageRecord, QueuedRecord, SubscriptionRecord, delivery_from, delivery_record, message_from,
+    message_record, subscription_from, subscription_record,
+};
 pub use record::{RestoredQueued, RestoredSession};
 
 /// A subscription as a session keeps it (and the store writes it): enough to restore or

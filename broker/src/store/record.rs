@@ -31,8 +31,9 @@ struct SessionRecord {
     offline_since_ms: Option<u64>,
 }
 
+/// A subscription as stored, and as a session handed to another node carries it.
 #[derive(Clone, PartialEq, prost::Message)]
-struct SubscriptionRecord {
+pub(crate) struct SubscriptionRecord {
     #[prost(string, tag = "1")]
     filter: String,
     #[prost(uint32, tag = "2")]
@@ -50,7 +51,7 @@ struct SubscriptionRecord {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct AclRecord {
+pub(crate) struct AclRecord {
     #[prost(string, tag = "1")]
     name: String,
     #[prost(string, tag = "2")]
@@ -77,8 +78,9 @@ pub(crate) struct MessageRecord {
     publisher: Option<String>,
 }
 
+/// A queued delivery as stored, and as a session handed to another node carries it.
 #[derive(Clone, PartialEq, prost::Message)]
-struct QueuedRecord {
+pub(crate) struct QueuedRecord {
     #[prost(message, optional, tag = "1")]
     message: Option<MessageRecord>,
     #[prost(uint32, tag = "2")]
@@ -158,6 +160,67 @@ pub(crate) fn message_record(m: &Message, now: (SystemTime, Instant)) -> Message
     }
 }
 
+/// A subscription's record.
+pub(crate) fn subscription_record(filter: String, s: &SubRecord) -> SubscriptionRecord {
+    SubscriptionRecord {
+        filter,
+        qos: u32::from(s.options.qos as u8),
+        no_local: s.options.no_local,
+        retain_as_published: s.options.retain_as_published,
+        retain_handling: u32::from(s.options.retain_handling),
+        id: s.id,
+        acl: acl_record(s.acl.as_ref()),
+    }
+}
+
+/// A subscription back from its record.
+pub(crate) fn subscription_from(s: SubscriptionRecord) -> Result<(String, SubRecord), String> {
+    let qos = qos_from(s.qos)?;
+    Ok((
+        s.filter,
+        SubRecord {
+            options: SubOptions {
+                qos,
+                no_local: s.no_local,
+                retain_as_published: s.retain_as_published,
+                retain_handling: u8::try_from(s.retain_handling).unwrap_or(0),
+            },
+            id: s.id,
+            acl: acl_from(s.acl),
+        },
+    ))
+}
+
+/// A delivery's record (not in flight: no packet id).
+pub(crate) fn delivery_record(d: &Delivery, now: (SystemTime, Instant)) -> QueuedRecord {
+    QueuedRecord {
+        message: Some(message_record(&d.message, now)),
+        qos: u32::from(d.qos as u8),
+        retain: d.retain,
+        subscription_ids: d.subscription_ids.clone(),
+        acl: acl_record(d.acl.as_ref()),
+        packet_id: None,
+        released: false,
+    }
+}
+
+/// A delivery back from its record (not marked stored).
+pub(crate) fn delivery_from(
+    r: QueuedRecord,
+    now: (SystemTime, Instant),
+) -> Result<Delivery, String> {
+    let message = message_from(r.message.ok_or("no message")?, now)?;
+    Ok(Delivery {
+        message: Arc::new(message),
+        qos: qos_from(r.qos)?,
+        retain: r.retain,
+        subscription_ids: r.subscription_ids,
+        persisted: false,
+        acl: acl_from(r.acl),
+        stored: None,
+    })
+}
+
 /// Encodes one operation into the writes that apply it.
 pub(super) fn encode_op(op: Op, now: (SystemTime, Instant), out: &mut Vec<Write>) {
     match op {
@@ -170,15 +233,7 @@ pub(super) fn encode_op(op: Op, now: (SystemTime, Instant), out: &mut Vec<Write>
             let record = SessionRecord {
                 subscriptions: subscriptions
                     .into_iter()
-                    .map(|(filter, s)| SubscriptionRecord {
-                        filter,
-                        qos: u32::from(s.options.qos as u8),
-                        no_local: s.options.no_local,
-                        retain_as_published: s.options.retain_as_published,
-                        retain_handling: u32::from(s.options.retain_handling),
-                        id: s.id,
-                        acl: acl_record(s.acl.as_ref()),
-                    })
+                    .map(|(filter, s)| subscription_record(filter, &s))
                     .collect(),
                 expiry_secs: expiry.map(|d| d.as_secs()),
                 offline_since_ms: offline_since.map(unix_ms),
@@ -200,13 +255,9 @@ pub(super) fn encode_op(op: Op, now: (SystemTime, Instant), out: &mut Vec<Write>
             released,
         } => {
             let record = QueuedRecord {
-                message: Some(message_record(&delivery.message, now)),
-                qos: u32::from(delivery.qos as u8),
-                retain: delivery.retain,
-                subscription_ids: delivery.subscription_ids,
-                acl: acl_record(delivery.acl.as_ref()),
                 packet_id: packet_id.map(u32::from),
                 released,
+                ..delivery_record(&delivery, now)
             };
             let session = session_key_bytes(&key.mountpoint, &key.client_id);
             out.push(Write::PutQueued(
@@ -294,20 +345,7 @@ pub(super) fn decode_snapshot(
             .map_err(|e| corrupt("session", &key, e.to_string()))?;
         let mut subscriptions = Vec::with_capacity(r.subscriptions.len());
         for s in r.subscriptions {
-            let qos = qos_from(s.qos).map_err(|e| corrupt("session", &key, e))?;
-            subscriptions.push((
-                s.filter,
-                SubRecord {
-                    options: SubOptions {
-                        qos,
-                        no_local: s.no_local,
-                        retain_as_published: s.retain_as_published,
-                        retain_handling: u8::try_from(s.retain_handling).unwrap_or(0),
-                    },
-                    id: s.id,
-                    acl: acl_from(s.acl),
-                },
-            ));
+            subscriptions.push(subscription_from(s).map_err(|e| corrupt("session", &key, e))?);
         }
         let expiry = r.expiry_secs.map(Duration::from_secs);
         let expires_in = expiry.map(|e| match r.offline_since_ms {
@@ -349,26 +387,15 @@ pub(super) fn decode_snapshot(
         }
         let r = QueuedRecord::decode(value.as_slice())
             .map_err(|e| corrupt("queue", &key, e.to_string()))?;
-        let message = message_from(
-            r.message
-                .ok_or_else(|| corrupt("queue", &key, "no message".into()))?,
-            now,
-        )
-        .map_err(|e| corrupt("queue", &key, e))?;
-        let delivery = Delivery {
-            message: Arc::new(message),
-            qos: qos_from(r.qos).map_err(|e| corrupt("queue", &key, e))?,
-            retain: r.retain,
-            subscription_ids: r.subscription_ids,
-            persisted: true,
-            acl: acl_from(r.acl),
-            stored: Some(seq),
-        };
+        let (packet_id, released) = (r.packet_id, r.released);
+        let mut delivery = delivery_from(r, now).map_err(|e| corrupt("queue", &key, e))?;
+        delivery.persisted = true;
+        delivery.stored = Some(seq);
         sessions[at].1.queue.push(RestoredQueued {
             seq,
             delivery,
-            packet_id: r.packet_id.and_then(|p| u16::try_from(p).ok()),
-            released: r.released,
+            packet_id: packet_id.and_then(|p| u16::try_from(p).ok()),
+            released,
         });
     }
     let mut retained = Vec::with_capacity(snapshot.retained.len());
