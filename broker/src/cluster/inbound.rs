@@ -174,7 +174,7 @@ async fn serve(mut stream: TcpStream, rx: &Receiver) -> Result<(), String> {
                 if message.retain {
                     engine.retain(&p.mountpoint, message.clone());
                 }
-                engine.publish_from_peer(&p.mountpoint, &message);
+                engine.publish_from_peer(&p.mountpoint, &message, &p.groups);
             }
             Some(Body::Join(j)) => {
                 let addr = j

@@ -105,7 +105,7 @@ impl Cluster {
             advertise,
             bind,
             engine: engine.clone(),
-            forwarder: Arc::default(),
+            forwarder: Arc::new(Forwarder::new(engine.config().shared_subscription_policy)),
             gossip: tokio::sync::Mutex::new(None),
             clustered: AtomicBool::new(false),
             links,
@@ -309,13 +309,14 @@ impl Inner {
         }
         let mut table = Table {
             links: links.values().cloned().collect(),
+            live: Vec::with_capacity(links.len()),
             routes: RemoteRoutes::default(),
         };
         for (i, link) in table.links.iter().enumerate() {
-            if let Some(v) = views.iter().find(|v| v.node == link.peer) {
-                for (mp, filter) in &v.routes {
-                    table.routes.add(mp, filter, i);
-                }
+            let view = views.iter().find(|v| v.node == link.peer);
+            table.live.push(view.is_some_and(|v| v.live));
+            for (mp, filter) in view.map_or(&[][..], |v| &v.routes) {
+                table.routes.add(mp, filter, i);
             }
         }
         drop(links);

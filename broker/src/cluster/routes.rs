@@ -1,13 +1,19 @@
 //! The routes of the other nodes, as gossiped: which nodes have a subscriber on which filter.
 //! A publish asks it once for the set of nodes to forward to. Shared subscriptions
-//! (`$share/...`) are kept apart: a publish goes to their nodes only through the group pick.
+//! (`$share/<group>/<filter>`) are kept apart, by group: a publish goes to one of their nodes
+//! only through the group pick.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-/// One level of the route trie: the nodes whose filter ends here, and the deeper levels.
+use crate::topic;
+
+/// One level of the route trie: the nodes whose filter ends here, the share groups ending
+/// here (the full `$share/...` filter, and a node with members), and the deeper levels.
 #[derive(Debug, Default)]
 struct Level {
     nodes: Vec<usize>,
+    groups: Vec<(Arc<str>, usize)>,
     children: HashMap<String, Level>,
 }
 
@@ -15,24 +21,51 @@ struct Level {
 #[derive(Debug, Default)]
 pub struct RemoteRoutes {
     tries: HashMap<String, Level>,
+    /// The nodes of each share group, by (mountpoint, `$share/<group>/<filter>`).
+    groups: HashMap<(String, Arc<str>), Vec<usize>>,
     len: usize,
 }
 
 impl RemoteRoutes {
-    /// Adds node `node`'s route on `filter` (already a valid filter; a `$share/` one is
-    /// ignored here).
+    /// Adds node `node`'s route on `filter` (`$share/<group>/...` for a share group); an
+    /// invalid filter is ignored.
     pub fn add(&mut self, mountpoint: &str, filter: &str, node: usize) {
-        if filter.starts_with("$share/") {
+        let Ok(parsed) = topic::parse_filter(filter) else {
             return;
-        }
+        };
         let mut level = self.tries.entry(mountpoint.to_owned()).or_default();
-        for part in filter.split('/') {
+        for part in parsed.filter.split('/') {
             level = level.children.entry(part.to_owned()).or_default();
         }
-        if !level.nodes.contains(&node) {
-            level.nodes.push(node);
-            self.len += 1;
-        }
+        let added = match parsed.group {
+            None if !level.nodes.contains(&node) => {
+                level.nodes.push(node);
+                true
+            }
+            Some(_)
+                if !level
+                    .groups
+                    .iter()
+                    .any(|(k, n)| **k == *filter && *n == node) =>
+            {
+                let key: Arc<str> = filter.into();
+                level.groups.push((key.clone(), node));
+                self.groups
+                    .entry((mountpoint.to_owned(), key))
+                    .or_default()
+                    .push(node);
+                true
+            }
+            _ => false,
+        };
+        self.len += usize::from(added);
+    }
+
+    /// The nodes with members of the share group `group` (`$share/<group>/<filter>`).
+    pub fn group_nodes(&self, mountpoint: &str, group: &str) -> &[usize] {
+        self.groups
+            .get(&(mountpoint.to_owned(), Arc::from(group)))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Number of (node, filter) routes.
@@ -40,23 +73,37 @@ impl RemoteRoutes {
         self.len
     }
 
-    /// Adds to `out` (without repeating one) every node with a filter matching `topic`.
-    pub fn matching(&self, mountpoint: &str, topic: &str, out: &mut Vec<usize>) {
+    /// Adds to `nodes` (without repeating one) every node with a filter matching `topic`, and
+    /// to `groups` every (share group filter, node with members) matching it.
+    pub fn matching(
+        &self,
+        mountpoint: &str,
+        topic: &str,
+        nodes: &mut Vec<usize>,
+        groups: &mut Vec<(Arc<str>, usize)>,
+    ) {
         let Some(root) = self.tries.get(mountpoint) else {
             return;
         };
         let levels: Vec<&str> = topic.split('/').collect();
-        walk(root, &levels, 0, topic.starts_with('$'), out);
+        let mut out = Out { nodes, groups };
+        walk(root, &levels, 0, topic.starts_with('$'), &mut out);
 
-        fn visit(level: &Level, out: &mut Vec<usize>) {
-            for n in &level.nodes {
-                if !out.contains(n) {
-                    out.push(*n);
-                }
-            }
+        struct Out<'a> {
+            nodes: &'a mut Vec<usize>,
+            groups: &'a mut Vec<(Arc<str>, usize)>,
         }
 
-        fn walk(level: &Level, levels: &[&str], depth: usize, dollar: bool, out: &mut Vec<usize>) {
+        fn visit(level: &Level, out: &mut Out<'_>) {
+            for n in &level.nodes {
+                if !out.nodes.contains(n) {
+                    out.nodes.push(*n);
+                }
+            }
+            out.groups.extend(level.groups.iter().cloned());
+        }
+
+        fn walk(level: &Level, levels: &[&str], depth: usize, dollar: bool, out: &mut Out<'_>) {
             // MQTT: wildcards at the first level do not match topics starting with '$'.
             let wildcards = !(depth == 0 && dollar);
             if wildcards && let Some(hash) = level.children.get("#") {
@@ -85,7 +132,16 @@ mod tests {
 
     fn nodes(r: &RemoteRoutes, mp: &str, t: &str) -> Vec<usize> {
         let mut out = Vec::new();
-        r.matching(mp, t, &mut out);
+        r.matching(mp, t, &mut out, &mut Vec::new());
+        out.sort();
+        out
+    }
+
+    fn groups(r: &RemoteRoutes, mp: &str, t: &str) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        r.matching(mp, t, &mut Vec::new(), &mut out);
+        let mut out: Vec<(String, usize)> =
+            out.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
         out.sort();
         out
     }
@@ -99,8 +155,23 @@ mod tests {
         r.add("", "#", 2);
         r.add("mp", "a/b", 3);
         r.add("", "$share/g/a/b", 4);
-        assert_eq!(r.len(), 5);
+        r.add("", "$share/g/a/b", 4);
+        r.add("", "$share/g/a/+", 1);
+        r.add("", "$share/h/#", 4);
+        r.add("", "$share/bad", 4);
+        assert_eq!(r.len(), 8);
         assert_eq!(nodes(&r, "", "a/b"), vec![0, 1, 2]);
+        assert_eq!(
+            groups(&r, "", "a/b"),
+            vec![
+                ("$share/g/a/+".to_owned(), 1),
+                ("$share/g/a/b".to_owned(), 4),
+                ("$share/h/#".to_owned(), 4)
+            ]
+        );
+        assert_eq!(groups(&r, "", "x"), vec![("$share/h/#".to_owned(), 4)]);
+        assert_eq!(r.group_nodes("", "$share/g/a/b"), &[4]);
+        assert_eq!(r.group_nodes("", "$share/g/a/c"), &[] as &[usize]);
         assert_eq!(nodes(&r, "", "a"), vec![0, 2], "a/# matches its parent");
         assert_eq!(nodes(&r, "", "$SYS/x"), Vec::<usize>::new());
         assert_eq!(nodes(&r, "mp", "a/b"), vec![3]);

@@ -137,6 +137,10 @@ pub struct Publish {
     /// wall-clock milliseconds, publisher).
     #[prost(message, optional, tag = "2")]
     pub message: Option<MessageRecord>,
+    /// The share groups (`$share/<group>/<filter>`) the sender picked the receiver for: the
+    /// receiver delivers to one of its members of each (and to its plain subscribers).
+    #[prost(string, repeated, tag = "3")]
+    pub groups: Vec<String>,
 }
 
 /// `sha256(role, cookie, first nonce, second nonce)`, each part length-prefixed.

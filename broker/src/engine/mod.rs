@@ -159,16 +159,31 @@ impl Engine {
     /// session, one member per share group). With `report`, the deliveries that went to an
     /// offline session or were dropped are listed (for the offline/drop hooks).
     pub fn publish(&self, mountpoint: &str, message: &Arc<Message>, report: bool) -> Routed {
-        let routed = self.router.route(mountpoint, message, report);
-        if let Some(peers) = self.peers.get() {
-            peers.forward(mountpoint, message);
-        }
+        let Some(peers) = self.peers.get() else {
+            return self
+                .router
+                .route(mountpoint, message, report, router::Groups::All);
+        };
+        let serve = |group: &str| peers.serve_here(mountpoint, group);
+        let routed = self
+            .router
+            .route(mountpoint, message, report, router::Groups::Chosen(&serve));
+        peers.forward(mountpoint, message, &routed.shared_here);
         routed
     }
 
-    /// Routes a message another node forwarded here to this node's subscribers only.
-    pub fn publish_from_peer(&self, mountpoint: &str, message: &Arc<Message>) -> Routed {
-        self.router.route(mountpoint, message, false)
+    /// Routes a message another node forwarded here to this node's subscribers only: its
+    /// plain subscribers, and the share groups in `groups` (those the sender picked this node
+    /// for).
+    pub fn publish_from_peer(
+        &self,
+        mountpoint: &str,
+        message: &Arc<Message>,
+        groups: &[String],
+    ) -> Routed {
+        let serve = |group: &str| groups.iter().any(|g| g == group);
+        self.router
+            .route(mountpoint, message, false, router::Groups::Chosen(&serve))
     }
 
     /// Connects the engine to other nodes (once; a second call is ignored): from now on every

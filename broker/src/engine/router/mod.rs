@@ -54,6 +54,17 @@ pub struct Routed {
     pub ticket: Option<Ticket>,
     /// A subscriber queue this publish found congested: the publisher should pause on it.
     pub congested: Option<Arc<Mailbox>>,
+    /// The share groups (`$share/<group>/<filter>`) served here.
+    pub shared_here: Vec<Arc<str>>,
+}
+
+/// Which share groups a publish serves on this node.
+#[derive(Clone, Copy)]
+pub enum Groups<'a> {
+    /// Every matching group (a single node).
+    All,
+    /// Those `serve` says yes to (a cluster node deciding with its peers).
+    Chosen(&'a dyn Fn(&str) -> bool),
 }
 
 impl Router {
@@ -128,12 +139,19 @@ impl Router {
     /// Queues `message` for every matching subscriber: one delivery per client (overlapping
     /// subscriptions merged: highest QoS, every subscription identifier), one member per share
     /// group. Returns how many deliveries were queued.
-    pub fn route(&self, mountpoint: &str, message: &Arc<Message>, report: bool) -> Routed {
+    pub fn route(
+        &self,
+        mountpoint: &str,
+        message: &Arc<Message>,
+        report: bool,
+        groups: Groups<'_>,
+    ) -> Routed {
         // One entry per subscribing session (its mailbox is its identity). A publish usually
         // matches a handful: a linear scan, with an index once there are many.
         let mut by_client: Vec<Pending> = Vec::new();
         let mut index: Option<HashMap<*const Mailbox, usize, foldhash::fast::RandomState>> = None;
         let mut shared: Vec<Pending> = Vec::new();
+        let mut shared_here = Vec::new();
         {
             let tries = self.tries.read();
             let Some(trie) = tries.get(mountpoint) else {
@@ -188,7 +206,13 @@ impl Router {
                     entry.ids.extend(sub.id);
                 },
                 &mut |group: &Group| {
+                    if let Groups::Chosen(serve) = groups
+                        && !serve(&group.key)
+                    {
+                        return;
+                    }
                     if let Some(sub) = group.pick() {
+                        shared_here.push(group.key.clone());
                         let Subscriber::Local(mailbox) = &sub.subscriber;
                         shared.push(Pending {
                             mailbox: mailbox.clone(),
@@ -201,7 +225,10 @@ impl Router {
                 },
             );
         }
-        let mut routed = Routed::default();
+        let mut routed = Routed {
+            shared_here,
+            ..Routed::default()
+        };
         for p in by_client.into_iter().chain(shared) {
             let delivery = Delivery {
                 message: message.clone(),

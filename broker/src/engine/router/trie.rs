@@ -46,6 +46,8 @@ pub struct Subscription {
 /// The members of one share group on one filter.
 #[derive(Debug, Default)]
 pub struct Group {
+    /// The group's full filter, `$share/<group>/<filter>`.
+    pub key: Arc<str>,
     /// Members, in subscription order.
     pub members: Vec<Subscription>,
     next: AtomicUsize,
@@ -98,7 +100,10 @@ impl Trie {
         let existed = match group {
             None => node.subs.insert(sub.client_id.clone(), sub).is_some(),
             Some(g) => {
-                let group = node.groups.entry(g.into()).or_default();
+                let group = node.groups.entry(g.into()).or_insert_with(|| Group {
+                    key: format!("$share/{g}/{filter}").into(),
+                    ..Group::default()
+                });
                 match group
                     .members
                     .iter_mut()
