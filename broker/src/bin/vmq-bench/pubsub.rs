@@ -34,6 +34,16 @@ pub struct PubSub {
     host: IpAddr,
     #[arg(long, default_value_t = 1883)]
     port: u16,
+    /// The broker the subscribers connect to, when not --host (another node of a cluster).
+    #[arg(long)]
+    sub_host: Option<IpAddr>,
+    /// Its port (default: --port).
+    #[arg(long)]
+    sub_port: Option<u16>,
+    /// Seconds to wait after the subscriptions before publishing (for a cluster: until the
+    /// other nodes know the new routes).
+    #[arg(long, default_value_t = 0.0)]
+    settle: f64,
     #[arg(long, value_enum, default_value = "fan-in")]
     scenario: Scenario,
     /// Publishers (fan-in, pairwise) or subscribers (fan-out).
@@ -291,6 +301,7 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 
 pub async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
     let addr = SocketAddr::new(a.host, a.port);
+    let sub_addr = SocketAddr::new(a.sub_host.unwrap_or(a.host), a.sub_port.unwrap_or(a.port));
     let qos = QoS::from_u8(a.qos).context("qos must be 0, 1 or 2")?;
     if a.payload < 16 {
         bail!("--payload must be at least 16 bytes (timestamp and sequence)");
@@ -323,7 +334,7 @@ pub async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
     let mut subs = Vec::new();
     for (i, filter) in subscribers.iter().enumerate() {
         let id = format!("bench-sub-{run}-{i}");
-        let mut c = connect_as(addr, id, None, !a.persistent, a.username.clone()).await?;
+        let mut c = connect_as(sub_addr, id, None, !a.persistent, a.username.clone()).await?;
         subscribe(&mut c, filter, qos).await?;
         subs.push(tokio::spawn(subscriber(
             c,
@@ -331,6 +342,9 @@ pub async fn pubsub(a: PubSub, json: bool) -> anyhow::Result<()> {
             stop.clone(),
             measuring.clone(),
         )));
+    }
+    if a.settle > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(a.settle)).await;
     }
     let mut pubs = Vec::new();
     for (i, topic) in publishers.iter().enumerate() {
