@@ -6,8 +6,10 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use support::{BrokerProcess, start_broker};
 
@@ -283,12 +285,52 @@ fn mosquitto(bin: &str, node: &Node, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The events one node's sidecar got: (hook, node, client id).
+type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// A sidecar (the SDK's server) collecting what it gets; the config lines that relay
+/// `on_publish` and `on_deliver` to it.
+async fn sidecar() -> (Seen, String) {
+    let mut events = vmq_sidecar_sdk::Server::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .into_stream(4096);
+    let port = events.local_addr().unwrap().port();
+    let seen = Seen::default();
+    let into = seen.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            let row = (
+                e.hook().to_owned(),
+                e.node().unwrap_or_default().to_owned(),
+                e.client_id().unwrap_or_default().to_owned(),
+            );
+            into.lock().unwrap().push(row);
+        }
+    });
+    let conf = format!(
+        "plugins.vmq_events_sidecar = on\nvmq_events_sidecar.port = {port}\n\
+         vmq_events_sidecar.hooks = [on_publish, on_deliver]\n"
+    );
+    (seen, conf)
+}
+
+/// How many events of `hook` for `client_id` a sidecar got.
+fn count(seen: &Seen, hook: &str, client_id: &str) -> usize {
+    let seen = seen.lock().unwrap();
+    seen.iter()
+        .filter(|(h, _, c)| h == hook && c == client_id)
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_deliver_take_over_retain_survive_a_kill_and_leave() {
     let dir = tempfile::tempdir().unwrap();
     let port = shared_port();
-    let mut n1 = Node::start(dir.path(), 1, port, "");
-    let n2 = Node::start(dir.path(), 2, port, "");
+    let (seen1, relay1) = sidecar().await;
+    let (seen2, relay2) = sidecar().await;
+    let mut n1 = Node::start(dir.path(), 1, port, &relay1);
+    let n2 = Node::start(dir.path(), 2, port, &relay2);
     let mut n3 = Node::start(dir.path(), 3, port, "");
 
     // Before joining, a node is alone.
@@ -334,6 +376,28 @@ async fn three_nodes_join_deliver_take_over_retain_survive_a_kill_and_leave() {
     assert_eq!(got1, payloads, "n1's subscriber: all, once, in order");
     assert_eq!(got3, payloads, "n3's subscriber: all, once, in order");
     assert!(n1.metric("cluster_messages_received", "") >= 1000);
+    // Each node relays the hooks that ran on it, to its own sidecar, naming itself: the
+    // publishes on n2's, the deliveries to n1's subscriber on n1's.
+    eventually("the sidecars got the events", || {
+        count(&seen2, "on_publish", "pub-n2") == 1000
+            && count(&seen1, "on_deliver", "sub-n1") == 1000
+    });
+    assert_eq!(count(&seen1, "on_publish", "pub-n2"), 0);
+    assert_eq!(count(&seen2, "on_deliver", "sub-n1"), 0);
+    assert!(
+        seen1
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, node, _)| node == "n1@127.0.0.1")
+    );
+    assert!(
+        seen2
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, node, _)| node == "n2@127.0.0.2")
+    );
 
     // Offline takeover: X (persistent) subscribes on n1 and goes; ten messages published on
     // n2 are queued for it on n1; X comes back on n3 and gets them all, in order.

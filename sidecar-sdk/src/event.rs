@@ -255,6 +255,13 @@ impl Event {
         each_known!(self, m => m.timestamp.as_ref(), unknown => None)
     }
 
+    /// The cluster node (its `nodename`) on which the hook ran: `""` from a single node (or an
+    /// older broker); `None` for [`Event::Unknown`]. Each node relays its own hooks to its own
+    /// sidecar, so one session's events may come from several nodes' sidecars.
+    pub fn node(&self) -> Option<&str> {
+        each_known!(self, m => Some(m.node.as_str()), unknown => None)
+    }
+
     /// The MQTT connection's session id (a UUID per connection). `None` for `OnRegisterFailed`
     /// (a refused connection has no session) and [`Event::Unknown`]; `Some("")` when an older
     /// broker did not fill it in.

@@ -132,6 +132,7 @@ mod tests {
                 "retain": true,
                 "matchedAcl": {"name": "acl-1", "pattern": "a/+/#"},
                 "sessionId": "2f1c9e5e-8d3b-4f7a-9c1d-1234567890ab",
+                "node": "n1@10.0.0.1",
             })
         );
     }

@@ -18,6 +18,8 @@ pub const MOUNTPOINT: &str = "mp/1";
 pub const SESSION_ID: &str = "2f1c9e5e-8d3b-4f7a-9c1d-1234567890ab";
 /// Username used by every sample event that has one.
 pub const USERNAME: &str = "user-1";
+/// The node of every event of [`every_event`].
+pub const NODE: &str = "n1@10.0.0.1";
 /// Topic used by the sample events that carry a message.
 pub const TOPIC: &str = "a/b/ü";
 /// Payload of the sample events that carry a message: binary, not UTF-8.
@@ -55,6 +57,7 @@ pub fn every_event() -> Vec<Event> {
                 .map(|(k, v)| (s(k), s(v)))
                 .collect(),
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnRegisterFailed {
@@ -66,6 +69,7 @@ pub fn every_event() -> Vec<Event> {
             username: s(USERNAME),
             clean_session: true,
             reason: RegistrationFailureReason::InvalidCredentials as i32,
+            node: s(NODE),
         }
         .into(),
         OnPublish {
@@ -79,6 +83,7 @@ pub fn every_event() -> Vec<Event> {
             retain: true,
             matched_acl: acl(),
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnSubscribe {
@@ -99,6 +104,7 @@ pub fn every_event() -> Vec<Event> {
                 },
             ],
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnUnsubscribe {
@@ -108,6 +114,7 @@ pub fn every_event() -> Vec<Event> {
             mountpoint: s(MOUNTPOINT),
             topics: vec![s("a/+/c"), s("x/#")],
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnDeliver {
@@ -122,6 +129,7 @@ pub fn every_event() -> Vec<Event> {
             matched_acl: acl(),
             persisted: true,
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnDeliveryComplete {
@@ -136,6 +144,7 @@ pub fn every_event() -> Vec<Event> {
             matched_acl: acl(),
             persisted: true,
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnOfflineMessage {
@@ -147,6 +156,7 @@ pub fn every_event() -> Vec<Event> {
             payload: payload.clone(),
             retain: true,
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnMessageDrop {
@@ -159,6 +169,7 @@ pub fn every_event() -> Vec<Event> {
             reason: s("queue_full"),
             matched_acl: acl(),
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnClientWakeUp {
@@ -166,6 +177,7 @@ pub fn every_event() -> Vec<Event> {
             client_id: s(CLIENT_ID),
             mountpoint: s(MOUNTPOINT),
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnClientOffline {
@@ -175,6 +187,7 @@ pub fn every_event() -> Vec<Event> {
             reason: Reason::SessionTakenOver as i32,
             username: s(USERNAME),
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnClientGone {
@@ -184,6 +197,7 @@ pub fn every_event() -> Vec<Event> {
             reason: Reason::TcpClosed as i32,
             username: s(USERNAME),
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
         OnSessionExpired {
@@ -191,6 +205,7 @@ pub fn every_event() -> Vec<Event> {
             client_id: s(CLIENT_ID),
             mountpoint: s(MOUNTPOINT),
             session_id: s(SESSION_ID),
+            node: s(NODE),
         }
         .into(),
     ]
@@ -209,6 +224,7 @@ pub fn publish(size: usize) -> Event {
         retain: false,
         matched_acl: acl(),
         session_id: SESSION_ID.into(),
+        node: String::new(),
     }
     .into()
 }

@@ -24,6 +24,7 @@ fn wakeup() -> Event {
         client_id: "c1".into(),
         mountpoint: String::new(),
         session_id: "s".into(),
+        node: String::new(),
     }
     .into()
 }

@@ -39,6 +39,7 @@ SESSION_ID = "2f1c9e5e-8d3b-4f7a-9c1d-1234567890ab"
 USERNAME = "user-1"
 TOPIC = "a/b/ü"
 PAYLOAD = b"\x00\x01\xfepayload\xff"
+NODE = "n1@10.0.0.1"
 
 
 def ts(i):
@@ -57,47 +58,47 @@ def every_event():
         pb("on_register").OnRegister(
             timestamp=ts(0), peer_addr="127.0.0.1", peer_port=54321, username=USERNAME,
             mountpoint=MOUNTPOINT, client_id=CLIENT_ID,
-            user_properties={"k1": "v1", "ключ": "значение"}, session_id=SESSION_ID),
+            user_properties={"k1": "v1", "ключ": "значение"}, session_id=SESSION_ID, node=NODE),
         failed.OnRegisterFailed(
             timestamp=ts(1), mountpoint=MOUNTPOINT, client_id=CLIENT_ID, peer_addr="127.0.0.1",
             peer_port=54321, username=USERNAME, clean_session=True,
-            reason=failed.REGISTRATION_FAILURE_REASON_INVALID_CREDENTIALS),
+            reason=failed.REGISTRATION_FAILURE_REASON_INVALID_CREDENTIALS, node=NODE),
         pb("on_publish").OnPublish(
             timestamp=ts(2), username=USERNAME, client_id=CLIENT_ID, mountpoint=MOUNTPOINT, qos=1,
-            topic=TOPIC, payload=PAYLOAD, retain=True, matched_acl=acl(), session_id=SESSION_ID),
+            topic=TOPIC, payload=PAYLOAD, retain=True, matched_acl=acl(), session_id=SESSION_ID, node=NODE),
         sub.OnSubscribe(
             timestamp=ts(3), client_id=CLIENT_ID, mountpoint=MOUNTPOINT, username=USERNAME,
             topics=[sub.TopicInfo(topic="a/+/c", qos=1, matched_acl=acl()),
                     sub.TopicInfo(topic="$share/g/x/#", qos=128, matched_acl=acl())],
-            session_id=SESSION_ID),
+            session_id=SESSION_ID, node=NODE),
         pb("on_unsubscribe").OnUnsubscribe(
             timestamp=ts(4), username=USERNAME, client_id=CLIENT_ID, mountpoint=MOUNTPOINT,
-            topics=["a/+/c", "x/#"], session_id=SESSION_ID),
+            topics=["a/+/c", "x/#"], session_id=SESSION_ID, node=NODE),
         pb("on_deliver").OnDeliver(
             timestamp=ts(5), username=USERNAME, client_id=CLIENT_ID, mountpoint=MOUNTPOINT,
             topic=TOPIC, qos=2, is_retain=True, payload=PAYLOAD, matched_acl=acl(),
-            persisted=True, session_id=SESSION_ID),
+            persisted=True, session_id=SESSION_ID, node=NODE),
         pb("on_delivery_complete").OnDeliveryComplete(
             timestamp=ts(6), username=USERNAME, client_id=CLIENT_ID, mountpoint=MOUNTPOINT,
             topic=TOPIC, qos=1, is_retain=True, payload=PAYLOAD, matched_acl=acl(),
-            persisted=True, session_id=SESSION_ID),
+            persisted=True, session_id=SESSION_ID, node=NODE),
         pb("on_offline_message").OnOfflineMessage(
             timestamp=ts(7), client_id=CLIENT_ID, mountpoint=MOUNTPOINT, qos=2, topic=TOPIC,
-            payload=PAYLOAD, retain=True, session_id=SESSION_ID),
+            payload=PAYLOAD, retain=True, session_id=SESSION_ID, node=NODE),
         pb("on_message_drop").OnMessageDrop(
             timestamp=ts(8), client_id=CLIENT_ID, mountpoint=MOUNTPOINT, qos=1, topic=TOPIC,
-            payload=PAYLOAD, reason="queue_full", matched_acl=acl(), session_id=SESSION_ID),
+            payload=PAYLOAD, reason="queue_full", matched_acl=acl(), session_id=SESSION_ID, node=NODE),
         pb("on_client_wakeup").OnClientWakeUp(
-            timestamp=ts(9), client_id=CLIENT_ID, mountpoint=MOUNTPOINT, session_id=SESSION_ID),
+            timestamp=ts(9), client_id=CLIENT_ID, mountpoint=MOUNTPOINT, session_id=SESSION_ID, node=NODE),
         pb("on_client_offline").OnClientOffline(
             timestamp=ts(10), client_id=CLIENT_ID, mountpoint=MOUNTPOINT,
             reason=reason.Value("REASON_SESSION_TAKEN_OVER"), username=USERNAME,
-            session_id=SESSION_ID),
+            session_id=SESSION_ID, node=NODE),
         pb("on_client_gone").OnClientGone(
             timestamp=ts(11), client_id=CLIENT_ID, mountpoint=MOUNTPOINT,
-            reason=reason.Value("REASON_TCP_CLOSED"), username=USERNAME, session_id=SESSION_ID),
+            reason=reason.Value("REASON_TCP_CLOSED"), username=USERNAME, session_id=SESSION_ID, node=NODE),
         pb("on_session_expired").OnSessionExpired(
-            timestamp=ts(12), client_id=CLIENT_ID, mountpoint=MOUNTPOINT, session_id=SESSION_ID),
+            timestamp=ts(12), client_id=CLIENT_ID, mountpoint=MOUNTPOINT, session_id=SESSION_ID, node=NODE),
     ]
 
 

@@ -165,6 +165,15 @@ macro_rules! views {
                     EventView::Unknown { .. } => None,
                 }
             }
+
+            /// The cluster node on which the hook ran (`""` from a single node); `None` for
+            /// [`EventView::Unknown`].
+            pub fn node(&self) -> Option<&$a str> {
+                match self {
+                    $( EventView::$owned(v) => Some(v.node), )*
+                    EventView::Unknown { .. } => None,
+                }
+            }
         }
     };
 }
@@ -179,6 +188,7 @@ views! { 'a;
         6 client_id: &'a str,
         7 user_properties: Repeated<'a, (&'a str, &'a str)>,
         8 session_id: &'a str,
+        9 node: &'a str,
     }
     OnRegisterFailed => OnRegisterFailedView "on_register_failed" {
         1 timestamp: Option<Timestamp>,
@@ -189,6 +199,7 @@ views! { 'a;
         6 username: &'a str,
         7 clean_session: bool,
         8 reason: i32,
+        9 node: &'a str,
     }
     OnPublish => OnPublishView "on_publish" {
         1 timestamp: Option<Timestamp>,
@@ -201,6 +212,7 @@ views! { 'a;
         8 retain: bool,
         9 matched_acl: Option<MatchedAclView<'a>>,
         10 session_id: &'a str,
+        11 node: &'a str,
     }
     OnSubscribe => OnSubscribeView "on_subscribe" {
         1 timestamp: Option<Timestamp>,
@@ -209,6 +221,7 @@ views! { 'a;
         4 username: &'a str,
         5 topics: Repeated<'a, TopicInfoView<'a>>,
         6 session_id: &'a str,
+        7 node: &'a str,
     }
     OnUnsubscribe => OnUnsubscribeView "on_unsubscribe" {
         1 timestamp: Option<Timestamp>,
@@ -217,6 +230,7 @@ views! { 'a;
         4 mountpoint: &'a str,
         5 topics: Repeated<'a, &'a str>,
         6 session_id: &'a str,
+        7 node: &'a str,
     }
     OnDeliver => OnDeliverView "on_deliver" {
         1 timestamp: Option<Timestamp>,
@@ -230,6 +244,7 @@ views! { 'a;
         9 matched_acl: Option<MatchedAclView<'a>>,
         10 persisted: bool,
         11 session_id: &'a str,
+        12 node: &'a str,
     }
     OnDeliveryComplete => OnDeliveryCompleteView "on_delivery_complete" {
         1 timestamp: Option<Timestamp>,
@@ -243,6 +258,7 @@ views! { 'a;
         9 matched_acl: Option<MatchedAclView<'a>>,
         10 persisted: bool,
         11 session_id: &'a str,
+        12 node: &'a str,
     }
     OnOfflineMessage => OnOfflineMessageView "on_offline_message" {
         1 timestamp: Option<Timestamp>,
@@ -253,6 +269,7 @@ views! { 'a;
         6 payload: &'a [u8],
         7 retain: bool,
         8 session_id: &'a str,
+        9 node: &'a str,
     }
     OnMessageDrop => OnMessageDropView "on_message_drop" {
         1 timestamp: Option<Timestamp>,
@@ -264,12 +281,14 @@ views! { 'a;
         7 reason: &'a str,
         8 matched_acl: Option<MatchedAclView<'a>>,
         9 session_id: &'a str,
+        10 node: &'a str,
     }
     OnClientWakeUp => OnClientWakeUpView "on_client_wakeup" {
         1 timestamp: Option<Timestamp>,
         2 client_id: &'a str,
         3 mountpoint: &'a str,
         4 session_id: &'a str,
+        5 node: &'a str,
     }
     OnClientOffline => OnClientOfflineView "on_client_offline" {
         1 timestamp: Option<Timestamp>,
@@ -278,6 +297,7 @@ views! { 'a;
         4 reason: i32,
         5 username: &'a str,
         6 session_id: &'a str,
+        7 node: &'a str,
     }
     OnClientGone => OnClientGoneView "on_client_gone" {
         1 timestamp: Option<Timestamp>,
@@ -286,12 +306,14 @@ views! { 'a;
         4 reason: i32,
         5 username: &'a str,
         6 session_id: &'a str,
+        7 node: &'a str,
     }
     OnSessionExpired => OnSessionExpiredView "on_session_expired" {
         1 timestamp: Option<Timestamp>,
         2 client_id: &'a str,
         3 mountpoint: &'a str,
         4 session_id: &'a str,
+        5 node: &'a str,
     }
 }
 

@@ -49,6 +49,9 @@ pub struct EventsSidecarConfig {
     /// How long a stopping broker keeps writing the backlog to the sidecar before it counts
     /// the rest as dropped (`shutdown_timeout`, ours).
     pub shutdown_timeout: Duration,
+    /// The `node` field of every event: the `nodename` of a cluster node, empty on a single
+    /// node (not a `vmq_events_sidecar.*` key).
+    pub node: String,
 }
 
 impl Default for EventsSidecarConfig {
@@ -63,6 +66,7 @@ impl Default for EventsSidecarConfig {
             at_least_once: false,
             ack_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
+            node: String::new(),
         }
     }
 }

@@ -43,9 +43,10 @@ fn reason(r: DisconnectReason) -> i32 {
     }) as i32
 }
 
-/// The event for a notification, stamped `timestamp`. The relay writes the per-message
-/// events with `frame.rs` instead; for those this is the reference its tests compare against.
-pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
+/// The event for a notification, stamped `timestamp`, from `node` (empty on a single node).
+/// The relay writes the per-message events with `frame.rs` instead; for those this is the
+/// reference its tests compare against.
+pub fn to_event(n: &Notification<'_>, timestamp: Timestamp, node: &str) -> Event {
     let timestamp = Some(timestamp);
     match *n {
         Notification::Register { client, properties } => pb::OnRegister {
@@ -57,6 +58,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             client_id: client.client_id.to_string(),
             user_properties: properties.user_properties.iter().cloned().collect(),
             session_id: client.session_id.to_string(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::RegisterFailed {
@@ -81,6 +83,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
                 }
                 RegisterFailure::NotAuthorized => pb::RegistrationFailureReason::NotAuthorized,
             }) as i32,
+            node: node.to_owned(),
         }
         .into(),
         Notification::Publish {
@@ -98,6 +101,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             retain: message.retain,
             matched_acl: acl(a),
             session_id: client.session_id.to_string(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::Subscribe { client, topics, .. } => pb::OnSubscribe {
@@ -114,6 +118,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
                 })
                 .collect(),
             session_id: client.session_id.to_string(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::Unsubscribe { client, topics } => pb::OnUnsubscribe {
@@ -123,6 +128,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             mountpoint: client.mountpoint.clone(),
             topics: topics.to_vec(),
             session_id: client.session_id.to_string(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::Deliver {
@@ -142,6 +148,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             matched_acl: acl(a),
             persisted,
             session_id: client.session_id.to_string(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::DeliveryComplete {
@@ -161,6 +168,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             matched_acl: acl(a),
             persisted,
             session_id: client.session_id.to_string(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::OfflineMessage {
@@ -177,6 +185,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             payload: message.payload.clone(),
             retain: message.retain,
             session_id: session_id.to_owned(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::MessageDrop {
@@ -196,6 +205,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             reason: reason.to_owned(),
             matched_acl: acl(a),
             session_id: session_id.to_owned(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::ClientWakeup { client } => pb::OnClientWakeUp {
@@ -203,6 +213,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             client_id: client.client_id.to_string(),
             mountpoint: client.mountpoint.clone(),
             session_id: client.session_id.to_string(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::ClientOffline { client, reason: r } => pb::OnClientOffline {
@@ -212,6 +223,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             reason: reason(r),
             username: username(client),
             session_id: client.session_id.to_string(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::ClientGone { client, reason: r } => pb::OnClientGone {
@@ -221,6 +233,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             reason: reason(r),
             username: username(client),
             session_id: client.session_id.to_string(),
+            node: node.to_owned(),
         }
         .into(),
         Notification::SessionExpired {
@@ -232,6 +245,7 @@ pub fn to_event(n: &Notification<'_>, timestamp: Timestamp) -> Event {
             client_id: client_id.to_owned(),
             mountpoint: mountpoint.to_owned(),
             session_id: session_id.to_owned(),
+            node: node.to_owned(),
         }
         .into(),
     }

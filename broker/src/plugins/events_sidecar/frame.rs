@@ -183,7 +183,7 @@ fn type_url(n: &Notification<'_>) -> Option<&'static str> {
 
 /// The fields of a per-message event, in tag order (the `.proto` files' numbering).
 #[inline(always)]
-fn fields<S: Sink>(s: &mut S, n: &Notification<'_>, ts: &Timestamp) {
+fn fields<S: Sink>(s: &mut S, n: &Notification<'_>, ts: &Timestamp, node: &str) {
     let qos = |m: &MessageInfo<'_>| m.qos as u64;
     match *n {
         Notification::Publish {
@@ -201,6 +201,7 @@ fn fields<S: Sink>(s: &mut S, n: &Notification<'_>, ts: &Timestamp) {
             s.boolean(8, m.retain);
             acl(s, 9, a);
             s.bytes(10, client.session_id.as_bytes());
+            s.bytes(11, node.as_bytes());
         }
         Notification::Deliver {
             client,
@@ -225,6 +226,7 @@ fn fields<S: Sink>(s: &mut S, n: &Notification<'_>, ts: &Timestamp) {
             acl(s, 9, a);
             s.boolean(10, persisted);
             s.bytes(11, client.session_id.as_bytes());
+            s.bytes(12, node.as_bytes());
         }
         Notification::OfflineMessage {
             mountpoint,
@@ -240,6 +242,7 @@ fn fields<S: Sink>(s: &mut S, n: &Notification<'_>, ts: &Timestamp) {
             s.bytes(6, m.payload);
             s.boolean(7, m.retain);
             s.bytes(8, session_id.as_bytes());
+            s.bytes(9, node.as_bytes());
         }
         Notification::MessageDrop {
             mountpoint,
@@ -258,6 +261,7 @@ fn fields<S: Sink>(s: &mut S, n: &Notification<'_>, ts: &Timestamp) {
             s.bytes(7, reason.as_bytes());
             acl(s, 8, a);
             s.bytes(9, session_id.as_bytes());
+            s.bytes(10, node.as_bytes());
         }
         _ => {}
     }
@@ -270,12 +274,13 @@ fn fields<S: Sink>(s: &mut S, n: &Notification<'_>, ts: &Timestamp) {
 pub fn put_direct(
     n: &Notification<'_>,
     timestamp: &Timestamp,
+    node: &str,
     buf: &mut BytesMut,
     max_body: usize,
 ) -> Option<bool> {
     let type_url = type_url(n)?;
     let mut value = Measure(0);
-    fields(&mut value, n, timestamp);
+    fields(&mut value, n, timestamp, node);
     let value_len = value.0;
     let body_len = delimited_len(type_url.len())
         + if value_len > 0 {
@@ -302,7 +307,7 @@ pub fn put_direct(
     if value_len > 0 {
         out.byte(key(2, WireType::LengthDelimited));
         out.raw_varint(value_len as u64);
-        fields(&mut out, n, timestamp);
+        fields(&mut out, n, timestamp, node);
     }
     let ok = !out.overflow && out.at == len;
     if !ok {
@@ -338,10 +343,14 @@ mod tests {
 
     /// The direct frame, and prost's frame of the same event: byte for byte the same, and the
     /// SDK decodes it back to the same event.
-    fn check(n: &Notification<'_>, timestamp: Timestamp) {
+    fn check(n: &Notification<'_>, timestamp: Timestamp, node: &str) {
         let mut ours = BytesMut::new();
-        assert_eq!(put_direct(n, &timestamp, &mut ours, usize::MAX), Some(true));
-        let event = to_event(n, timestamp);
+        assert_eq!(
+            put_direct(n, &timestamp, node, &mut ours, usize::MAX),
+            Some(true)
+        );
+        let event = to_event(n, timestamp, node);
+        assert_eq!(event.node(), Some(node));
         let mut reference = BytesMut::new();
         EventCodec::new().encode(&event, &mut reference).unwrap();
         assert_eq!(ours, reference, "{event:?}");
@@ -371,6 +380,7 @@ mod tests {
             acl in proptest::option::of(("[a-z]{0,8}", "[a-z/#+%]{0,12}")),
             seconds in any::<i64>(),
             nanos in 0i32..1_000_000_000,
+            node in prop_oneof![Just(String::new()), "[a-z0-9@.]{1,20}"],
         ) {
             let c = client(&mountpoint, &client_id, username);
             let payload = Bytes::from(payload);
@@ -379,16 +389,16 @@ mod tests {
             let acl = acl.map(|(name, pattern)| MatchedAcl { name, pattern });
             let acl = acl.as_ref();
             let timestamp = Timestamp { seconds, nanos };
-            check(&Notification::Publish { client: &c, message, acl }, timestamp);
-            check(&Notification::Deliver { client: &c, message, persisted, acl }, timestamp);
-            check(&Notification::DeliveryComplete { client: &c, message, persisted, acl }, timestamp);
+            check(&Notification::Publish { client: &c, message, acl }, timestamp, &node);
+            check(&Notification::Deliver { client: &c, message, persisted, acl }, timestamp, &node);
+            check(&Notification::DeliveryComplete { client: &c, message, persisted, acl }, timestamp, &node);
             check(&Notification::OfflineMessage {
                 mountpoint: &mountpoint, client_id: &client_id, session_id: &c.session_id, message,
-            }, timestamp);
+            }, timestamp, &node);
             check(&Notification::MessageDrop {
                 mountpoint: &mountpoint, client_id: &client_id, session_id: &c.session_id, message,
                 reason: "queue_full", acl,
-            }, timestamp);
+            }, timestamp, &node);
         }
     }
 
@@ -401,6 +411,7 @@ mod tests {
             put_direct(
                 &Notification::ClientWakeup { client: &c },
                 &ts,
+                "",
                 &mut buf,
                 1000
             )
@@ -410,7 +421,7 @@ mod tests {
             client: &c,
             topics: &[],
         };
-        assert!(put_direct(&unsubscribe, &ts, &mut buf, 1000).is_none());
+        assert!(put_direct(&unsubscribe, &ts, "", &mut buf, 1000).is_none());
         assert!(buf.is_empty());
     }
 }

@@ -45,11 +45,15 @@ pub(super) fn check_settings(s: &[PluginSetting]) -> Result<(), ConfigError> {
 
 /// Starts the relay from the `vmq_events_sidecar.*` lines.
 pub(super) fn start_hosted(
-    _config: &Config,
+    broker: &Config,
     s: &[PluginSetting],
     _priority: i32,
 ) -> Result<Arc<dyn Hosted>, String> {
-    let config = EventsSidecarConfig::from_settings(s).map_err(|e| e.to_string())?;
+    let mut config = EventsSidecarConfig::from_settings(s).map_err(|e| e.to_string())?;
+    // A cluster node names itself in every event; a single node's events stay as they were.
+    if broker.cluster.listen.is_some() {
+        config.node = broker.nodename.clone();
+    }
     Ok(Arc::new(EventsSidecar::start(config)))
 }
 
@@ -64,6 +68,8 @@ pub struct EventsSidecar {
     relay: Relay,
     metrics: Arc<RelayMetrics>,
     shutdown_timeout: Duration,
+    /// The `node` field of every event (empty on a single node).
+    node: String,
 }
 
 /// Why a runtime change was refused.
@@ -117,6 +123,7 @@ impl EventsSidecar {
             relay,
             metrics,
             shutdown_timeout: config.shutdown_timeout,
+            node: config.node,
         };
         for (hook, acl, pct) in config.sampling {
             sidecar.sample(hook, acl, pct);
@@ -292,11 +299,11 @@ impl Plugin for EventsSidecar {
         self.relay.push(encode::order_key(event), index, |buf| {
             let timestamp = encode::now();
             if let Some(written) =
-                frame::put_direct(event, &timestamp, buf, DEFAULT_MAX_FRAME_LENGTH)
+                frame::put_direct(event, &timestamp, &self.node, buf, DEFAULT_MAX_FRAME_LENGTH)
             {
                 return written;
             }
-            let event = encode::to_event(event, timestamp);
+            let event = encode::to_event(event, timestamp, &self.node);
             let body = event.any_encoded_len();
             if body > DEFAULT_MAX_FRAME_LENGTH {
                 return false;
