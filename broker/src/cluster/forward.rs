@@ -17,7 +17,7 @@ use super::link::Link;
 use super::routes::RemoteRoutes;
 use super::wire::{self, Body, Frame, Publish};
 use crate::config::SharedPolicy;
-use crate::engine::Peers;
+use crate::engine::{Backlog, Peers};
 use crate::message::Message;
 use crate::store::message_record;
 
@@ -85,10 +85,15 @@ impl Peers for Forwarder {
         fastrand::usize(..=live) == 0
     }
 
-    fn forward(&self, mountpoint: &str, message: &Arc<Message>, shared_here: &[Arc<str>]) {
+    fn forward(
+        &self,
+        mountpoint: &str,
+        message: &Arc<Message>,
+        shared_here: &[Arc<str>],
+    ) -> Option<Arc<dyn Backlog>> {
         let table = self.table();
         if table.links.is_empty() {
-            return;
+            return None;
         }
         let mut nodes = Vec::new();
         let mut groups = Vec::new();
@@ -122,7 +127,7 @@ impl Peers for Forwarder {
             }
         }
         if nodes.is_empty() {
-            return;
+            return None;
         }
         let now = (SystemTime::now(), tokio::time::Instant::now());
         let mut publish = Publish {
@@ -131,6 +136,7 @@ impl Peers for Forwarder {
             groups: Vec::new(),
         };
         let mut shared_frame = None;
+        let mut congested: Option<Arc<dyn Backlog>> = None;
         for n in nodes {
             let Some(link) = table.links.get(n) else {
                 continue;
@@ -157,6 +163,10 @@ impl Peers for Forwarder {
                 });
                 link.send(frame);
             }
+            if congested.is_none() && link.congested() {
+                congested = Some(link.clone());
+            }
         }
+        congested
     }
 }

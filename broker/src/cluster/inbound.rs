@@ -21,6 +21,9 @@ use super::wire::{self, Body, Challenge, Frame, Hello, Proof};
 use crate::engine::Engine;
 use crate::store::message_from;
 
+/// The longest the link from a peer pauses for one congested subscriber queue here.
+const PACE_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What arrived from peers.
 #[derive(Debug, Default)]
 pub struct InboundStats {
@@ -174,7 +177,13 @@ async fn serve(mut stream: TcpStream, rx: &Receiver) -> Result<(), String> {
                 if message.retain {
                     engine.retain(&p.mountpoint, message.clone());
                 }
-                engine.publish_from_peer(&p.mountpoint, &message, &p.groups);
+                let routed = engine.publish_from_peer(&p.mountpoint, &message, &p.groups);
+                if let Some(congested) = routed.congested {
+                    // A subscriber here drains slower than the peer sends: not reading the
+                    // link for a moment pushes back on the peer (its publishers pause on the
+                    // link), as a publisher's own connection does.
+                    let _ = tokio::time::timeout(PACE_MAX, congested.drained()).await;
+                }
             }
             Some(Body::Join(j)) => {
                 let addr = j

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,9 +22,15 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::wire::{self, Challenge, Hello, Proof};
+use crate::engine::Backlog;
 
 /// How long a dial and its handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes waiting on an up link beyond which publishers pause (at most half the buffer): the
+/// peer is slower than the publishers, and waiting a moment loses nothing where dropping at
+/// the buffer's end would.
+const HIGH_WATER: usize = 1 << 20;
 
 /// Who this node is, for handshakes.
 #[derive(Debug, Clone)]
@@ -66,6 +73,8 @@ pub struct Link {
     addr: watch::Sender<Option<SocketAddr>>,
     pending: Mutex<Pending>,
     wake: Notify,
+    /// Woken each time the writer takes what is pending (publishers pacing on the link).
+    drained: Notify,
     limit: usize,
     /// Counters.
     pub stats: LinkStats,
@@ -81,6 +90,7 @@ impl Link {
             addr: watch::channel(None).0,
             pending: Mutex::default(),
             wake: Notify::new(),
+            drained: Notify::new(),
             limit,
             stats: LinkStats::default(),
             stop,
@@ -123,6 +133,20 @@ impl Link {
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.pending.lock().bytes.len()
+    }
+
+    /// Takes everything pending (for the writer) and wakes the publishers pacing on it.
+    fn take(&self) -> Pending {
+        let chunk = std::mem::take(&mut *self.pending.lock());
+        self.drained.notify_waiters();
+        chunk
+    }
+
+    /// Whether publishers should pause: the link is up and more than its high water mark
+    /// waits (a down link is not waited for: its buffer fills, then drops).
+    pub fn congested(&self) -> bool {
+        self.stats.up.load(Relaxed)
+            && self.pending.lock().bytes.len() > HIGH_WATER.min(self.limit / 2)
     }
 
     /// Stops the link's task.
@@ -176,10 +200,7 @@ impl Link {
         let (mut rd, mut wr) = stream.into_split();
         let mut probe = [0u8; 1];
         loop {
-            let chunk = {
-                let mut p = self.pending.lock();
-                std::mem::take(&mut *p)
-            };
+            let chunk = self.take();
             if !chunk.bytes.is_empty() {
                 let n = chunk.bytes.len() as u64;
                 if let Err(e) = wr.write_all(&chunk.bytes).await {
@@ -203,6 +224,19 @@ impl Link {
                 },
             }
         }
+    }
+}
+
+impl Backlog for Link {
+    fn drained(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let wake = self.drained.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            if self.congested() {
+                wake.await;
+            }
+        })
     }
 }
 
@@ -257,4 +291,121 @@ pub fn codec(max: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(max)
         .new_codec()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::cluster::inbound::{self, InboundStats, Receiver};
+    use crate::cluster::takeover::{Links, Takeovers};
+    use crate::cluster::wire::{Body, Frame, Publish};
+    use crate::config::Config;
+    use crate::engine::Engine;
+    use crate::message::Message;
+    use crate::mqtt::{Properties, QoS};
+    use crate::store::message_record;
+
+    fn me(node: &str, cookie: &str) -> Identity {
+        Identity {
+            node: node.into(),
+            cookie: cookie.into(),
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_drops_and_counts() {
+        let link = Link::new("n2".into(), 100, CancellationToken::new());
+        assert!(link.send(&[0; 60]));
+        assert!(!link.send(&[0; 60]), "60 + 60 > 100");
+        assert!(link.send(&[0; 40]), "exactly full");
+        assert_eq!(link.queued_bytes(), 100);
+        assert_eq!(link.stats.bytes_dropped.load(Relaxed), 60);
+        assert_eq!(link.stats.frames_dropped.load(Relaxed), 1);
+        let taken = link.take();
+        assert_eq!((taken.bytes.len(), taken.frames), (100, 2));
+        assert_eq!(link.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn publishers_pause_on_an_up_link_over_its_mark_until_the_writer_takes() {
+        let link = Link::new("n2".into(), 4 << 20, CancellationToken::new());
+        for _ in 0..3 {
+            assert!(link.send(&vec![0; 512 << 10]));
+        }
+        assert!(!link.congested(), "a down link is not waited for");
+        link.stats.up.store(true, Relaxed);
+        assert!(link.congested(), "1.5 MB over a 1 MB mark");
+        let mut waiting = Box::pin(Backlog::drained(&*link));
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        link.take();
+        assert!(futures::poll!(waiting.as_mut()).is_ready());
+        assert!(!link.congested());
+        // Not congested: no wait at all.
+        assert!(futures::poll!(Box::pin(Backlog::drained(&*link))).is_ready());
+    }
+
+    /// A cluster listener serving `engine`, with `cookie`.
+    async fn listener(engine: Arc<Engine>, cookie: &str) -> (SocketAddr, Arc<InboundStats>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let stats = Arc::new(InboundStats::default());
+        let rx = Receiver {
+            engine,
+            me: me("n1", cookie),
+            stats: stats.clone(),
+            joins: tokio::sync::mpsc::channel(1).0,
+            takeovers: Arc::new(Takeovers::new(Links::default(), Duration::from_secs(1))),
+        };
+        tokio::spawn(inbound::run(l, rx, CancellationToken::new()));
+        (addr, stats)
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_cookie_is_refused_and_one_with_it_is_heard() {
+        let engine = Engine::for_tests(Config::default());
+        let (addr, stats) = listener(engine.clone(), "secret").await;
+        let e = dial(addr, &me("n2", "guess")).await.unwrap_err();
+        assert!(e.contains("distributed_cookie"), "{e}");
+
+        let link = Link::new("n1".into(), 1 << 20, CancellationToken::new());
+        link.set_addr(addr);
+        tokio::spawn(
+            link.clone()
+                .run(me("n2", "secret"), Duration::from_millis(50)),
+        );
+        let message = Message {
+            topic: "r/1".into(),
+            payload: bytes::Bytes::from_static(b"kept"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties::default(),
+            expires_at: None,
+            publisher: None,
+        };
+        let now = (std::time::SystemTime::now(), tokio::time::Instant::now());
+        link.send(&wire::frame(&Frame {
+            body: Some(Body::Publish(Publish {
+                mountpoint: String::new(),
+                message: Some(message_record(&message, now)),
+                groups: Vec::new(),
+            })),
+        }));
+        for _ in 0..100 {
+            if engine.retained_count() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(engine.retained_matching("", "r/#")[0].payload, "kept");
+        assert_eq!(stats.publishes_in.load(Relaxed), 1);
+        assert_eq!(stats.links.load(Relaxed), 1);
+        assert!(stats.refused.load(Relaxed) >= 1);
+        assert!(link.stats.up.load(Relaxed));
+        link.close();
+    }
 }

@@ -27,7 +27,7 @@ use tokio_util::codec::Framed;
 use tracing::{debug, warn};
 
 use crate::engine::Engine;
-use crate::engine::{Mailbox, SessionSlot, SessionState};
+use crate::engine::{Congested, SessionSlot, SessionState};
 use crate::hooks::{ClientInfo, DisconnectReason, Hook, Notification};
 use crate::metrics::Metrics;
 use crate::mqtt::codec::CodecError;
@@ -157,7 +157,7 @@ pub(crate) struct Conn {
     /// A subscriber queue this client's publishes congest: before reading more from the
     /// client, the connection waits (a bounded time) for it to drain. This is the flow control
     /// that keeps fast publishers from overrunning a subscriber that is reading.
-    pace: Option<Arc<Mailbox>>,
+    pace: Option<Congested>,
     /// How long to stop reading from the client, as an `auth_on_publish` said (`throttle`).
     throttle: Option<Duration>,
     /// The last publish had to wait for its `auth_on_publish` answer (a Lua state, an HTTP
@@ -248,11 +248,7 @@ impl Conn {
             if self.framed.flush().await.is_err() {
                 break Exit::Lost;
             }
-            if let Some(congested) = self
-                .pace
-                .take()
-                .filter(|m| !Arc::ptr_eq(m, &self.slot.mailbox))
-            {
+            if let Some(congested) = self.pace.take().filter(|c| !c.is_queue(&self.slot.mailbox)) {
                 // Not reading the socket for a moment pushes back on the publisher through
                 // TCP; a subscriber that stops reading is not waited for (its queue drops).
                 Metrics::inc(&self.engine.metrics().publishers_paced);

@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::inbound::Step;
 use super::{Conn, Exit};
-use crate::engine::{Mailbox, Pushed};
+use crate::engine::{Congested, Pushed};
 use crate::hooks::{AuthResult, Hook, MessageInfo, Notification};
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -241,7 +241,7 @@ impl Conn {
         p: &Publish,
         acl: Option<&crate::hooks::MatchedAcl>,
         into: Option<&str>,
-    ) -> (usize, Option<Ticket>, Option<Arc<Mailbox>>) {
+    ) -> (usize, Option<Ticket>, Option<Congested>) {
         let mountpoint = into.unwrap_or(&self.mountpoint);
         let message = Arc::new(Message::from_publish(
             p,

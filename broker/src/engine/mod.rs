@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use mailbox::{Mailbox, Pushed};
-pub use peers::Peers;
+pub use peers::{Backlog, Congested, Peers};
 pub use registry::{
     Attachment, Handover, OutState, Outgoing, Ownership, SessionSlot, SessionState,
 };
@@ -165,10 +165,14 @@ impl Engine {
                 .route(mountpoint, message, report, router::Groups::All);
         };
         let serve = |group: &str| peers.serve_here(mountpoint, group);
-        let routed = self
-            .router
-            .route(mountpoint, message, report, router::Groups::Chosen(&serve));
-        peers.forward(mountpoint, message, &routed.shared_here);
+        let mut routed =
+            self.router
+                .route(mountpoint, message, report, router::Groups::Chosen(&serve));
+        if let Some(link) = peers.forward(mountpoint, message, &routed.shared_here)
+            && routed.congested.is_none()
+        {
+            routed.congested = Some(Congested::Peer(link));
+        }
         routed
     }
 

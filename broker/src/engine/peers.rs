@@ -5,7 +5,40 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
+use super::Mailbox;
 use crate::message::Message;
+
+/// Something a publisher waits on before it reads more, when it fills faster than it drains.
+pub trait Backlog: Send + Sync + std::fmt::Debug {
+    /// Completes when the backlog has drained enough (or at once if it is not congested).
+    fn drained(&self) -> BoxFuture<'_, ()>;
+}
+
+/// What a publish found congested: a subscriber's queue here, or the link to another node.
+#[derive(Debug, Clone)]
+pub enum Congested {
+    /// A local subscriber's queue.
+    Queue(Arc<Mailbox>),
+    /// The way to another node.
+    Peer(Arc<dyn Backlog>),
+}
+
+impl Congested {
+    /// Completes when it has drained enough to go on.
+    pub async fn drained(&self) {
+        match self {
+            Congested::Queue(m) => m.drained().await,
+            Congested::Peer(b) => b.drained().await,
+        }
+    }
+
+    /// Whether this is `mailbox` (a client publishing to itself does not wait for itself).
+    pub fn is_queue(&self, mailbox: &Arc<Mailbox>) -> bool {
+        matches!(self, Congested::Queue(m) if Arc::ptr_eq(m, mailbox))
+    }
+}
 
 /// Other nodes that may have subscribers.
 pub trait Peers: Send + Sync + std::fmt::Debug {
@@ -15,6 +48,12 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
 
     /// Sends `message` (published on `mountpoint` on this node) to every node with a matching
     /// route, a retained one to every node, and to one node of each matching share group not
-    /// in `shared_here`. Must not block: links queue what they send.
-    fn forward(&self, mountpoint: &str, message: &Arc<Message>, shared_here: &[Arc<str>]);
+    /// in `shared_here`. Must not block: links queue what they send; a link filling faster
+    /// than it drains is returned, for the publisher to pause on.
+    fn forward(
+        &self,
+        mountpoint: &str,
+        message: &Arc<Message>,
+        shared_here: &[Arc<str>],
+    ) -> Option<Arc<dyn Backlog>>;
 }

@@ -14,7 +14,7 @@ use parking_lot::RwLock;
 pub use routes::LocalRoutes;
 pub use trie::{Group, Subscriber, Subscription, Trie};
 
-use super::{Mailbox, Pushed};
+use super::{Congested, Mailbox, Pushed};
 use crate::hooks::MatchedAcl;
 use crate::message::{Delivery, Message};
 use crate::mqtt::QoS;
@@ -52,8 +52,9 @@ pub struct Routed {
     pub notable: Vec<(Arc<Mailbox>, Pushed, QoS, bool)>,
     /// When every delivery written to the store is durable (none written: `None`).
     pub ticket: Option<Ticket>,
-    /// A subscriber queue this publish found congested: the publisher should pause on it.
-    pub congested: Option<Arc<Mailbox>>,
+    /// A subscriber queue (or link to another node) this publish found congested: the
+    /// publisher should pause on it.
+    pub congested: Option<Congested>,
     /// The share groups (`$share/<group>/<filter>`) served here.
     pub shared_here: Vec<Arc<str>>,
 }
@@ -242,7 +243,7 @@ impl Router {
             let (pushed, ticket) = p.mailbox.push(delivery);
             routed.ticket = routed.ticket.max(ticket);
             if pushed == Pushed::Online && routed.congested.is_none() && p.mailbox.congested() {
-                routed.congested = Some(p.mailbox.clone());
+                routed.congested = Some(Congested::Queue(p.mailbox.clone()));
             }
             if pushed != Pushed::Dropped {
                 routed.queued += 1;
