@@ -79,6 +79,9 @@ counters! {
     mqtt_publish_auth_error,
     /// SUBSCRIBE topics refused by the auth_on_subscribe chain (SUBACK 0x80 / 0x87).
     mqtt_subscribe_auth_error,
+    /// PUBLISH packets, SUBSCRIBE and UNSUBSCRIBE topics refused because this cluster node did
+    /// not see a majority of its cluster (`allow_*_during_netsplit = off`; v5: 0x83).
+    netsplit_refused,
     /// Sessions that expired offline.
     sessions_expired,
     /// Will messages published.

@@ -285,6 +285,9 @@ fn mosquitto(bin: &str, node: &Node, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Three brokers per test on two cores: the tests of this file run one at a time.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The events one node's sidecar got: (hook, node, client id).
 type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
 
@@ -325,6 +328,7 @@ fn count(seen: &Seen, hook: &str, client_id: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_deliver_take_over_retain_survive_a_kill_and_leave() {
+    let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let port = shared_port();
     let (seen1, relay1) = sidecar().await;
@@ -584,4 +588,154 @@ async fn three_nodes_join_deliver_take_over_retain_survive_a_kill_and_leave() {
     assert!(out.status.success());
     assert!(receive(&mut ev3b, 1).await.is_empty());
     n1.kill();
+}
+
+/// `/health` of a node: (HTTP status, whether it says it is in quorum).
+fn health(node: &Node) -> (u16, bool) {
+    let r = ureq::get(&format!("http://{}:{}/health", node.ip, node.http))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.into_body().read_to_string().unwrap();
+    (status, body.contains("\"quorum\":true"))
+}
+
+/// Cuts `node` off from `others` and them from it (both sides drop gossip and links).
+fn partition(node: &Node, others: &[&Node]) {
+    let names: Vec<&str> = others.iter().map(|o| o.name.as_str()).collect();
+    let out = node.admin(&[
+        "cluster",
+        "partition",
+        &format!("block={}", names.join(",")),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    for o in others {
+        let out = o.admin(&["cluster", "partition", &format!("block={}", node.name)]);
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+fn heal(nodes: &[&Node]) {
+    for n in nodes {
+        let out = n.admin(&["cluster", "partition", "heal"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_majority_refuses_as_configured_and_the_split_heals() {
+    let _heavy = HEAVY.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = shared_port();
+    let inject = "cluster.fault_injection = on\n";
+    let n1 = Node::start(dir.path(), 1, port, inject);
+    let n2 = Node::start(dir.path(), 2, port, inject);
+    let mut n3 = Node::start(dir.path(), 3, port, inject);
+    for n in [&n2, &n3] {
+        let out = n.admin(&["cluster", "join", "discovery-node=n1@127.0.0.1"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    eventually("three nodes see each other", || converged(&[&n1, &n2, &n3]));
+    assert_eq!(health(&n3), (200, true));
+
+    // A client on n3 from before the split, subscribed to p/#.
+    let (c3, mut ev3) = subscriber("before", &n3, "p/#").await;
+    let (_c1, mut ev1) = subscriber("probe-n1", &n1, "p/#").await;
+    until_routed(&n1, "p/probe", &mut [&mut ev3, &mut ev1]).await;
+
+    // The split: n3 alone, n1 and n2 together.
+    partition(&n3, &[&n1, &n2]);
+    eventually("n3 knows it is cut off", || health(&n3) == (503, false));
+    assert_eq!(health(&n1), (200, true), "two of three is a majority");
+    // allow_*_during_netsplit are off: n3 refuses new clients (v3 CONNACK 3, v5 0x88) ...
+    let out = mosquitto("mosquitto_pub", &n3, &["-t", "x", "-m", "x", "-q", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unavailable"),
+        "{out:?}"
+    );
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n3,
+        &["-V", "mqttv5", "-t", "x", "-m", "x", "-q", "1", "-d"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("CONNACK (136)"),
+        "{out:?}"
+    );
+    // ... and its connected client's SUBSCRIBE.
+    c3.subscribe("q/#", QoS::AtLeastOnce).await.unwrap();
+    let refused = loop {
+        if let Event::Incoming(Packet::SubAck(a)) = ev3.poll().await.unwrap() {
+            break a;
+        }
+    };
+    assert_eq!(
+        refused.return_codes,
+        vec![rumqttc::SubscribeReasonCode::Failure]
+    );
+    // The majority keeps full service: a new client on n2 subscribes, n1 publishes to it.
+    let (_c2, mut ev2) = subscriber("during", &n2, "split/#").await;
+    until_routed(&n1, "split/probe", &mut [&mut ev2]).await;
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n1,
+        &["-t", "split/1", "-m", "majority", "-q", "1"],
+    );
+    assert!(out.status.success());
+    assert_eq!(receive(&mut ev2, 1).await, vec!["majority".to_owned()]);
+    // What n1 publishes for n3's subscriber during the split waits in n1's buffer for n3.
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n1,
+        &["-t", "p/1", "-m", "held", "-q", "1"],
+    );
+    assert!(out.status.success());
+    receive(&mut ev1, 1).await;
+
+    // The heal: n3 is in quorum again, gets what was held for it, knows the subscription
+    // made during the split, and takes new clients.
+    heal(&[&n1, &n2, &n3]);
+    eventually("n3 back in quorum", || health(&n3) == (200, true));
+    assert_eq!(receive(&mut ev3, 1).await, vec!["held".to_owned()]);
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n3,
+        &["-t", "split/2", "-m", "healed", "-q", "1"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(receive(&mut ev2, 1).await, vec!["healed".to_owned()]);
+    drop(c3);
+
+    // Now with allow_register_during_netsplit and allow_subscribe_during_netsplit on: cut
+    // off, n3 takes a new client and its subscription; after the heal it receives from n1.
+    n3.kill();
+    std::fs::write(
+        &n3.conf,
+        std::fs::read_to_string(&n3.conf).unwrap()
+            + "allow_register_during_netsplit = on\nallow_subscribe_during_netsplit = on\n",
+    )
+    .unwrap();
+    n3.restart();
+    eventually("n3 rejoined", || converged(&[&n1, &n2, &n3]));
+    partition(&n3, &[&n1, &n2]);
+    eventually("n3 knows it is cut off", || health(&n3) == (503, false));
+    let (_c3, mut ev3) = subscriber("cut-off", &n3, "late/#").await;
+    heal(&[&n1, &n2, &n3]);
+    eventually("n3 back in quorum", || health(&n3) == (200, true));
+    until_routed(&n1, "late/probe", &mut [&mut ev3]).await;
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n1,
+        &["-t", "late/1", "-m", "after", "-q", "1"],
+    );
+    assert!(out.status.success());
+    assert_eq!(receive(&mut ev3, 1).await, vec!["after".to_owned()]);
+    assert!(
+        n3.metric("netsplit_refused", "") == 0,
+        "nothing refused with the flags on"
+    );
 }

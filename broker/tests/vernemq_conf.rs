@@ -129,7 +129,6 @@ fn vernemqs_default_config_starts_the_broker_and_says_what_it_ignores() {
     }
     for key in [
         "listener.ssl.pskfile",
-        "allow_register_during_netsplit",
         "log.syslog.remote.port",
         "log.console.rotation.compress_on_rotate",
         "plugins.name",

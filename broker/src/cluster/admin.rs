@@ -51,6 +51,7 @@ impl Cluster {
                 },
                 Err(e) => Err(e),
             },
+            ["cluster", "partition", rest @ ..] => inner.partition(rest, args),
             ["cluster", ..] => Err(CommandError::not_found(
                 "cluster commands: show, join discovery-node=<name>@<ip> (or <ip>:<port>), \
                  leave node=<name> [-k]",
@@ -334,6 +335,58 @@ impl Inner {
             ));
         }
         text(format!("Done: {node} leaves the cluster"))
+    }
+
+    /// `cluster partition block=<node>,... | heal` (with `cluster.fault_injection = on`): this
+    /// node stops hearing and reaching those nodes, or hears everyone again.
+    fn partition(&self, words: &[&str], args: &Args) -> Result<Answer, CommandError> {
+        if !self.config.fault_injection {
+            return Err(CommandError::bad(
+                "cluster partition is fault injection for tests: set cluster.fault_injection = on",
+            ));
+        }
+        match words {
+            ["block"] | [] if args.get("block").is_some() => {
+                args.check(&["block"])?;
+                let mut ips = Vec::new();
+                for node in args.need("block")?.split(',').map(str::trim) {
+                    let known = self.members.list();
+                    let ip = known
+                        .iter()
+                        .find(|(n, _)| n == node)
+                        .map(|(_, a)| a.ip())
+                        .or_else(|| node.rsplit('@').next()?.parse().ok())
+                        .ok_or_else(|| {
+                            CommandError::bad(format!("{node:?}: not a member, nor <name>@<ip>"))
+                        })?;
+                    ips.push(ip);
+                }
+                self.gate.block(ips);
+            }
+            ["heal"] => {
+                args.check(&[])?;
+                self.gate.heal();
+            }
+            _ => {
+                return Err(CommandError::bad(
+                    "cluster partition block=<node>[,<node>...] | cluster partition heal",
+                ));
+            }
+        }
+        let blocked: Vec<String> = self
+            .gate
+            .blocked()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        text(format!(
+            "Cut off: {}",
+            if blocked.is_empty() {
+                "none".into()
+            } else {
+                blocked.join(", ")
+            }
+        ))
     }
 
     /// Disconnects every client of this node (v5: "use another server").

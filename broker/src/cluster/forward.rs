@@ -14,10 +14,11 @@ use std::time::SystemTime;
 use parking_lot::RwLock;
 
 use super::link::Link;
+use super::readiness::Readiness;
 use super::routes::RemoteRoutes;
 use super::wire::{self, Body, Frame, Publish};
 use crate::config::SharedPolicy;
-use crate::engine::{Backlog, Peers};
+use crate::engine::{Backlog, ClusterOp, Peers};
 use crate::message::Message;
 use crate::store::message_record;
 
@@ -37,16 +38,18 @@ pub struct Table {
 pub struct Forwarder {
     table: RwLock<Arc<Table>>,
     policy: SharedPolicy,
+    readiness: Arc<Readiness>,
     /// Round robin over a group's nodes.
     next: AtomicUsize,
 }
 
 impl Forwarder {
     /// A forwarder with no peers yet.
-    pub fn new(policy: SharedPolicy) -> Forwarder {
+    pub fn new(policy: SharedPolicy, readiness: Arc<Readiness>) -> Forwarder {
         Forwarder {
             table: RwLock::default(),
             policy,
+            readiness,
             next: AtomicUsize::new(0),
         }
     }
@@ -70,6 +73,10 @@ impl Forwarder {
 }
 
 impl Peers for Forwarder {
+    fn allows(&self, op: ClusterOp) -> bool {
+        self.readiness.allows(op)
+    }
+
     fn serve_here(&self, mountpoint: &str, group: &str) -> bool {
         if self.policy != SharedPolicy::Random {
             return true;

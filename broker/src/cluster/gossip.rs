@@ -13,9 +13,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chitchat::transport::UdpTransport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use sha2::{Digest, Sha256};
+
+use super::gate::{Gate, GatedUdp};
 
 /// What gossip says about one node (the newest generation of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,7 @@ impl Gossip {
         advertise: SocketAddr,
         interval: Duration,
         seeds: Vec<SocketAddr>,
+        gate: Arc<Gate>,
     ) -> Result<Gossip, String> {
         let generation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -103,7 +105,7 @@ impl Gossip {
         let handle = chitchat::spawn_chitchat(
             config,
             vec![("link".to_owned(), advertise.to_string())],
-            &UdpTransport,
+            &GatedUdp(gate),
         )
         .await
         .map_err(|e| format!("cannot gossip on udp {bind}: {e}"))?;

@@ -15,6 +15,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::gate::Gate;
 use super::link::{Identity, codec};
 use super::takeover::Takeovers;
 use super::wire::{self, Body, Challenge, Frame, Hello, Proof};
@@ -61,6 +62,8 @@ pub struct Receiver {
     pub joins: mpsc::Sender<JoinRequest>,
     /// Session claims and their answers.
     pub takeovers: Arc<Takeovers>,
+    /// Peers this node pretends not to hear (fault injection).
+    pub gate: Arc<Gate>,
 }
 
 /// Accepts links until `stop`.
@@ -72,13 +75,14 @@ pub async fn run(listener: TcpListener, rx: Receiver, stop: CancellationToken) {
             a = listener.accept() => a,
         };
         match accepted {
+            Ok((_, from)) if rx.gate.blocks(from.ip()) => {}
             Ok((stream, from)) => {
                 let (rx, stop) = (rx.clone(), stop.clone());
                 tasks.spawn(async move {
                     let _ = stream.set_nodelay(true);
                     let r = tokio::select! {
                         _ = stop.cancelled() => Ok(()),
-                        r = serve(stream, &rx) => r,
+                        r = serve(stream, from, &rx) => r,
                     };
                     if let Err(e) = r {
                         tracing::warn!(%from, "cluster link from {from}: {e}");
@@ -96,7 +100,7 @@ pub async fn run(listener: TcpListener, rx: Receiver, stop: CancellationToken) {
 }
 
 /// One accepted link: the listener's half of the handshake, then frames until it closes.
-async fn serve(mut stream: TcpStream, rx: &Receiver) -> Result<(), String> {
+async fn serve(mut stream: TcpStream, from: SocketAddr, rx: &Receiver) -> Result<(), String> {
     let (engine, me, stats) = (&rx.engine, &rx.me, &rx.stats);
     let mut frames = FramedRead::new(&mut stream, codec(4096));
     let hello: Hello =
@@ -150,7 +154,18 @@ async fn serve(mut stream: TcpStream, rx: &Receiver) -> Result<(), String> {
     }
     stats.links.fetch_add(1, Relaxed);
     tracing::info!(peer = %hello.node, "cluster link accepted");
-    while let Some(frame) = frames.next().await {
+    let mut gate = rx.gate.watch();
+    loop {
+        let frame = tokio::select! {
+            f = frames.next() => f,
+            _ = gate.changed() => {
+                if rx.gate.blocks(from.ip()) {
+                    return Err(format!("link from {:?}: partitioned (fault injection)", hello.node));
+                }
+                continue;
+            }
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| format!("link from {:?}: {e}", hello.node))?;
         stats.bytes_in.fetch_add(frame.len() as u64 + 4, Relaxed);
         let frame: Frame = match wire::decode(&frame, "frame") {

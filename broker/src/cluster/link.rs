@@ -21,6 +21,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
+use super::gate::Gate;
 use super::wire::{self, Challenge, Hello, Proof};
 use crate::engine::Backlog;
 
@@ -79,12 +80,18 @@ pub struct Link {
     /// Counters.
     pub stats: LinkStats,
     stop: CancellationToken,
+    gate: Arc<Gate>,
 }
 
 impl Link {
     /// A link to `peer` (not dialled until it has an address), buffering at most `limit`
     /// bytes.
-    pub fn new(peer: Arc<str>, limit: usize, stop: CancellationToken) -> Arc<Link> {
+    pub fn new(
+        peer: Arc<str>,
+        limit: usize,
+        stop: CancellationToken,
+        gate: Arc<Gate>,
+    ) -> Arc<Link> {
         Arc::new(Link {
             peer,
             addr: watch::channel(None).0,
@@ -94,6 +101,7 @@ impl Link {
             limit,
             stats: LinkStats::default(),
             stop,
+            gate,
         })
     }
 
@@ -159,13 +167,13 @@ impl Link {
         let mut addrs = self.addr.subscribe();
         loop {
             let addr = *addrs.borrow_and_update();
-            if let Some(addr) = addr {
+            if let Some(addr) = addr.filter(|a| !self.gate.blocks(a.ip())) {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial(addr, &me)).await {
                     Ok(Ok((stream, node))) if *node == *self.peer => {
                         self.stats.connects.fetch_add(1, Relaxed);
                         self.stats.up.store(true, Relaxed);
                         tracing::info!(peer = %self.peer, %addr, "cluster link up");
-                        let why = self.serve(stream, &mut addrs).await;
+                        let why = self.serve(stream, addr, &mut addrs).await;
                         self.stats.up.store(false, Relaxed);
                         if self.stop.is_cancelled() {
                             return;
@@ -195,10 +203,12 @@ impl Link {
     async fn serve(
         &self,
         stream: TcpStream,
+        addr: SocketAddr,
         addrs: &mut watch::Receiver<Option<SocketAddr>>,
     ) -> String {
         let (mut rd, mut wr) = stream.into_split();
         let mut probe = [0u8; 1];
+        let mut gate = self.gate.watch();
         loop {
             let chunk = self.take();
             if !chunk.bytes.is_empty() {
@@ -216,6 +226,9 @@ impl Link {
                 _ = self.wake.notified() => {}
                 _ = self.stop.cancelled() => return "closed".into(),
                 _ = addrs.changed() => return "the peer's address changed".into(),
+                _ = gate.changed() => if self.gate.blocks(addr.ip()) {
+                    return "partitioned (fault injection)".into();
+                },
                 // The listener never writes after the handshake: anything here is its close.
                 r = rd.read(&mut probe) => return match r {
                     Ok(0) => "closed by the peer".into(),
@@ -319,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_full_buffer_drops_and_counts() {
-        let link = Link::new("n2".into(), 100, CancellationToken::new());
+        let link = Link::new("n2".into(), 100, CancellationToken::new(), Arc::default());
         assert!(link.send(&[0; 60]));
         assert!(!link.send(&[0; 60]), "60 + 60 > 100");
         assert!(link.send(&[0; 40]), "exactly full");
@@ -333,7 +346,12 @@ mod tests {
 
     #[tokio::test]
     async fn publishers_pause_on_an_up_link_over_its_mark_until_the_writer_takes() {
-        let link = Link::new("n2".into(), 4 << 20, CancellationToken::new());
+        let link = Link::new(
+            "n2".into(),
+            4 << 20,
+            CancellationToken::new(),
+            Arc::default(),
+        );
         for _ in 0..3 {
             assert!(link.send(&vec![0; 512 << 10]));
         }
@@ -359,7 +377,12 @@ mod tests {
             me: me("n1", cookie),
             stats: stats.clone(),
             joins: tokio::sync::mpsc::channel(1).0,
-            takeovers: Arc::new(Takeovers::new(Links::default(), Duration::from_secs(1))),
+            gate: Arc::default(),
+            takeovers: Arc::new(Takeovers::new(
+                Links::default(),
+                Duration::from_secs(1),
+                Arc::new(crate::cluster::readiness::Readiness::new(Default::default())),
+            )),
         };
         tokio::spawn(inbound::run(l, rx, CancellationToken::new()));
         (addr, stats)
@@ -372,7 +395,12 @@ mod tests {
         let e = dial(addr, &me("n2", "guess")).await.unwrap_err();
         assert!(e.contains("distributed_cookie"), "{e}");
 
-        let link = Link::new("n1".into(), 1 << 20, CancellationToken::new());
+        let link = Link::new(
+            "n1".into(),
+            1 << 20,
+            CancellationToken::new(),
+            Arc::default(),
+        );
         link.set_addr(addr);
         tokio::spawn(
             link.clone()

@@ -8,6 +8,8 @@
 //! - `routes.rs`: the other nodes' routes as a trie; `forward.rs`: the engine's `Peers`;
 //! - `takeover.rs`: a client id unique cluster-wide (the engine's `Ownership`): a session
 //!   moves to the node its client connects to;
+//! - `readiness.rs`: whether this node sees a majority (the `allow_*_during_netsplit` keys);
+//! - `gate.rs`: `cluster partition` (fault injection for tests);
 //! - `members.rs`: the member list kept in `persistent_data_dir` (a restarted node rejoins);
 //! - `admin.rs`: `vmq-admin cluster join | leave | show` and the metrics.
 //!
@@ -16,10 +18,12 @@
 
 mod admin;
 mod forward;
+mod gate;
 mod gossip;
 mod inbound;
 mod link;
 mod members;
+mod readiness;
 mod routes;
 mod takeover;
 mod wire;
@@ -37,10 +41,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::ClusterConfig;
 use crate::engine::Engine;
 use forward::{Forwarder, Table};
+use gate::Gate;
 use gossip::{Gossip, NodeView};
 use inbound::{InboundStats, JoinRequest, Receiver};
 use link::{Identity, Link};
 use members::Members;
+use readiness::Readiness;
 use routes::RemoteRoutes;
 use takeover::{Links, Takeovers};
 
@@ -69,6 +75,10 @@ struct Inner {
     /// What gossip said last, for `cluster show`.
     views: Mutex<Vec<NodeView>>,
     inbound: Arc<InboundStats>,
+    /// Whether this node sees a majority of its cluster.
+    readiness: Arc<Readiness>,
+    /// Peers cut off by `cluster partition` (fault injection).
+    gate: Arc<Gate>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -98,14 +108,22 @@ impl Cluster {
         };
         let (joins_tx, joins) = mpsc::channel(16);
         let links = Links::default();
-        let takeovers = Arc::new(Takeovers::new(links.clone(), config.takeover_timeout));
+        let readiness = Arc::new(Readiness::new(config.during_netsplit));
+        let takeovers = Arc::new(Takeovers::new(
+            links.clone(),
+            config.takeover_timeout,
+            readiness.clone(),
+        ));
         let inner = Arc::new(Inner {
             me: me.clone(),
             config,
             advertise,
             bind,
             engine: engine.clone(),
-            forwarder: Arc::new(Forwarder::new(engine.config().shared_subscription_policy)),
+            forwarder: Arc::new(Forwarder::new(
+                engine.config().shared_subscription_policy,
+                readiness.clone(),
+            )),
             gossip: tokio::sync::Mutex::new(None),
             clustered: AtomicBool::new(false),
             links,
@@ -113,6 +131,8 @@ impl Cluster {
             members,
             views: Mutex::default(),
             inbound: Arc::default(),
+            readiness,
+            gate: Arc::default(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -124,6 +144,7 @@ impl Cluster {
             stats: inner.inbound.clone(),
             joins: joins_tx,
             takeovers: inner.takeovers.clone(),
+            gate: inner.gate.clone(),
         };
         inner
             .tasks
@@ -140,6 +161,12 @@ impl Cluster {
         inner.tasks.spawn(inner.clone().sync(joins));
         tracing::info!(%bind, %advertise, "cluster listener bound");
         Ok(Some(Cluster { inner }))
+    }
+
+    /// For `/health`: whether this node sees a majority of its cluster, and the counts.
+    pub fn quorum(&self) -> (bool, usize, usize) {
+        let (members, running) = self.inner.readiness.counts();
+        (self.inner.readiness.in_quorum(), members, running)
     }
 
     /// The address the cluster listener is bound to.
@@ -195,6 +222,7 @@ impl Inner {
                     self.advertise,
                     self.config.gossip_interval,
                     seeds,
+                    self.gate.clone(),
                 )
                 .await?,
             );
@@ -298,6 +326,7 @@ impl Inner {
                     name.as_str().into(),
                     self.config.outgoing_buffer,
                     self.stop.child_token(),
+                    self.gate.clone(),
                 );
                 self.tasks.spawn(
                     link.clone()
@@ -320,6 +349,8 @@ impl Inner {
             }
         }
         drop(links);
+        let running = table.live.iter().filter(|l| **l).count();
+        self.readiness.set(table.links.len() + 1, running + 1);
         self.forwarder.set(table);
     }
 

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::link::Link;
+use super::readiness::Readiness;
 use super::wire::{self, Body, Claim, Claimed, Frame};
 use crate::engine::{Engine, Handover, Ownership};
 use crate::store::{delivery_from, delivery_record, subscription_from, subscription_record};
@@ -32,6 +33,7 @@ pub struct Takeovers {
     next: AtomicU64,
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Claimed>>>,
     timeout: Duration,
+    readiness: Arc<Readiness>,
     /// Sessions taken over from another node.
     pub taken: AtomicU64,
     /// Sessions handed over to another node.
@@ -42,12 +44,13 @@ pub struct Takeovers {
 
 impl Takeovers {
     /// Claims over `links`, waiting up to `timeout` for answers.
-    pub fn new(links: Links, timeout: Duration) -> Takeovers {
+    pub fn new(links: Links, timeout: Duration, readiness: Arc<Readiness>) -> Takeovers {
         Takeovers {
             links,
             next: AtomicU64::new(1),
             pending: Mutex::default(),
             timeout,
+            readiness,
             taken: AtomicU64::new(0),
             given: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
@@ -105,6 +108,12 @@ impl Takeovers {
         client_id: &str,
         clean_start: bool,
     ) -> Result<Option<Handover>, String> {
+        if !self.readiness.allows_register() {
+            return Err(
+                "this node does not see a majority of its cluster (allow_register_during_netsplit = off)"
+                    .into(),
+            );
+        }
         let peers: Vec<Arc<Link>> = self
             .links
             .lock()

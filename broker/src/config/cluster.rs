@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::values::{parse_duration, parse_size};
+use super::values::{parse_duration, parse_flag, parse_size};
 
 /// How this node takes part in a cluster. Without `listen` it is a single node: nothing is
 /// bound, nothing is gossiped, and the engine keeps no route table for peers.
@@ -26,6 +26,26 @@ pub struct ClusterConfig {
     /// `cluster.takeover_timeout` (ours, 5 s): how long a connecting client's node waits for
     /// the other nodes to let go of its session.
     pub takeover_timeout: Duration,
+    /// `allow_register_during_netsplit`, `allow_publish_during_netsplit`,
+    /// `allow_subscribe_during_netsplit`, `allow_unsubscribe_during_netsplit` (all off): what a
+    /// node that does not see a majority of its cluster still does.
+    pub during_netsplit: DuringNetsplit,
+    /// `cluster.fault_injection` (ours, off): enables `vmq-admin cluster partition` (tests).
+    pub fault_injection: bool,
+}
+
+/// What a node cut off from the majority of its cluster may still do (VerneMQ's
+/// `allow_*_during_netsplit`; all off: it refuses them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DuringNetsplit {
+    /// Accept CONNECTs.
+    pub register: bool,
+    /// Accept PUBLISHes.
+    pub publish: bool,
+    /// Accept SUBSCRIBEs.
+    pub subscribe: bool,
+    /// Accept UNSUBSCRIBEs.
+    pub unsubscribe: bool,
 }
 
 impl Default for ClusterConfig {
@@ -37,6 +57,8 @@ impl Default for ClusterConfig {
             gossip_interval: Duration::from_millis(100),
             reconnect_interval: Duration::from_secs(1),
             takeover_timeout: Duration::from_secs(5),
+            during_netsplit: DuringNetsplit::default(),
+            fault_injection: false,
         }
     }
 }
@@ -66,6 +88,15 @@ impl ClusterConfig {
             "cluster.gossip_interval" => self.gossip_interval = positive(value)?,
             "cluster.reconnect_interval" => self.reconnect_interval = positive(value)?,
             "cluster.takeover_timeout" => self.takeover_timeout = positive(value)?,
+            "cluster.fault_injection" => self.fault_injection = parse_flag(value)?,
+            "allow_register_during_netsplit" => self.during_netsplit.register = parse_flag(value)?,
+            "allow_publish_during_netsplit" => self.during_netsplit.publish = parse_flag(value)?,
+            "allow_subscribe_during_netsplit" => {
+                self.during_netsplit.subscribe = parse_flag(value)?
+            }
+            "allow_unsubscribe_during_netsplit" => {
+                self.during_netsplit.unsubscribe = parse_flag(value)?
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -42,24 +42,10 @@ const TABLE: &[(&str, KeyClass)] = &[
     ),
     // Clustering and netsplits.
     (
-        "allow_register_during_netsplit",
-        KeyClass::NotYet("single node: there are no netsplits; registrations are always allowed"),
-    ),
-    (
-        "allow_publish_during_netsplit",
-        KeyClass::NotYet("single node: there are no netsplits; publishes are always allowed"),
-    ),
-    (
-        "allow_subscribe_during_netsplit",
-        KeyClass::NotYet("single node: there are no netsplits; subscribes are always allowed"),
-    ),
-    (
-        "allow_unsubscribe_during_netsplit",
-        KeyClass::NotYet("single node: there are no netsplits; unsubscribes are always allowed"),
-    ),
-    (
         "coordinate_registrations",
-        KeyClass::NoEffect("single node: registrations need no coordination"),
+        KeyClass::NoEffect(
+            "registrations are not serialized on one node: a connecting client's node claims the client id from the others",
+        ),
     ),
     (
         "listener.vmqs.**",
@@ -517,6 +503,11 @@ pub(super) const TYPED_KEYS: &[&str] = &[
     "cluster.gossip_interval",
     "cluster.reconnect_interval",
     "cluster.takeover_timeout",
+    "cluster.fault_injection",
+    "allow_register_during_netsplit",
+    "allow_publish_during_netsplit",
+    "allow_subscribe_during_netsplit",
+    "allow_unsubscribe_during_netsplit",
 ];
 
 /// What happens to a plugin that is not one of ours.

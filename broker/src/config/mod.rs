@@ -15,7 +15,7 @@ mod listeners;
 mod reporting;
 mod values;
 
-pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConfig, DuringNetsplit};
 use keys::{NO_SUCH_PLUGIN, check_plugin_name, unknown_key};
 use lines::{Line, Origin, clone_error, many};
 pub use listeners::{HttpListenerConfig, TcpListenerConfig, TlsConfig, Transport};

@@ -9,7 +9,7 @@ use tracing::debug;
 
 use super::{Conn, Exit};
 use crate::engine::Subscription;
-use crate::engine::{OutState, Subscriber};
+use crate::engine::{ClusterOp, OutState, Subscriber};
 use crate::hooks::{Hook, Notification, SubscribeTopic, SubscribedTopic, TopicVerdict};
 use crate::message::Delivery;
 use crate::metrics::Metrics;
@@ -265,6 +265,14 @@ impl Conn {
             let Ok(parsed) = topic::parse_filter(&filter) else {
                 continue;
             };
+            if !self.engine.cluster_allows(ClusterOp::Subscribe) {
+                Metrics::inc(&self.engine.metrics().netsplit_refused);
+                reasons.push(refused(
+                    SubAckReason::ImplementationSpecificError,
+                    &mut report,
+                ));
+                continue;
+            }
             let (filter, options) = (&filter, &options);
             if let Some(max) = self.engine.config().max_subscriptions_per_client
                 && self.state.subscriptions.len() >= max
@@ -374,6 +382,17 @@ impl Conn {
         };
         let rewritten = filters.is_some();
         let filters = filters.unwrap_or(u.filters);
+        if !self.engine.cluster_allows(ClusterOp::Unsubscribe) {
+            // Cut off from most of the cluster: the subscriptions stay (v5 says why; a v3
+            // UNSUBACK cannot).
+            Metrics::inc(&self.engine.metrics().netsplit_refused);
+            let ack = Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                reasons: vec![UnsubAckReason::ImplementationSpecificError; u_count],
+                properties: Properties::default(),
+            });
+            return self.feed(&ack).await.map(|()| None);
+        }
         for filter in &filters {
             let existed = self.state.subscriptions.remove(filter).is_some();
             self.engine

@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::inbound::Step;
 use super::{Conn, Exit};
-use crate::engine::{Congested, Pushed};
+use crate::engine::{ClusterOp, Congested, Pushed};
 use crate::hooks::{AuthResult, Hook, MessageInfo, Notification};
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -189,6 +189,13 @@ impl Conn {
                 return Ok(Some(Exit::Closed(DisconnectReason::ReceiveMaximumExceeded)));
             }
         }
+        if !self.engine.cluster_allows(ClusterOp::Publish) {
+            debug!(client_id = %self.client_id, topic = %p.topic, "publish refused: netsplit");
+            Metrics::inc(&self.engine.metrics().netsplit_refused);
+            return self
+                .decline_publish(&p, PubAckReason::ImplementationSpecificError)
+                .await;
+        }
         let (routed, ticket, congested) = self.route(&p, acl.as_ref(), into.as_deref());
         if congested.is_some() {
             self.pace = congested;
@@ -214,6 +221,12 @@ impl Conn {
     async fn refuse_publish(&mut self, p: &Publish) -> Step {
         debug!(client_id = %self.client_id, topic = %p.topic, "publish not authorized");
         Metrics::inc(&self.engine.metrics().mqtt_publish_auth_error);
+        self.decline_publish(p, PubAckReason::NotAuthorized).await
+    }
+
+    /// Acknowledges a publish that is not routed: v5 with `reason`, v3 without (the message
+    /// is dropped, as VerneMQ drops an unauthorized one).
+    async fn decline_publish(&mut self, p: &Publish, reason: PubAckReason) -> Step {
         if p.qos == QoS::ExactlyOnce {
             self.state.incoming_qos2.insert(p.packet_id);
         }
@@ -225,7 +238,7 @@ impl Conn {
                 QoS::ExactlyOnce => self.feed(&Packet::PubRec(ack)).await.map(|()| None),
             };
         }
-        ack.reason = PubAckReason::NotAuthorized;
+        ack.reason = reason;
         match p.qos {
             QoS::AtMostOnce => Ok(None),
             QoS::AtLeastOnce => self.feed(&Packet::PubAck(ack)).await.map(|()| None),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use mailbox::{Mailbox, Pushed};
-pub use peers::{Backlog, Congested, Peers};
+pub use peers::{Backlog, ClusterOp, Congested, Peers};
 pub use registry::{
     Attachment, Handover, OutState, Outgoing, Ownership, SessionSlot, SessionState,
 };
@@ -194,6 +194,12 @@ impl Engine {
     /// publish is also handed to `peers`.
     pub fn set_peers(&self, peers: Arc<dyn Peers>) {
         let _ = self.peers.set(peers);
+    }
+
+    /// Whether `op` may go ahead: always on a single node; on a cluster node, when it sees a
+    /// majority of its cluster or the config allows `op` during a netsplit.
+    pub fn cluster_allows(&self, op: ClusterOp) -> bool {
+        self.peers.get().is_none_or(|p| p.allows(op))
     }
 
     /// Makes `ownership` decide which node holds each session (once; a cluster sets it

@@ -40,8 +40,24 @@ impl Congested {
     }
 }
 
+/// What a node cut off from most of its cluster may refuse (VerneMQ's
+/// `allow_*_during_netsplit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterOp {
+    /// A PUBLISH.
+    Publish,
+    /// A SUBSCRIBE.
+    Subscribe,
+    /// An UNSUBSCRIBE.
+    Unsubscribe,
+}
+
 /// Other nodes that may have subscribers.
 pub trait Peers: Send + Sync + std::fmt::Debug {
+    /// Whether `op` may go ahead now (the node sees a majority of its cluster, or the config
+    /// allows `op` during a netsplit).
+    fn allows(&self, op: ClusterOp) -> bool;
+
     /// Whether the share group `group` (`$share/<group>/<filter>`, with members here) gets a
     /// publish here rather than on another node (`shared_subscription_policy`).
     fn serve_here(&self, mountpoint: &str, group: &str) -> bool;

@@ -166,11 +166,24 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
         .filter(|l| !l.is_accepting())
         .map(|l| format!("{}.{}", l.kind, l.name))
         .collect();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if down.is_empty() { "ok" } else { "down" },
         "listeners_down": down,
     });
-    let code = if down.is_empty() {
+    let mut healthy = down.is_empty();
+    if let Some(cluster) = &node.cluster {
+        // A node that does not see a majority of its cluster refuses what the
+        // allow_*_during_netsplit keys do not allow: not healthy.
+        let (quorum, members, running) = cluster.quorum();
+        body["cluster"] = serde_json::json!({
+            "quorum": quorum, "members": members, "running": running,
+        });
+        if !quorum {
+            body["status"] = "down".into();
+            healthy = false;
+        }
+    }
+    let code = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
