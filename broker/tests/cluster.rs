@@ -634,11 +634,26 @@ async fn a_node_cut_off_from_the_majority_refuses_as_configured_and_the_split_he
     let n1 = Node::start(dir.path(), 1, port, inject);
     let n2 = Node::start(dir.path(), 2, port, inject);
     let mut n3 = Node::start(dir.path(), 3, port, inject);
+    // A retained message set on n1 before the others join reaches them when they join.
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n1,
+        &["-t", "r/old", "-m", "early", "-r", "-q", "1"],
+    );
+    assert!(out.status.success());
     for n in [&n2, &n3] {
         let out = n.admin(&["cluster", "join", "discovery-node=n1@127.0.0.1"]);
         assert!(out.status.success(), "{out:?}");
     }
     eventually("three nodes see each other", || converged(&[&n1, &n2, &n3]));
+    eventually("n3 has the retained message from before it joined", || {
+        let o = mosquitto(
+            "mosquitto_sub",
+            &n3,
+            &["-t", "r/#", "-C", "1", "-W", "1", "-v"],
+        );
+        String::from_utf8_lossy(&o.stdout).trim() == "r/old early"
+    });
     assert_eq!(health(&n3), (200, true));
 
     // A client on n3 from before the split, subscribed to p/#.

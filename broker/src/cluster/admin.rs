@@ -267,6 +267,7 @@ impl Inner {
         let join = wire::frame(&Frame {
             body: Some(Body::Join(Join {
                 addr: self.advertise.to_string(),
+                retained: true,
             })),
         });
         stream

@@ -141,6 +141,7 @@ impl Peers for Forwarder {
             mountpoint: mountpoint.to_owned(),
             message: Some(message_record(message, now)),
             groups: Vec::new(),
+            store_only: false,
         };
         let mut shared_frame = None;
         let mut congested: Option<Arc<dyn Backlog>> = None;

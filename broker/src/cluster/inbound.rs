@@ -47,6 +47,8 @@ pub struct JoinRequest {
     pub node: String,
     /// Its cluster listener.
     pub addr: SocketAddr,
+    /// Whether it wants this node's retained messages.
+    pub retained: bool,
 }
 
 /// What an accepted link needs.
@@ -188,6 +190,12 @@ async fn serve(mut stream: TcpStream, from: SocketAddr, rx: &Receiver) -> Result
                     message_from(record, (SystemTime::now(), tokio::time::Instant::now()))
                         .map_err(|e| format!("link from {:?}: {e}", hello.node))?;
                 let message = Arc::new(message);
+                if p.store_only {
+                    if message.retain {
+                        engine.retain(&p.mountpoint, message);
+                    }
+                    continue;
+                }
                 stats.publishes_in.fetch_add(1, Relaxed);
                 if message.retain {
                     engine.retain(&p.mountpoint, message.clone());
@@ -208,6 +216,7 @@ async fn serve(mut stream: TcpStream, from: SocketAddr, rx: &Receiver) -> Result
                 let _ = rx.joins.try_send(JoinRequest {
                     node: hello.node.clone(),
                     addr,
+                    retained: j.retained,
                 });
             }
             Some(Body::Claim(claim)) => {

@@ -421,6 +421,7 @@ mod tests {
                 mountpoint: String::new(),
                 message: Some(message_record(&message, now)),
                 groups: Vec::new(),
+                store_only: false,
             })),
         }));
         for _ in 0..100 {

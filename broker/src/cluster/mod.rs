@@ -367,6 +367,30 @@ impl Inner {
             let _ = g.contact(j.addr);
         }
         self.update_links(&self.views.lock().clone());
+        if j.retained {
+            self.send_retained(&j.node);
+        }
+    }
+
+    /// Sends every retained message here to `node` (which just joined), for its store only.
+    fn send_retained(&self, node: &str) {
+        let Some(link) = self.links.lock().get(node).cloned() else {
+            return;
+        };
+        let now = (std::time::SystemTime::now(), tokio::time::Instant::now());
+        let all = self.engine.retained_all();
+        let n = all.len();
+        for (mountpoint, message) in all {
+            link.send(&wire::frame(&wire::Frame {
+                body: Some(wire::Body::Publish(wire::Publish {
+                    mountpoint,
+                    message: Some(crate::store::message_record(&message, now)),
+                    groups: Vec::new(),
+                    store_only: true,
+                })),
+            }));
+        }
+        tracing::info!(%node, retained = n, "cluster: retained messages sent to a joining node");
     }
 
     /// This node leaves its cluster: it says so in gossip, lets that spread, then stops

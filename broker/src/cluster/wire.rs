@@ -125,6 +125,9 @@ pub struct Join {
     /// The joining node's cluster listener (where gossip and links reach it).
     #[prost(string, tag = "1")]
     pub addr: String,
+    /// Whether the joining node wants the cluster's retained messages.
+    #[prost(bool, tag = "2")]
+    pub retained: bool,
 }
 
 /// A forwarded publish.
@@ -141,6 +144,10 @@ pub struct Publish {
     /// receiver delivers to one of its members of each (and to its plain subscribers).
     #[prost(string, repeated, tag = "3")]
     pub groups: Vec<String>,
+    /// A retained message for the receiver's retained store only (sent to a node that just
+    /// joined): not delivered to anyone.
+    #[prost(bool, tag = "4")]
+    pub store_only: bool,
 }
 
 /// `sha256(role, cookie, first nonce, second nonce)`, each part length-prefixed.
