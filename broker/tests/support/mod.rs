@@ -1,6 +1,7 @@
 //! Helpers for tests that run the `vmq-broker` binary as an operator does.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod databases;
 pub mod endpoint;
 
