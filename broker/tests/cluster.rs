@@ -391,8 +391,22 @@ async fn a_node_cut_off_from_the_majority_refuses_as_configured_and_the_split_he
     partition(&n3, &[&n1, &n2]);
     eventually("n3 knows it is cut off", || health(&n3) == (503, false));
     let (_c3, mut ev3) = subscriber("cut-off", &n3, "late/#").await;
+    // One client id connected on both sides: first on n1, then on n3.
+    let older = Command::new("mosquitto_sub")
+        .args(["-h", &n1.ip, "-p", &n1.mqtt, "-i", "dup", "-V", "mqttv5"])
+        .args(["-q", "1", "-t", "dup/#", "-d", "-W", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_dup, mut evdup) = subscriber("dup", &n3, "dup/#").await;
     heal(&[&n1, &n2, &n3]);
     eventually("n3 back in quorum", || health(&n3) == (200, true));
+    // After the heal one connection stays: the newer one, on n3.
+    let out = older.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("Received DISCONNECT (142)"), "{said}");
+    assert_eq!(n1.metric("cluster_duplicates_closed", ""), 1);
     until_routed(&n1, "late/probe", &mut [&mut ev3]).await;
     let out = mosquitto(
         "mosquitto_pub",
@@ -401,6 +415,14 @@ async fn a_node_cut_off_from_the_majority_refuses_as_configured_and_the_split_he
     );
     assert!(out.status.success());
     assert_eq!(receive(&mut ev3, 1).await, vec!["after".to_owned()]);
+    until_routed(&n1, "dup/probe", &mut [&mut evdup]).await;
+    let out = mosquitto(
+        "mosquitto_pub",
+        &n1,
+        &["-t", "dup/1", "-m", "kept", "-q", "1"],
+    );
+    assert!(out.status.success());
+    assert_eq!(receive(&mut evdup, 1).await, vec!["kept".to_owned()]);
     assert!(
         n3.metric("netsplit_refused", "") == 0,
         "nothing refused with the flags on"

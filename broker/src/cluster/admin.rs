@@ -152,6 +152,12 @@ impl Cluster {
             "Session claims that did not hear from every node within cluster.takeover_timeout.",
             t.timeouts.load(Relaxed),
         );
+        out.single(
+            "cluster_duplicates_closed",
+            "counter",
+            "Connections closed after a netsplit healed: the same client id was connected on both sides (allow_register_during_netsplit = on); the older one goes.",
+            t.duplicates.load(Relaxed),
+        );
         let s = &inner.inbound;
         out.single(
             "cluster_bytes_received",

@@ -226,6 +226,19 @@ async fn serve(mut stream: TcpStream, from: SocketAddr, rx: &Receiver) -> Result
                 tokio::spawn(async move { takeovers.claimed_by(&engine, &node, claim).await });
             }
             Some(Body::Claimed(answer)) => rx.takeovers.answered(answer),
+            Some(Body::Online(online)) => {
+                let (engine, takeovers, node, me) = (
+                    rx.engine.clone(),
+                    rx.takeovers.clone(),
+                    hello.node.clone(),
+                    rx.me.node.clone(),
+                );
+                tokio::spawn(async move {
+                    takeovers
+                        .resolve_duplicates(&engine, &me, &node, online)
+                        .await
+                });
+            }
             // A newer peer's frame this node does not know: skipped.
             None => {}
         }

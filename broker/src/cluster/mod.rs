@@ -286,6 +286,19 @@ impl Inner {
 
     /// Updates members, links and routes from gossip.
     fn apply(&self, views: Vec<NodeView>) {
+        if self.config.during_netsplit.register {
+            // Nodes seen again (after a split, or a restart): they learn which clients are
+            // connected here, and close their own older connection of the same client id.
+            let before = self.views.lock().clone();
+            for v in views.iter().filter(|v| v.live) {
+                let was_down = before.iter().any(|b| b.node == v.node && !b.live);
+                if was_down && let Some(link) = self.links.lock().get(&v.node).cloned() {
+                    link.send(&wire::frame(&wire::Frame {
+                        body: Some(wire::Body::Online(Takeovers::online(&self.engine, false))),
+                    }));
+                }
+            }
+        }
         let evicted: Vec<(String, u64)> = views
             .iter()
             .filter(|v| !v.left)

@@ -19,8 +19,9 @@ use tokio::sync::mpsc;
 
 use super::link::Link;
 use super::readiness::Readiness;
-use super::wire::{self, Body, Claim, Claimed, Frame};
+use super::wire::{self, Body, Claim, Claimed, Frame, Online, OnlineSession};
 use crate::engine::{Engine, Handover, Ownership};
+use crate::mqtt::DisconnectReason;
 use crate::store::{delivery_from, delivery_record, subscription_from, subscription_record};
 
 /// The links, by peer name (shared with the cluster, which keeps them up to date).
@@ -40,6 +41,8 @@ pub struct Takeovers {
     pub given: AtomicU64,
     /// Claims that did not get every answer in time.
     pub timeouts: AtomicU64,
+    /// Connections closed after a netsplit healed (the same client id on both sides).
+    pub duplicates: AtomicU64,
 }
 
 impl Takeovers {
@@ -54,6 +57,7 @@ impl Takeovers {
             taken: AtomicU64::new(0),
             given: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
         }
     }
 
@@ -99,6 +103,59 @@ impl Takeovers {
                 }));
             }
             None => tracing::warn!(%node, "a claim from a node with no link here: not answered"),
+        }
+    }
+
+    /// This node's connected clients, for a peer seen again after a split.
+    pub fn online(engine: &Engine, answer: bool) -> Online {
+        Online {
+            answer,
+            sessions: engine
+                .sessions()
+                .into_iter()
+                .filter(|s| s.mailbox.is_online())
+                .map(|s| OnlineSession {
+                    mountpoint: s.mountpoint.clone(),
+                    client_id: s.client_id.to_string(),
+                    since_ms: s.attached_at.load(Relaxed),
+                })
+                .collect(),
+        }
+    }
+
+    /// `node` (seen again after a split) has these clients connected: of two connections
+    /// with one client id the older goes (v5: 0x8E); the same rule runs on `node`, so exactly
+    /// one stays. Equal times: the node with the smaller name keeps its own.
+    pub async fn resolve_duplicates(&self, engine: &Engine, me: &str, node: &str, theirs: Online) {
+        if !theirs.answer {
+            let mine = Takeovers::online(engine, true);
+            if let Some(link) = self.links.lock().get(node).cloned() {
+                link.send(&wire::frame(&Frame {
+                    body: Some(Body::Online(mine)),
+                }));
+            }
+        }
+        for s in theirs.sessions {
+            let Some(mine) = engine
+                .sessions()
+                .into_iter()
+                .find(|x| x.mountpoint == s.mountpoint && *x.client_id == *s.client_id)
+                .filter(|x| x.mailbox.is_online())
+            else {
+                continue;
+            };
+            let since = mine.attached_at.load(Relaxed);
+            if since < s.since_ms || (since == s.since_ms && me > node) {
+                tracing::warn!(client_id = %s.client_id, other = %node, "the same client id was connected on both sides of a netsplit: closing the older connection here");
+                self.duplicates.fetch_add(1, Relaxed);
+                engine
+                    .disconnect(
+                        &s.mountpoint,
+                        &s.client_id,
+                        DisconnectReason::SessionTakenOver,
+                    )
+                    .await;
+            }
         }
     }
 

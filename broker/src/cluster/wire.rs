@@ -63,7 +63,7 @@ pub struct Proof {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Frame {
     /// What it carries.
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5")]
     pub body: Option<Body>,
 }
 
@@ -83,6 +83,36 @@ pub enum Body {
     /// The answer to a [`Claim`], on the answering node's own link.
     #[prost(message, tag = "4")]
     Claimed(Claimed),
+    /// The sender's connected clients, when it sees the receiver again after a split (with
+    /// `allow_register_during_netsplit = on` a client id may have connected on both sides).
+    #[prost(message, tag = "5")]
+    Online(Online),
+}
+
+/// Connected clients.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Online {
+    /// One per connected client.
+    #[prost(message, repeated, tag = "1")]
+    pub sessions: Vec<OnlineSession>,
+    /// Whether this answers the receiver's own list (else the receiver answers with its own,
+    /// so that both sides compare even if only one saw the other come back).
+    #[prost(bool, tag = "2")]
+    pub answer: bool,
+}
+
+/// A connected client.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnlineSession {
+    /// Its mountpoint.
+    #[prost(string, tag = "1")]
+    pub mountpoint: String,
+    /// Its client id.
+    #[prost(string, tag = "2")]
+    pub client_id: String,
+    /// When it connected (Unix ms).
+    #[prost(uint64, tag = "3")]
+    pub since_ms: u64,
 }
 
 /// A node claims a client's session.

@@ -82,6 +82,9 @@ pub struct SessionSlot {
     pub info: Mutex<Option<Arc<crate::hooks::ClientInfo>>>,
     /// Woken when a connection detaches (its state is back): a takeover waits for it.
     pub released: tokio::sync::Notify,
+    /// When the latest connection attached (Unix ms): after a netsplit heals, of two
+    /// connections with one client id on two nodes the older one goes.
+    pub attached_at: AtomicU64,
 }
 
 type Key = (String, Arc<str>);
@@ -253,6 +256,7 @@ impl Registry {
                                 generation: AtomicU64::new(0),
                                 info: Mutex::new(None),
                                 released: tokio::sync::Notify::new(),
+                                attached_at: AtomicU64::new(0),
                             });
                             sessions.insert(key.clone(), slot.clone());
                             (slot, false, Box::default())
@@ -273,6 +277,10 @@ impl Registry {
                         done: done_rx,
                     });
                     slot.generation.fetch_add(1, Ordering::AcqRel);
+                    slot.attached_at.store(
+                        crate::store::unix_ms(std::time::SystemTime::now()),
+                        Ordering::Relaxed,
+                    );
                     slot.mailbox.set_online(true);
                     Some(Attachment {
                         slot,

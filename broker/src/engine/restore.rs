@@ -112,6 +112,7 @@ pub(super) fn restore(engine: &Arc<Engine>, recovered: Recovered) {
             generation: AtomicU64::new(0),
             info: Mutex::new(None),
             released: tokio::sync::Notify::new(),
+            attached_at: AtomicU64::new(0),
         });
         engine.registry.insert_restored(slot.clone());
         if let Some(left) = s.expires_in {
