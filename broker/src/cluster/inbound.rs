@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::gate::Gate;
 use super::link::{Identity, codec};
 use super::takeover::Takeovers;
+use super::tls::Stream;
 use super::wire::{self, Body, Challenge, Frame, Hello, Proof};
 use crate::engine::Engine;
 use crate::store::message_from;
@@ -102,8 +103,21 @@ pub async fn run(listener: TcpListener, rx: Receiver, stop: CancellationToken) {
 }
 
 /// One accepted link: the listener's half of the handshake, then frames until it closes.
-async fn serve(mut stream: TcpStream, from: SocketAddr, rx: &Receiver) -> Result<(), String> {
+async fn serve(tcp: TcpStream, from: SocketAddr, rx: &Receiver) -> Result<(), String> {
     let (engine, me, stats) = (&rx.engine, &rx.me, &rx.stats);
+    let mut stream: Box<dyn Stream> = match &me.tls {
+        Some(tls) => {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    stats.refused.fetch_add(1, Relaxed);
+                    return Err(e);
+                }
+                Err(_) => return Err("no TLS handshake within 5 s".into()),
+            }
+        }
+        None => Box::new(tcp),
+    };
     let mut frames = FramedRead::new(&mut stream, codec(4096));
     let hello: Hello =
         match tokio::time::timeout(std::time::Duration::from_secs(5), frames.next()).await {

@@ -22,6 +22,7 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::gate::Gate;
+use super::tls::{Stream, Tls};
 use super::wire::{self, Challenge, Hello, Proof};
 use crate::engine::Backlog;
 
@@ -40,6 +41,8 @@ pub struct Identity {
     pub node: Arc<str>,
     /// `distributed_cookie`.
     pub cookie: Arc<str>,
+    /// TLS on the links (`listener.vmqs.clustering`), if configured.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// A link's counters.
@@ -61,9 +64,11 @@ pub struct LinkStats {
 
 /// What waits to be written.
 #[derive(Debug, Default)]
-struct Pending {
-    bytes: BytesMut,
-    frames: u64,
+pub(super) struct Pending {
+    /// The frames, back to back.
+    pub(super) bytes: BytesMut,
+    /// How many.
+    pub(super) frames: u64,
 }
 
 /// The link to one peer.
@@ -144,7 +149,7 @@ impl Link {
     }
 
     /// Takes everything pending (for the writer) and wakes the publishers pacing on it.
-    fn take(&self) -> Pending {
+    pub(super) fn take(&self) -> Pending {
         let chunk = std::mem::take(&mut *self.pending.lock());
         self.drained.notify_waiters();
         chunk
@@ -202,11 +207,11 @@ impl Link {
     /// closes; says why it stopped.
     async fn serve(
         &self,
-        stream: TcpStream,
+        stream: Box<dyn Stream>,
         addr: SocketAddr,
         addrs: &mut watch::Receiver<Option<SocketAddr>>,
     ) -> String {
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut probe = [0u8; 1];
         let mut gate = self.gate.watch();
         loop {
@@ -255,11 +260,15 @@ impl Backlog for Link {
 
 /// Dials `addr` and runs the dialler's half of the handshake; returns the stream and the
 /// peer's name.
-pub async fn dial(addr: SocketAddr, me: &Identity) -> Result<(TcpStream, String), String> {
-    let mut stream = TcpStream::connect(addr)
+pub async fn dial(addr: SocketAddr, me: &Identity) -> Result<(Box<dyn Stream>, String), String> {
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn Stream> = match &me.tls {
+        Some(tls) => tls.connect(addr, tcp).await?,
+        None => Box::new(tcp),
+    };
     let nonce = wire::nonce();
     let hello = Hello {
         node: me.node.to_string(),
@@ -304,137 +313,4 @@ pub fn codec(max: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(max)
         .new_codec()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use tokio::net::TcpListener;
-    use tokio_util::sync::CancellationToken;
-
-    use super::*;
-    use crate::cluster::inbound::{self, InboundStats, Receiver};
-    use crate::cluster::takeover::{Links, Takeovers};
-    use crate::cluster::wire::{Body, Frame, Publish};
-    use crate::config::Config;
-    use crate::engine::Engine;
-    use crate::message::Message;
-    use crate::mqtt::{Properties, QoS};
-    use crate::store::message_record;
-
-    fn me(node: &str, cookie: &str) -> Identity {
-        Identity {
-            node: node.into(),
-            cookie: cookie.into(),
-        }
-    }
-
-    #[test]
-    fn a_full_buffer_drops_and_counts() {
-        let link = Link::new("n2".into(), 100, CancellationToken::new(), Arc::default());
-        assert!(link.send(&[0; 60]));
-        assert!(!link.send(&[0; 60]), "60 + 60 > 100");
-        assert!(link.send(&[0; 40]), "exactly full");
-        assert_eq!(link.queued_bytes(), 100);
-        assert_eq!(link.stats.bytes_dropped.load(Relaxed), 60);
-        assert_eq!(link.stats.frames_dropped.load(Relaxed), 1);
-        let taken = link.take();
-        assert_eq!((taken.bytes.len(), taken.frames), (100, 2));
-        assert_eq!(link.queued_bytes(), 0);
-    }
-
-    #[tokio::test]
-    async fn publishers_pause_on_an_up_link_over_its_mark_until_the_writer_takes() {
-        let link = Link::new(
-            "n2".into(),
-            4 << 20,
-            CancellationToken::new(),
-            Arc::default(),
-        );
-        for _ in 0..3 {
-            assert!(link.send(&vec![0; 512 << 10]));
-        }
-        assert!(!link.congested(), "a down link is not waited for");
-        link.stats.up.store(true, Relaxed);
-        assert!(link.congested(), "1.5 MB over a 1 MB mark");
-        let mut waiting = Box::pin(Backlog::drained(&*link));
-        assert!(futures::poll!(waiting.as_mut()).is_pending());
-        link.take();
-        assert!(futures::poll!(waiting.as_mut()).is_ready());
-        assert!(!link.congested());
-        // Not congested: no wait at all.
-        assert!(futures::poll!(Box::pin(Backlog::drained(&*link))).is_ready());
-    }
-
-    /// A cluster listener serving `engine`, with `cookie`.
-    async fn listener(engine: Arc<Engine>, cookie: &str) -> (SocketAddr, Arc<InboundStats>) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let stats = Arc::new(InboundStats::default());
-        let rx = Receiver {
-            engine,
-            me: me("n1", cookie),
-            stats: stats.clone(),
-            joins: tokio::sync::mpsc::channel(1).0,
-            gate: Arc::default(),
-            takeovers: Arc::new(Takeovers::new(
-                Links::default(),
-                Duration::from_secs(1),
-                Arc::new(crate::cluster::readiness::Readiness::new(Default::default())),
-            )),
-        };
-        tokio::spawn(inbound::run(l, rx, CancellationToken::new()));
-        (addr, stats)
-    }
-
-    #[tokio::test]
-    async fn a_peer_without_the_cookie_is_refused_and_one_with_it_is_heard() {
-        let engine = Engine::for_tests(Config::default());
-        let (addr, stats) = listener(engine.clone(), "secret").await;
-        let e = dial(addr, &me("n2", "guess")).await.unwrap_err();
-        assert!(e.contains("distributed_cookie"), "{e}");
-
-        let link = Link::new(
-            "n1".into(),
-            1 << 20,
-            CancellationToken::new(),
-            Arc::default(),
-        );
-        link.set_addr(addr);
-        tokio::spawn(
-            link.clone()
-                .run(me("n2", "secret"), Duration::from_millis(50)),
-        );
-        let message = Message {
-            topic: "r/1".into(),
-            payload: bytes::Bytes::from_static(b"kept"),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Properties::default(),
-            expires_at: None,
-            publisher: None,
-        };
-        let now = (std::time::SystemTime::now(), tokio::time::Instant::now());
-        link.send(&wire::frame(&Frame {
-            body: Some(Body::Publish(Publish {
-                mountpoint: String::new(),
-                message: Some(message_record(&message, now)),
-                groups: Vec::new(),
-                store_only: false,
-            })),
-        }));
-        for _ in 0..100 {
-            if engine.retained_count() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(engine.retained_matching("", "r/#")[0].payload, "kept");
-        assert_eq!(stats.publishes_in.load(Relaxed), 1);
-        assert_eq!(stats.links.load(Relaxed), 1);
-        assert!(stats.refused.load(Relaxed) >= 1);
-        assert!(link.stats.up.load(Relaxed));
-        link.close();
-    }
 }

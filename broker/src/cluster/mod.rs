@@ -9,6 +9,7 @@
 //! - `takeover.rs`: a client id unique cluster-wide (the engine's `Ownership`): a session
 //!   moves to the node its client connects to;
 //! - `readiness.rs`: whether this node sees a majority (the `allow_*_during_netsplit` keys);
+//! - `tls.rs`: TLS on the links (`listener.vmqs.clustering`);
 //! - `gate.rs`: `cluster partition` (fault injection for tests);
 //! - `members.rs`: the member list kept in `persistent_data_dir` (a restarted node rejoins);
 //! - `admin.rs`: `vmq-admin cluster join | leave | show` and the metrics.
@@ -26,6 +27,9 @@ mod members;
 mod readiness;
 mod routes;
 mod takeover;
+#[cfg(test)]
+mod tests;
+mod tls;
 mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -102,9 +106,14 @@ impl Cluster {
         let advertise = advertised(bind, &nodename).map_err(std::io::Error::other)?;
         let members = Members::open(&engine.config().persistent_data_dir, &nodename)
             .map_err(std::io::Error::other)?;
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(tls::Tls::new(t).map_err(std::io::Error::other)?)),
+            None => None,
+        };
         let me = Identity {
             node: nodename.into(),
             cookie: config.cookie.as_str().into(),
+            tls,
         };
         let (joins_tx, joins) = mpsc::channel(16);
         let links = Links::default();

@@ -2,6 +2,7 @@
 //! `outgoing_clustering_buffer_size`) and ours for gossip timing (`cluster.*`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::values::{parse_duration, parse_flag, parse_size};
@@ -32,6 +33,27 @@ pub struct ClusterConfig {
     pub during_netsplit: DuringNetsplit,
     /// `cluster.fault_injection` (ours, off): enables `vmq-admin cluster partition` (tests).
     pub fault_injection: bool,
+    /// `listener.vmqs.clustering` instead of `listener.vmq.clustering`: the links run over TLS
+    /// with `listener.vmqs.certfile`, `keyfile`, `cafile`, `require_certificate`.
+    pub tls: Option<ClusterTls>,
+    /// Whether the listener came from `listener.vmqs.clustering`.
+    vmqs: bool,
+    /// The TLS files, whichever key came first.
+    files: ClusterTls,
+}
+
+/// TLS on the cluster links: each node is the server of the links it accepts and the client of
+/// those it dials, with the same certificate; peers are checked against `cafile`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// This node's certificate chain (PEM), shown to peers on both sides of a link.
+    pub certfile: Option<PathBuf>,
+    /// Its key (PEM).
+    pub keyfile: Option<PathBuf>,
+    /// The CA (PEM) peers' certificates must chain to.
+    pub cafile: Option<PathBuf>,
+    /// Whether a dialling peer must show a certificate.
+    pub require_certificate: bool,
 }
 
 /// What a node cut off from the majority of its cluster may still do (VerneMQ's
@@ -59,19 +81,51 @@ impl Default for ClusterConfig {
             takeover_timeout: Duration::from_secs(5),
             during_netsplit: DuringNetsplit::default(),
             fault_injection: false,
+            tls: None,
+            vmqs: false,
+            files: ClusterTls::default(),
         }
     }
 }
 
 impl ClusterConfig {
+    /// Settles what depends on several keys, once every line is read.
+    pub(super) fn finish(&mut self) -> Result<(), String> {
+        self.tls = None;
+        if self.vmqs {
+            if self.files.certfile.is_none() || self.files.keyfile.is_none() {
+                return Err(
+                    "listener.vmqs.clustering needs listener.vmqs.certfile and listener.vmqs.keyfile"
+                        .into(),
+                );
+            }
+            self.tls = Some(self.files.clone());
+        }
+        Ok(())
+    }
+
     /// Applies one key; `Ok(false)` when it is not a cluster key.
     pub(super) fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
         match key {
-            "listener.vmq.clustering" => {
+            "listener.vmq.clustering" | "listener.vmqs.clustering" => {
+                let vmqs = key == "listener.vmqs.clustering";
+                if self.listen.is_some() && vmqs != self.vmqs {
+                    return Err(
+                        "set one of listener.vmq.clustering and listener.vmqs.clustering (TLS)"
+                            .into(),
+                    );
+                }
+                self.vmqs = vmqs;
                 self.listen =
                     Some(value.parse().map_err(|_| {
                         format!("expected ip:port (e.g. 0.0.0.0:44053), got {value:?}")
                     })?)
+            }
+            "listener.vmqs.certfile" => self.files.certfile = Some(PathBuf::from(value)),
+            "listener.vmqs.keyfile" => self.files.keyfile = Some(PathBuf::from(value)),
+            "listener.vmqs.cafile" => self.files.cafile = Some(PathBuf::from(value)),
+            "listener.vmqs.require_certificate" => {
+                self.files.require_certificate = parse_flag(value)?
             }
             "distributed_cookie" => {
                 if value.is_empty() {

@@ -49,7 +49,9 @@ const TABLE: &[(&str, KeyClass)] = &[
     ),
     (
         "listener.vmqs.**",
-        KeyClass::NotYet("the TLS cluster listener arrives with clustering; nothing is bound"),
+        KeyClass::NotYet(
+            "the TLS cluster listener takes clustering, certfile, keyfile, cafile and require_certificate; TLS 1.2 and 1.3 with rustls' ciphers and curves",
+        ),
     ),
     // Acceptor pools and socket tuning: tokio accepts and sizes buffers itself.
     (
@@ -498,6 +500,11 @@ pub(super) const TYPED_KEYS: &[&str] = &[
     "retry_interval",
     "prometheus_namespace",
     "listener.vmq.clustering",
+    "listener.vmqs.clustering",
+    "listener.vmqs.certfile",
+    "listener.vmqs.keyfile",
+    "listener.vmqs.cafile",
+    "listener.vmqs.require_certificate",
     "distributed_cookie",
     "outgoing_clustering_buffer_size",
     "cluster.gossip_interval",

@@ -15,7 +15,7 @@ mod listeners;
 mod reporting;
 mod values;
 
-pub use cluster::{ClusterConfig, DuringNetsplit};
+pub use cluster::{ClusterConfig, ClusterTls, DuringNetsplit};
 use keys::{NO_SUCH_PLUGIN, check_plugin_name, unknown_key};
 use lines::{Line, Origin, clone_error, many};
 pub use listeners::{HttpListenerConfig, TcpListenerConfig, TlsConfig, Transport};
@@ -614,6 +614,9 @@ impl Config {
         ) {
             Ok(l) => c.listeners = l,
             Err(e) => problems.extend(e),
+        }
+        if let Err(e) = c.cluster.finish() {
+            problems.push(ConfigError::Invalid(format!("{file}: {e}")));
         }
         if c.listeners.is_empty() && problems.is_empty() {
             problems.push(ConfigError::Invalid(format!(

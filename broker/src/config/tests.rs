@@ -185,3 +185,53 @@ fn docker_environment_variables_override_the_file() {
         "{e}"
     );
 }
+
+#[test]
+fn cluster_keys() {
+    let base = "listener.tcp.default = 127.0.0.1:1883\n";
+    let c = Config::parse(
+        &format!(
+            "{base}listener.vmq.clustering = 10.0.0.1:44053\ndistributed_cookie = s3cret\n\
+             outgoing_clustering_buffer_size = 1MB\nallow_publish_during_netsplit = on\n\
+             cluster.gossip_interval = 200ms\n"
+        ),
+        "t",
+    )
+    .unwrap();
+    let k = &c.cluster;
+    assert_eq!(k.listen, Some("10.0.0.1:44053".parse().unwrap()));
+    assert_eq!((k.cookie.as_str(), k.outgoing_buffer), ("s3cret", 1 << 20));
+    assert!(k.during_netsplit.publish && !k.during_netsplit.register);
+    assert_eq!(k.gossip_interval, Duration::from_millis(200));
+    assert!(k.tls.is_none());
+    // TLS: the vmqs listener with its files.
+    let c = Config::parse(
+        &format!(
+            "{base}listener.vmqs.clustering = 10.0.0.1:44053\nlistener.vmqs.certfile = c.pem\n\
+             listener.vmqs.keyfile = k.pem\nlistener.vmqs.cafile = ca.pem\n"
+        ),
+        "t",
+    )
+    .unwrap();
+    let tls = c.cluster.tls.expect("TLS");
+    assert_eq!(tls.cafile.as_deref(), Some(std::path::Path::new("ca.pem")));
+    for (bad, says) in [
+        (
+            "listener.vmqs.clustering = 10.0.0.1:44053\n",
+            "needs listener.vmqs.certfile",
+        ),
+        (
+            "listener.vmq.clustering = 10.0.0.1:44053\nlistener.vmqs.clustering = 10.0.0.1:44054\n",
+            "set one of",
+        ),
+        ("listener.vmq.clustering = nowhere\n", "ip:port"),
+        ("distributed_cookie = \n", "must not be empty"),
+        ("outgoing_clustering_buffer_size = 10\n", "at least 1KB"),
+        ("cluster.takeover_timeout = 0s\n", "positive duration"),
+    ] {
+        let e = Config::parse(&format!("{base}{bad}"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
