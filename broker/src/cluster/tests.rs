@@ -67,14 +67,14 @@ async fn publishers_pause_on_an_up_link_over_its_mark_until_the_writer_takes() {
     assert!(futures::poll!(Box::pin(Backlog::drained(&*link))).is_ready());
 }
 
-/// A cluster listener serving `engine`, with `cookie`.
-async fn listener(engine: Arc<Engine>, cookie: &str) -> (SocketAddr, Arc<InboundStats>) {
+/// A cluster listener serving `engine` as node `me`.
+async fn listener(engine: Arc<Engine>, me: Identity) -> (SocketAddr, Arc<InboundStats>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let stats = Arc::new(InboundStats::default());
     let rx = Receiver {
         engine,
-        me: me("n1", cookie),
+        me,
         stats: stats.clone(),
         joins: tokio::sync::mpsc::channel(1).0,
         gate: Arc::default(),
@@ -118,25 +118,11 @@ async fn links_over_tls_need_a_certificate_of_the_clusters_ca() {
     let ours = Arc::new(crate::cluster::tls::Tls::new(&pki(dir.path(), "ours")).unwrap());
     let theirs = Arc::new(crate::cluster::tls::Tls::new(&pki(dir.path(), "theirs")).unwrap());
     let engine = Engine::for_tests(Config::default());
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let stats = Arc::new(InboundStats::default());
-    let rx = Receiver {
-        engine,
-        me: Identity {
-            tls: Some(ours.clone()),
-            ..me("n1", "vmq")
-        },
-        stats: stats.clone(),
-        joins: tokio::sync::mpsc::channel(1).0,
-        gate: Arc::default(),
-        takeovers: Arc::new(Takeovers::new(
-            Links::default(),
-            Duration::from_secs(1),
-            Arc::new(crate::cluster::readiness::Readiness::new(Default::default())),
-        )),
+    let n1 = Identity {
+        tls: Some(ours.clone()),
+        ..me("n1", "vmq")
     };
-    tokio::spawn(inbound::run(l, rx, CancellationToken::new()));
+    let (addr, stats) = listener(engine, n1).await;
     let with = |tls| Identity {
         tls,
         ..me("n2", "vmq")
@@ -170,7 +156,7 @@ fn tls_settings_name_what_is_wrong() {
 #[tokio::test]
 async fn a_peer_without_the_cookie_is_refused_and_one_with_it_is_heard() {
     let engine = Engine::for_tests(Config::default());
-    let (addr, stats) = listener(engine.clone(), "secret").await;
+    let (addr, stats) = listener(engine.clone(), me("n1", "secret")).await;
     let Err(e) = dial(addr, &me("n2", "guess")).await else {
         panic!("a wrong cookie was accepted");
     };
