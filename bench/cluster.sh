@@ -67,17 +67,11 @@ for _ in $(seq "$REPEATS"); do
 done
 
 python3 - "$RESULTS" "$SMOKE" "$DURATION" "$OUT" "$REPEATS" <<'PY'
-import json, sys, statistics
-from pathlib import Path
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-smoke, duration, out, repeats = sys.argv[2] == "1", float(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
-labels = list(dict.fromkeys(r["label"] for r in rows))
-def runs(label, where):
-    return [r for r in rows if r["label"] == label and r["broker"] == where]
-def med(values):
-    return statistics.median(values) if values else 0.0
-def q(a, b):
-    return a / b if b else 0.0
+import sys
+sys.path.insert(0, "bench")
+from results import Results, med, q
+res = Results(sys.argv)
+duration, labels, runs = res.duration, res.labels, res.runs
 lines = ["| scenario | single node | n1 -> n2 | ratio | broker CPU µs/msg single / cluster (n1+n2+n3) | p50 latency µs single / cluster | loss single / cluster |",
          "|---|---|---|---|---|---|---|"]
 for l in labels:
@@ -94,18 +88,6 @@ for l in labels:
     else:
         rs, rc = med([float(r["connects_per_s"]) for r in s]), med([float(r["connects_per_s"]) for r in c])
         lines.append(f"| {l} | {rs:,.0f} CONNECT/s | {rc:,.0f} CONNECT/s (on n1) | **{q(rc, rs):.2f}** | | | |")
-table = "\n".join(lines)
-print(table)
-(out / "cluster.md").write_text(table + "\n")
-if not smoke:
-    bm = Path("BENCHMARKS.md")
-    text = bm.read_text()
-    begin, end = "<!-- cluster:begin -->", "<!-- cluster:end -->"
-    section = (f"{begin}\nMedians of {repeats} repeats, {duration:.0f} s each, 64 B payloads "
-               f"(`bench/cluster.sh`):\n\n{table}\n{end}")
-    if begin in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
-    else:
-        text += f"\n## A cluster against a single node (issue 21)\n\n{section}\n"
-    bm.write_text(text)
+res.publish("cluster", "bench/cluster.sh", "cluster", "A cluster against a single node (issue 21)",
+            "\n".join(lines))
 PY

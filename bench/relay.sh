@@ -77,15 +77,11 @@ for _ in $(seq "$REPEATS"); do
 done
 
 python3 - "$RESULTS" "$SMOKE" "$DURATION" "$OUT" "$REPEATS" <<'PY'
-import json, sys, statistics
-from pathlib import Path
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-smoke, duration, out, repeats = sys.argv[2] == "1", float(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
-labels = list(dict.fromkeys(r["label"] for r in rows))
-def runs(label, broker):
-    return [r for r in rows if r["label"] == label and r["broker"] == broker]
-def med(values):
-    return statistics.median(values) if values else 0.0
+import sys
+sys.path.insert(0, "bench")
+from results import Results, med, q
+res = Results(sys.argv)
+duration, labels, runs = res.duration, res.labels, res.runs
 def recv(label, broker):
     return med([float(r["received_per_s"]) for r in runs(label, broker)])
 def cpu_us(label, broker, i=0, per="msg"):
@@ -98,8 +94,6 @@ def cpu_us(label, broker, i=0, per="msg"):
 def events_per_msg(label):
     return med([float(r["events"]) / (float(r["received_per_s"]) * duration)
                 for r in runs(label, "all") if float(r["received_per_s"]) > 0])
-def q(a, b):
-    return a / b if b else 0.0
 lines = ["| scenario | relay off msg/s | all hooks msg/s | ratio | sidecar down msg/s | ratio "
          "| broker CPU µs/msg off / all / down | CPU all / off | CPU down / off "
          "| events/msg | sidecar CPU µs/event |",
@@ -123,18 +117,7 @@ for l in alo_labels:
               for r in runs(l, "alo") if float(r["received_per_s"]) > 0])
     lines.append(f"| {l} | {a:,.0f} | {k:,.0f} | **{q(k, a):.2f}** | {ca:.2f} / {ck:.2f} | **{q(ck, ca):.2f}** "
                  f"| {ev:.2f} | {cpu_us(l, 'alo', 1, 'event'):.2f} |")
-table = "\n".join(lines)
-print(table)
-(out / "relay.md").write_text(table + "\n")
-if not smoke:
-    bm = Path("BENCHMARKS.md")
-    text = bm.read_text()
-    begin, end = "<!-- relay:begin -->", "<!-- relay:end -->"
-    section = (f"{begin}\nMedians of {repeats} repeats, {duration:.0f} s each, 64 B payloads "
-               f"(`bench/relay.sh`):\n\n{table}\n{end}")
-    if begin in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
-    else:
-        text += f"\n## The relay's cost: broker CPU per message, sidecar CPU per event (issue 18)\n\n{section}\n"
-    bm.write_text(text)
+res.publish("relay", "bench/relay.sh", "relay",
+            "The relay's cost: broker CPU per message, sidecar CPU per event (issue 18)",
+            "\n".join(lines))
 PY
