@@ -104,12 +104,18 @@ async fn three_nodes_join_deliver_take_over_retain_survive_a_kill_and_leave() {
     eventually("n2 knows X's route on n1", || {
         routes(&n2, &n1) == before + 1
     });
+    let x_session = n1.session_id("X").expect("X's session on n1");
     x.disconnect().await.unwrap();
     while evx.poll().await.is_ok() {}
     let ten: Vec<String> = (0..10).map(|i| format!("o{i}")).collect();
     publish_all(&n2, "pub-o", "o/t", &ten).await;
     let (_x3, mut evx3, present) = connect("X", &n3, false).await;
     assert!(present, "the session moved from n1 to n3");
+    assert_eq!(
+        n3.session_id("X").as_deref(),
+        Some(x_session.as_str()),
+        "its session id moved with it"
+    );
     assert_eq!(receive(&mut evx3, 10).await, ten);
     assert_eq!(n3.metric("cluster_sessions_taken_over", ""), 1);
     assert_eq!(n1.metric("cluster_sessions_handed_over", ""), 1);

@@ -262,7 +262,8 @@ impl Event {
         each_known!(self, m => Some(m.node.as_str()), unknown => None)
     }
 
-    /// The MQTT connection's session id (a UUID per connection). `None` for `OnRegisterFailed`
+    /// The MQTT session's id (a UUID per session, kept while a client resumes it, also on
+    /// another cluster node). `None` for `OnRegisterFailed`
     /// (a refused connection has no session) and [`Event::Unknown`]; `Some("")` when an older
     /// broker did not fill it in.
     pub fn session_id(&self) -> Option<&str> {

@@ -87,6 +87,7 @@ impl Takeovers {
                         .map(|(f, r)| subscription_record(f, &r))
                         .collect(),
                     queue: h.queue.iter().map(|d| delivery_record(d, now)).collect(),
+                    session_id: h.session_id.map(|id| id.to_string()),
                 }
             }
             None => Claimed {
@@ -219,6 +220,7 @@ impl Takeovers {
         for q in found.queue {
             h.queue.push(delivery_from(q, now)?);
         }
+        h.session_id = found.session_id.map(Into::into);
         Ok(Some(h))
     }
 }

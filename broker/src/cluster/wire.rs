@@ -147,6 +147,9 @@ pub struct Claimed {
     /// Its messages, in order (when handed over).
     #[prost(message, repeated, tag = "4")]
     pub queue: Vec<QueuedRecord>,
+    /// Its session id (when handed over).
+    #[prost(string, optional, tag = "5")]
+    pub session_id: Option<String>,
 }
 
 /// A join request.

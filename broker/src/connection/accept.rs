@@ -305,6 +305,17 @@ async fn accept(
             return None;
         }
     };
+    // A resumed session keeps its session id (here, or carried over from another node); a
+    // new session has the one minted for this connection.
+    let resumed = attachment.slot.mailbox.session_id();
+    let info = if attachment.session_present && !resumed.is_empty() {
+        Arc::new(ClientInfo {
+            session_id: resumed,
+            ..(*info).clone()
+        })
+    } else {
+        info
+    };
 
     let mut properties = Properties::default();
     let mut keep_alive = connect.keep_alive;

@@ -31,6 +31,7 @@ fn engine_with(config: Config) -> Arc<Engine> {
 /// How a test client connects: what its CONNECT says and what its listener allows.
 struct Opening {
     protocol: Protocol,
+    clean_start: bool,
     keep_alive: u16,
     will: Option<crate::mqtt::Will>,
     properties: Properties,
@@ -41,6 +42,7 @@ impl Default for Opening {
     fn default() -> Self {
         Opening {
             protocol: Protocol::V5,
+            clean_start: true,
             keep_alive: 0,
             will: None,
             properties: Properties::default(),
@@ -68,7 +70,7 @@ async fn open_with(engine: &Arc<Engine>, client_id: &str, o: Opening) -> (Client
     let mut c = Framed::new(client, MqttCodec::for_client(o.protocol, 1 << 20));
     c.send(&Packet::Connect(Box::new(Connect {
         protocol: o.protocol,
-        clean_start: true,
+        clean_start: o.clean_start,
         keep_alive: o.keep_alive,
         client_id: client_id.into(),
         username: None,
@@ -119,6 +121,42 @@ async fn open(
         },
     )
     .await
+}
+
+#[tokio::test]
+async fn a_resumed_session_keeps_its_session_id_and_a_clean_start_gets_a_new_one() {
+    let engine = engine();
+    let persistent = || Opening {
+        clean_start: false,
+        properties: Properties {
+            session_expiry_interval: Some(3600),
+            ..Properties::default()
+        },
+        ..Opening::default()
+    };
+    let session_id = |e: &Arc<Engine>| {
+        e.sessions()
+            .into_iter()
+            .find(|s| &*s.client_id == "p")
+            .map(|s| s.mailbox.session_id().to_string())
+            .unwrap()
+    };
+    let online = |e: &Arc<Engine>| e.is_online("", "p");
+    let c = connect_with(&engine, "p", persistent()).await;
+    let first = session_id(&engine);
+    assert!(!first.is_empty());
+    drop(c);
+    while online(&engine) {
+        tokio::task::yield_now().await;
+    }
+    let c = connect_with(&engine, "p", persistent()).await;
+    assert_eq!(session_id(&engine), first, "resumed: the same session");
+    drop(c);
+    while online(&engine) {
+        tokio::task::yield_now().await;
+    }
+    let _c = connect_with(&engine, "p", Opening::default()).await;
+    assert_ne!(session_id(&engine), first, "clean start: a new session");
 }
 
 #[tokio::test(start_paused = true)]

@@ -115,6 +115,8 @@ pub struct Handover {
     pub subscriptions: Vec<(String, SubRecord)>,
     /// Its messages, in order: those that were in flight first, then its queue.
     pub queue: Vec<Delivery>,
+    /// Its session id (kept across the move).
+    pub session_id: Option<Arc<str>>,
 }
 
 /// Client id (per mountpoint) to session.
@@ -395,6 +397,7 @@ impl Registry {
             }
             drop(state);
             slot.mailbox.take(usize::MAX, &mut h.queue);
+            h.session_id = Some(slot.mailbox.session_id()).filter(|id| !id.is_empty());
         }
         discard(engine, &slot);
         Some(h)
@@ -454,6 +457,9 @@ fn adopt(engine: &Engine, slot: &Arc<SessionSlot>, state: &mut SessionState, h: 
         state.subscriptions.insert(filter, record);
     }
     slot.mailbox.restore(h.queue);
+    if let Some(id) = h.session_id {
+        *slot.mailbox.session_id.lock() = id;
+    }
 }
 
 /// Drops a session's subscriptions and queue, in memory and in the store.

@@ -99,7 +99,12 @@ impl Node {
 
     /// `vmq-admin cluster show` as rows of (column, value).
     pub fn show(&self) -> Vec<Vec<(String, String)>> {
-        let out = self.admin(&["cluster", "show"]);
+        self.table(&["cluster", "show"])
+    }
+
+    /// A `vmq-admin` command's table as rows of (column, value).
+    pub fn table(&self, args: &[&str]) -> Vec<Vec<(String, String)>> {
+        let out = self.admin(args);
         assert!(out.status.success(), "{out:?}");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut lines = text.lines().filter(|l| l.starts_with('|'));
@@ -109,10 +114,27 @@ impl Node {
                 .map(|c| c.trim().to_owned())
                 .collect()
         };
-        let header = cells(lines.next().expect("a header"));
+        let Some(header) = lines.next().map(cells) else {
+            return Vec::new();
+        };
         lines
             .map(|l| header.iter().cloned().zip(cells(l)).collect())
             .collect()
+    }
+
+    /// The session id of `client_id`'s session on this node, if it has one.
+    pub fn session_id(&self, client_id: &str) -> Option<String> {
+        let rows = self.table(&[
+            "session",
+            "show",
+            &format!("--client_id={client_id}"),
+            "--session_id",
+        ]);
+        rows.into_iter().next().and_then(|row| {
+            row.into_iter()
+                .find(|(k, _)| k == "session_id")
+                .map(|(_, v)| v)
+        })
     }
 
     /// The value of `column` in the row of `node`, if listed.
