@@ -290,7 +290,7 @@ async fn a_node_cut_off_from_the_majority_refuses_as_configured_and_the_split_he
     let port = shared_port();
     let inject = "cluster.fault_injection = on\n";
     let n1 = Node::start(dir.path(), 1, port, inject);
-    let n2 = Node::start(dir.path(), 2, port, inject);
+    let mut n2 = Node::start(dir.path(), 2, port, inject);
     let mut n3 = Node::start(dir.path(), 3, port, inject);
     // A retained message set on n1 before the others join reaches them when they join.
     let out = mosquitto(
@@ -433,4 +433,28 @@ async fn a_node_cut_off_from_the_majority_refuses_as_configured_and_the_split_he
         n3.metric("netsplit_refused", "") == 0,
         "nothing refused with the flags on"
     );
+
+    // A share group with members on n1 and n2; n2 dies; what n3 publishes before it knows
+    // (some of it picked for n2's member) reaches the group all the same, through n1's member.
+    let (_g1, mut evg1) = subscriber("h-n1", &n1, "$share/h/g/#").await;
+    let (_g2, mut evg2) = subscriber("h-n2", &n2, "$share/h/g/#").await;
+    let shown = |n: &Node| routes(&n3, n);
+    eventually("n3 knows both members", || {
+        shown(&n1) >= 1 && shown(&n2) >= 1
+    });
+    until_routed(&n3, "g/probe", &mut [&mut evg1]).await;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), evg2.poll()).await {}
+    n2.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hundred: Vec<String> = (0..100).map(|i| format!("h{i}")).collect();
+    publish_all(&n3, "pub-h", "g/1", &hundred).await;
+    eventually("n3 sees n2 dead", || {
+        n3.column(&n2.name, "Running").as_deref() == Some("false")
+    });
+    let mut got = receive(&mut evg1, 100).await;
+    got.sort();
+    let mut expected = hundred.clone();
+    expected.sort();
+    assert_eq!(got, expected, "every message to the group, once");
+    assert!(n3.metric("cluster_shared_rerouted", "") > 0);
 }

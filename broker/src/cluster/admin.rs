@@ -158,6 +158,12 @@ impl Cluster {
             "Connections closed after a netsplit healed: the same client id was connected on both sides (allow_register_during_netsplit = on); the older one goes.",
             t.duplicates.load(Relaxed),
         );
+        out.single(
+            "cluster_shared_rerouted",
+            "counter",
+            "Share group deliveries that waited for a node that died, sent to another member instead.",
+            t.rerouted.load(Relaxed),
+        );
         let s = &inner.inbound;
         out.single(
             "cluster_bytes_received",

@@ -8,6 +8,7 @@
 //! - `routes.rs`: the other nodes' routes as a trie; `forward.rs`: the engine's `Peers`;
 //! - `takeover.rs`: a client id unique cluster-wide (the engine's `Ownership`): a session
 //!   moves to the node its client connects to;
+//! - `reroute.rs`: share group messages waiting for a node that died go to another member;
 //! - `readiness.rs`: whether this node sees a majority (the `allow_*_during_netsplit` keys);
 //! - `tls.rs`: TLS on the links (`listener.vmqs.clustering`);
 //! - `gate.rs`: `cluster partition` (fault injection for tests);
@@ -25,6 +26,7 @@ mod inbound;
 mod link;
 mod members;
 mod readiness;
+mod reroute;
 mod routes;
 mod takeover;
 #[cfg(test)]
@@ -326,7 +328,23 @@ impl Inner {
                 self.members.insert(&v.node, addr);
             }
         }
+        let before = self.views.lock().clone();
         self.update_links(&views);
+        // Nodes that just died: what waits for them for share groups goes elsewhere.
+        let table = self.forwarder.table();
+        for v in views.iter().filter(|v| !v.live) {
+            if before.iter().any(|b| b.node == v.node && b.live)
+                && let Some(at) = table.links.iter().position(|l| l.peer == v.node)
+            {
+                let moved = reroute::reroute(&self.engine, &table, at, &table.links[at]);
+                if moved > 0 {
+                    self.takeovers
+                        .rerouted
+                        .fetch_add(moved as u64, Ordering::Relaxed);
+                    tracing::warn!(node = %v.node, moved, "cluster: share group messages for a dead node sent to other members");
+                }
+            }
+        }
         *self.views.lock() = views;
     }
 

@@ -43,6 +43,8 @@ pub struct Takeovers {
     pub timeouts: AtomicU64,
     /// Connections closed after a netsplit healed (the same client id on both sides).
     pub duplicates: AtomicU64,
+    /// Share group deliveries waiting for a node that died, sent to another member.
+    pub rerouted: AtomicU64,
 }
 
 impl Takeovers {
@@ -58,6 +60,7 @@ impl Takeovers {
             given: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            rerouted: AtomicU64::new(0),
         }
     }
 
