@@ -109,6 +109,11 @@ async fn three_nodes_join_deliver_take_over_retain_survive_a_kill_and_leave() {
     while evx.poll().await.is_ok() {}
     let ten: Vec<String> = (0..10).map(|i| format!("o{i}")).collect();
     publish_all(&n2, "pub-o", "o/t", &ten).await;
+    // Queued on n1, where X's session is: n1's sidecar hears of each.
+    eventually("n1's sidecar got X's offline messages", || {
+        count(&seen1, "on_offline_message", "X") == 10
+    });
+    assert_eq!(count(&seen2, "on_offline_message", "X"), 0);
     let (_x3, mut evx3, present) = connect("X", &n3, false).await;
     assert!(present, "the session moved from n1 to n3");
     assert_eq!(

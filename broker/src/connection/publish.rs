@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::inbound::Step;
 use super::{Conn, Exit};
-use crate::engine::{ClusterOp, Congested, Pushed};
+use crate::engine::{ClusterOp, Congested};
 use crate::hooks::{AuthResult, Hook, MessageInfo, Notification};
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -285,26 +285,7 @@ impl Conn {
                     acl,
                 });
             }
-            for (mailbox, pushed, qos, retain) in &routed.notable {
-                (info.qos, info.retain) = (*qos, *retain);
-                let session_id = mailbox.session_id();
-                hooks.notify(&match pushed {
-                    Pushed::Offline => Notification::OfflineMessage {
-                        mountpoint: &self.mountpoint,
-                        client_id: &mailbox.client_id,
-                        session_id: &session_id,
-                        message: info,
-                    },
-                    _ => Notification::MessageDrop {
-                        mountpoint: &self.mountpoint,
-                        client_id: &mailbox.client_id,
-                        session_id: &session_id,
-                        message: info,
-                        reason: "queue_full",
-                        acl: None,
-                    },
-                });
-            }
+            self.engine.report_queued(&self.mountpoint, &routed, info);
             if routed.queued == 0 && routed.notable.is_empty() && want_drop {
                 (info.qos, info.retain) = (p.qos, p.retain);
                 hooks.notify(&Notification::MessageDrop {

@@ -32,7 +32,7 @@ pub use settings::Settings;
 pub use timers::Timers;
 
 use crate::config::Config;
-use crate::hooks::Hooks;
+use crate::hooks::{Hook, Hooks, MessageInfo, Notification};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::mqtt::DisconnectReason;
@@ -178,7 +178,8 @@ impl Engine {
 
     /// Routes a message another node forwarded here to this node's subscribers only: its
     /// plain subscribers, and the share groups in `groups` (those the sender picked this node
-    /// for).
+    /// for). The deliveries queued offline or dropped here are reported to the hooks
+    /// (`on_offline_message`, `on_message_drop`), as the node that holds those queues.
     pub fn publish_from_peer(
         &self,
         mountpoint: &str,
@@ -186,8 +187,49 @@ impl Engine {
         groups: &[String],
     ) -> Routed {
         let serve = |group: &str| groups.iter().any(|g| g == group);
-        self.router
-            .route(mountpoint, message, false, router::Groups::Chosen(&serve))
+        let hooks = &self.hooks;
+        let report = hooks.wants(Hook::OnOfflineMessage) || hooks.wants(Hook::OnMessageDrop);
+        let routed = self
+            .router
+            .route(mountpoint, message, report, router::Groups::Chosen(&serve));
+        let info = MessageInfo {
+            topic: &message.topic,
+            payload: &message.payload,
+            qos: message.qos,
+            retain: message.retain,
+            properties: &message.properties,
+        };
+        self.report_queued(mountpoint, &routed, info);
+        routed
+    }
+
+    /// Tells the hooks about the deliveries of a publish (`message`) that went to an offline
+    /// session (`on_offline_message`) or were dropped at a full queue (`on_message_drop`).
+    pub fn report_queued(&self, mountpoint: &str, routed: &Routed, message: MessageInfo<'_>) {
+        for (mailbox, pushed, qos, retain) in &routed.notable {
+            let info = MessageInfo {
+                qos: *qos,
+                retain: *retain,
+                ..message
+            };
+            let session_id = mailbox.session_id();
+            self.hooks.notify(&match pushed {
+                Pushed::Offline => Notification::OfflineMessage {
+                    mountpoint,
+                    client_id: &mailbox.client_id,
+                    session_id: &session_id,
+                    message: info,
+                },
+                _ => Notification::MessageDrop {
+                    mountpoint,
+                    client_id: &mailbox.client_id,
+                    session_id: &session_id,
+                    message: info,
+                    reason: "queue_full",
+                    acl: None,
+                },
+            });
+        }
     }
 
     /// Connects the engine to other nodes (once; a second call is ignored): from now on every

@@ -308,7 +308,7 @@ pub fn mosquitto(bin: &str, node: &Node, args: &[&str]) -> Output {
 pub type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
 
 /// A sidecar (the SDK's server) collecting what it gets; the config lines that relay
-/// `on_publish` and `on_deliver` to it.
+/// `on_publish`, `on_deliver` and `on_offline_message` to it.
 pub async fn sidecar() -> (Seen, String) {
     let mut events = vmq_sidecar_sdk::Server::bind("127.0.0.1:0")
         .await
@@ -329,7 +329,7 @@ pub async fn sidecar() -> (Seen, String) {
     });
     let conf = format!(
         "plugins.vmq_events_sidecar = on\nvmq_events_sidecar.port = {port}\n\
-         vmq_events_sidecar.hooks = [on_publish, on_deliver]\n"
+         vmq_events_sidecar.hooks = [on_publish, on_deliver, on_offline_message]\n"
     );
     (seen, conf)
 }
