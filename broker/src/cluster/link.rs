@@ -81,6 +81,8 @@ pub struct Link {
     wake: Notify,
     /// Woken each time the writer takes what is pending (publishers pacing on the link).
     drained: Notify,
+    /// Whether more than the high water mark waits (set by `send`, cleared by the writer).
+    over_mark: AtomicBool,
     limit: usize,
     /// Counters.
     pub stats: LinkStats,
@@ -103,6 +105,7 @@ impl Link {
             pending: Mutex::default(),
             wake: Notify::new(),
             drained: Notify::new(),
+            over_mark: AtomicBool::new(false),
             limit,
             stats: LinkStats::default(),
             stop,
@@ -138,6 +141,9 @@ impl Link {
             }
             p.bytes.extend_from_slice(frame);
             p.frames += 1;
+            if p.bytes.len() > HIGH_WATER.min(self.limit / 2) {
+                self.over_mark.store(true, Relaxed);
+            }
         }
         self.wake.notify_one();
         true
@@ -150,16 +156,28 @@ impl Link {
 
     /// Takes everything pending (for the writer) and wakes the publishers pacing on it.
     pub(super) fn take(&self) -> Pending {
-        let chunk = std::mem::take(&mut *self.pending.lock());
-        self.drained.notify_waiters();
+        let mut chunk = Pending::default();
+        self.swap(&mut chunk);
         chunk
     }
 
+    /// Swaps what is pending with `spare` (empty, its capacity kept for the next round) and
+    /// wakes the publishers pacing on the link.
+    fn swap(&self, spare: &mut Pending) {
+        {
+            let mut pending = self.pending.lock();
+            std::mem::swap(&mut *pending, spare);
+            // Under the lock: a send crossing the mark right after sets it again.
+            self.over_mark.store(false, Relaxed);
+        }
+        self.drained.notify_waiters();
+    }
+
     /// Whether publishers should pause: the link is up and more than its high water mark
-    /// waits (a down link is not waited for: its buffer fills, then drops).
+    /// waits (a down link is not waited for: its buffer fills, then drops). No lock: `send`
+    /// marks it, the writer's take clears it.
     pub fn congested(&self) -> bool {
-        self.stats.up.load(Relaxed)
-            && self.pending.lock().bytes.len() > HIGH_WATER.min(self.limit / 2)
+        self.stats.up.load(Relaxed) && self.over_mark.load(Relaxed)
     }
 
     /// Stops the link's task.
@@ -214,8 +232,13 @@ impl Link {
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut probe = [0u8; 1];
         let mut gate = self.gate.watch();
+        // Two buffers taking turns: publishers append to one while the other is written, and
+        // neither gives its capacity back.
+        let mut chunk = Pending::default();
         loop {
-            let chunk = self.take();
+            chunk.bytes.clear();
+            chunk.frames = 0;
+            self.swap(&mut chunk);
             if !chunk.bytes.is_empty() {
                 let n = chunk.bytes.len() as u64;
                 if let Err(e) = wr.write_all(&chunk.bytes).await {

@@ -297,12 +297,20 @@ impl Inner {
 
     /// Updates members, links and routes from gossip.
     fn apply(&self, views: Vec<NodeView>) {
+        // Who was alive before this update (the views themselves are not copied).
+        let was_live: Vec<(Arc<str>, bool)> = self
+            .views
+            .lock()
+            .iter()
+            .map(|b| (b.node.clone(), b.live))
+            .collect();
+        let was =
+            |node: &Arc<str>, live: bool| was_live.iter().any(|(n, l)| n == node && *l == live);
         if self.config.during_netsplit.register {
             // Nodes seen again (after a split, or a restart): they learn which clients are
             // connected here, and close their own older connection of the same client id.
-            let before = self.views.lock().clone();
             for v in views.iter().filter(|v| v.live) {
-                let was_down = before.iter().any(|b| b.node == v.node && !b.live);
+                let was_down = was(&v.node, false);
                 if was_down && let Some(link) = self.links.lock().get(&v.node).cloned() {
                     link.send(&wire::frame(&wire::Frame {
                         body: Some(wire::Body::Online(Takeovers::online(&self.engine, false))),
@@ -328,12 +336,11 @@ impl Inner {
                 self.members.insert(&v.node, addr);
             }
         }
-        let before = self.views.lock().clone();
         self.update_links(&views);
         // Nodes that just died: what waits for them for share groups goes elsewhere.
         let table = self.forwarder.table();
         for v in views.iter().filter(|v| !v.live) {
-            if before.iter().any(|b| b.node == v.node && b.live)
+            if was(&v.node, true)
                 && let Some(at) = table.links.iter().position(|l| l.peer == v.node)
             {
                 let moved = reroute::reroute(&self.engine, &table, at, &table.links[at]);
