@@ -82,12 +82,11 @@ impl Conn {
         }
         let (decisions, waited) = {
             let infos: Vec<MessageInfo<'_>> = run.iter().map(publish_info).collect();
-            let hooks = self.engine.hooks();
-            let mut all = std::pin::pin!(futures::future::join_all(
-                infos
-                    .iter()
-                    .map(|info| hooks.auth_on_publish(&self.info, info)),
-            ));
+            let mut all = std::pin::pin!(
+                self.engine
+                    .hooks()
+                    .auth_on_publish_batch(&self.info, &infos)
+            );
             match futures::FutureExt::now_or_never(all.as_mut()) {
                 Some(d) => (d, false),
                 None => (all.await, true),
@@ -161,7 +160,7 @@ impl Conn {
                     p.retain = r;
                 }
                 if let Some(props) = m.properties {
-                    p.properties = props;
+                    p.properties = *props;
                 }
                 into = m.mountpoint;
                 if m.throttle.is_some() {

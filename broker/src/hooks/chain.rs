@@ -105,6 +105,52 @@ impl Hooks {
         None
     }
 
+    /// Runs the `auth_on_publish` chain for publishes one client sent together: the answer
+    /// for each message is the one [`Hooks::auth_on_publish`] would give, but each plugin is
+    /// asked once about the messages still undecided when it comes to it (after those it can
+    /// answer at once), so a plugin that answers from elsewhere makes one round trip per
+    /// batch.
+    pub async fn auth_on_publish_batch(
+        &self,
+        client: &ClientInfo,
+        messages: &[MessageInfo<'_>],
+    ) -> Vec<Option<AuthResult<PublishModifiers>>> {
+        let mut answers: Vec<Option<AuthResult<PublishModifiers>>> =
+            messages.iter().map(|_| None).collect();
+        let mut open: Vec<usize> = (0..messages.len()).collect();
+        for p in self.plugins.iter().filter(|p| p.wants(Hook::AuthOnPublish)) {
+            let mut later = Vec::new();
+            for i in open.drain(..) {
+                match p.auth_on_publish_now(client, &messages[i]) {
+                    Some(AuthResult::Next) => later.push((i, false)),
+                    Some(decided) => answers[i] = Some(decided),
+                    None => later.push((i, true)),
+                }
+            }
+            let asked: Vec<&MessageInfo<'_>> = later
+                .iter()
+                .filter(|(_, ask)| *ask)
+                .map(|&(i, _)| &messages[i])
+                .collect();
+            let mut replies = if asked.is_empty() {
+                Vec::new()
+            } else {
+                p.auth_on_publish_batch(client, &asked).await
+            }
+            .into_iter();
+            for (i, ask) in later {
+                match if ask { replies.next() } else { None } {
+                    Some(AuthResult::Next) | None => open.push(i),
+                    Some(decided) => answers[i] = Some(decided),
+                }
+            }
+            if open.is_empty() {
+                break;
+            }
+        }
+        answers
+    }
+
     /// Runs the `auth_on_subscribe` chain: each plugin is asked about the topics no earlier
     /// plugin decided; an `Error` refuses all of those and ends the chain. One verdict per
     /// topic; `Pass` where nobody decided.

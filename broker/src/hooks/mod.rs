@@ -338,8 +338,9 @@ pub struct PublishModifiers {
     pub qos: Option<QoS>,
     /// New retain flag.
     pub retain: Option<bool>,
-    /// New v5 properties (replacing the message's whole property map, as VerneMQ does).
-    pub properties: Option<Properties>,
+    /// New v5 properties (replacing the message's whole property map, as VerneMQ does);
+    /// boxed, as they are rare and large: every answer to every publish carries this.
+    pub properties: Option<Box<Properties>>,
     /// Publish into this mountpoint instead of the client's.
     pub mountpoint: Option<String>,
     /// Stop reading from the publisher for this long (VerneMQ's `throttle`, in ms there).
@@ -601,6 +602,20 @@ pub trait Plugin: Send + Sync + 'static {
         _message: &'a MessageInfo<'a>,
     ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
         Box::pin(async { AuthResult::Next })
+    }
+
+    /// [`Plugin::auth_on_publish`] for publishes one client sent together: one answer per
+    /// message, in order. A plugin that answers from elsewhere (a Lua state, a server)
+    /// overrides it to ask about them in one go instead of one round trip each; the default
+    /// asks about each.
+    fn auth_on_publish_batch<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        messages: &'a [&'a MessageInfo<'a>],
+    ) -> BoxFuture<'a, Vec<AuthResult<PublishModifiers>>> {
+        Box::pin(futures::future::join_all(
+            messages.iter().map(|m| self.auth_on_publish(client, m)),
+        ))
     }
 
     /// May this client subscribe to these topics? Asked once per SUBSCRIBE with the topics no

@@ -152,3 +152,142 @@ fn register_modifiers_are_vernemqs_names_and_unknown_ones_are_refused() {
             .is_err()
     );
 }
+
+/// A plugin for the publish chain: decides some topics at once, some when awaited, and
+/// records what it was asked when awaited.
+struct Publishes {
+    name: &'static str,
+    priority: i32,
+    /// `topic -> answer` given at once; topics not listed wait for `later`.
+    now: fn(&str) -> Option<AuthResult<PublishModifiers>>,
+    later: fn(&str) -> AuthResult<PublishModifiers>,
+    asked: Arc<Mutex<Vec<(&'static str, String)>>>,
+}
+
+impl Plugin for Publishes {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn priority(&self) -> i32 {
+        self.priority
+    }
+    fn wants(&self, hook: Hook) -> bool {
+        hook == Hook::AuthOnPublish
+    }
+    fn auth_on_publish_now(
+        &self,
+        _client: &ClientInfo,
+        message: &MessageInfo<'_>,
+    ) -> Option<AuthResult<PublishModifiers>> {
+        (self.now)(message.topic)
+    }
+    fn auth_on_publish<'a>(
+        &'a self,
+        _client: &'a ClientInfo,
+        message: &'a MessageInfo<'a>,
+    ) -> BoxFuture<'a, AuthResult<PublishModifiers>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((self.name, message.topic.to_owned()));
+        let answer = (self.later)(message.topic);
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            answer
+        })
+    }
+}
+
+#[tokio::test]
+async fn publishes_asked_together_get_the_answers_of_the_chain_one_by_one() {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let rewritten = PublishModifiers {
+        topic: Some("p2".into()),
+        ..Default::default()
+    };
+    let first = Publishes {
+        name: "p1",
+        priority: 0,
+        now: |t| match t {
+            "now/ok" => Some(AuthResult::Ok(None)),
+            "now/next" => Some(AuthResult::Next),
+            "now/no" => Some(AuthResult::refused_because("no")),
+            _ => None,
+        },
+        later: |t| match t {
+            "later/ok" => AuthResult::Ok(None),
+            "later/no" => AuthResult::refused(),
+            _ => AuthResult::Next,
+        },
+        asked: asked.clone(),
+    };
+    let second = Publishes {
+        name: "p2",
+        priority: 1,
+        now: |_| None,
+        later: |_| {
+            AuthResult::OkWith(
+                PublishModifiers {
+                    topic: Some("p2".into()),
+                    ..Default::default()
+                },
+                None,
+            )
+        },
+        asked: asked.clone(),
+    };
+    let hooks = Hooks::new(vec![Arc::new(second), Arc::new(first)]);
+    let c = client();
+    let payload = Bytes::from_static(b"x");
+    let props = Properties::default();
+    let topics = [
+        "now/ok", "now/next", "now/no", "later/ok", "later/no", "other",
+    ];
+    let infos: Vec<MessageInfo<'_>> = topics
+        .iter()
+        .map(|t| MessageInfo {
+            topic: t,
+            payload: &payload,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: &props,
+        })
+        .collect();
+    let together = hooks.auth_on_publish_batch(&c, &infos).await;
+    assert_eq!(
+        together,
+        [
+            Some(AuthResult::Ok(None)),
+            Some(AuthResult::OkWith(rewritten.clone(), None)),
+            Some(AuthResult::refused_because("no")),
+            Some(AuthResult::Ok(None)),
+            Some(AuthResult::refused()),
+            Some(AuthResult::OkWith(rewritten, None)),
+        ]
+    );
+    // Each plugin was asked (awaited) about what it could not answer at once and no earlier
+    // plugin decided, in order.
+    let seen: Vec<(&str, String)> = std::mem::take(&mut *asked.lock().unwrap());
+    let expect = |v: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        v.iter().map(|(p, t)| (*p, t.to_string())).collect()
+    };
+    assert_eq!(
+        seen,
+        expect(&[
+            ("p1", "later/ok"),
+            ("p1", "later/no"),
+            ("p1", "other"),
+            ("p2", "now/next"),
+            ("p2", "other"),
+        ])
+    );
+    // The same answers as the chain gives one message at a time.
+    for (info, answer) in infos.iter().zip(together) {
+        assert_eq!(
+            hooks.auth_on_publish(&c, info).await,
+            answer,
+            "{}",
+            info.topic
+        );
+    }
+}

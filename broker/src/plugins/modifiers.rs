@@ -204,7 +204,7 @@ pub fn publish(v: &Value, v5: bool, base64: bool) -> Result<PublishModifiers, St
             "mountpoint" => out.mountpoint = Some(string(v, k)?),
             "throttle" => out.throttle = Some(std::time::Duration::from_millis(uint::<u64>(v, k)?)),
             "properties" => {
-                out.properties = Some(properties(
+                out.properties = Some(Box::new(properties(
                     v,
                     &[
                         "p_user_property",
@@ -215,7 +215,7 @@ pub fn publish(v: &Value, v5: bool, base64: bool) -> Result<PublishModifiers, St
                         "p_correlation_data",
                         "p_will_delay_interval",
                     ],
-                )?)
+                )?))
             }
             _ => unreachable!("checked against the allowed list"),
         }

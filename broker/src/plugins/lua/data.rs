@@ -2,7 +2,9 @@
 //! (hook arguments in, return values out) and what `kv` keeps for every state and script.
 
 use bytes::Bytes;
-use mlua::{Lua, Value};
+use std::ffi::{c_char, c_int};
+
+use mlua::{Lua, Value, ffi};
 use serde_json::{Map, Number, Value as Json};
 
 /// Deepest table nesting copied out of a state.
@@ -60,21 +62,23 @@ impl Data {
         s.map_or(Data::Nil, Data::str)
     }
 
-    /// Builds the value in `lua`.
+    /// Builds the value in `lua`. Strings and tables are built in one protected call: mlua
+    /// guards every value it makes with a protected call of its own when the state has a
+    /// memory limit (ours do), which made building a hook's argument table (some 25 guarded
+    /// steps) most of the cost of a hook call. Keys that Lua cannot hold (nil, NaN, a function)
+    /// are left out, as are nil values.
     pub fn to_lua(&self, lua: &Lua) -> mlua::Result<Value> {
         Ok(match self {
             Data::Nil | Data::Other => Value::Nil,
             Data::Bool(b) => Value::Boolean(*b),
             Data::Int(i) => Value::Integer(*i),
             Data::Num(n) => Value::Number(*n),
-            Data::Str(s) => Value::String(lua.create_string(s)?),
-            Data::Table(pairs) => {
-                let t = lua.create_table_with_capacity(0, pairs.len())?;
-                for (k, v) in pairs {
-                    t.raw_set(k.to_lua(lua)?, v.to_lua(lua)?)?;
-                }
-                Value::Table(t)
-            }
+            // SAFETY: `push` only calls Lua's C API on the state mlua hands it, inside mlua's
+            // protected call, and holds nothing that needs dropping: a Lua error (out of
+            // memory, a stack that cannot grow) unwinds through it by longjmp safely.
+            Data::Str(_) | Data::Table(_) => unsafe {
+                lua.exec_raw((), |state| push(state, self))?
+            },
         })
     }
 
@@ -195,6 +199,47 @@ impl Data {
     }
 }
 
+/// Pushes `d` onto `state`'s stack (one slot).
+///
+/// # Safety
+/// `state` is a live Lua state inside a protected call, with room for one more value.
+unsafe fn push(state: *mut ffi::lua_State, d: &Data) {
+    // SAFETY (every call below): `state` is live and has room, per the contract; strings are
+    // copied by Lua from a slice that outlives the call.
+    unsafe {
+        match d {
+            Data::Nil | Data::Other => ffi::lua_pushnil(state),
+            Data::Bool(b) => ffi::lua_pushboolean(state, c_int::from(*b)),
+            Data::Int(i) => ffi::lua_pushinteger(state, *i),
+            Data::Num(n) => ffi::lua_pushnumber(state, *n),
+            Data::Str(s) => {
+                ffi::lua_pushlstring(state, s.as_ptr().cast::<c_char>(), s.len());
+            }
+            Data::Table(pairs) => {
+                // A key and a value above the table; raises a Lua error when it cannot grow.
+                ffi::luaL_checkstack(state, 3, std::ptr::null());
+                let len = c_int::try_from(pairs.len()).unwrap_or(c_int::MAX);
+                let array = matches!(pairs.first(), Some((Data::Int(1), _)));
+                let (narr, nrec) = if array { (len, 0) } else { (0, len) };
+                ffi::lua_createtable(state, narr, nrec);
+                for (k, v) in pairs {
+                    let bad_key = match k {
+                        Data::Nil | Data::Other => true,
+                        Data::Num(n) => n.is_nan(),
+                        _ => false,
+                    };
+                    if bad_key || matches!(v, Data::Nil | Data::Other) {
+                        continue;
+                    }
+                    push(state, k);
+                    push(state, v);
+                    ffi::lua_rawset(state, -3);
+                }
+            }
+        }
+    }
+}
+
 fn from_lua(v: &Value, depth: usize) -> mlua::Result<Data> {
     Ok(match v {
         Value::Nil => Data::Nil,
@@ -220,6 +265,88 @@ fn from_lua(v: &Value, depth: usize) -> mlua::Result<Data> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Tables as sorted pair lists (Lua keeps no order), recursively.
+    fn canonical(d: Data) -> Data {
+        match d {
+            Data::Table(pairs) => {
+                let mut pairs: Vec<(Data, Data)> = pairs
+                    .into_iter()
+                    .map(|(k, v)| (canonical(k), canonical(v)))
+                    .collect();
+                pairs.sort_by_key(|(k, _)| format!("{k:?}"));
+                Data::Table(pairs)
+            }
+            other => other,
+        }
+    }
+
+    fn key() -> impl Strategy<Value = Data> {
+        prop_oneof![
+            any::<i64>().prop_map(Data::Int),
+            any::<bool>().prop_map(Data::Bool),
+            proptest::collection::vec(any::<u8>(), 0..12).prop_map(Data::str),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Data> {
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(Data::Bool),
+            any::<i64>().prop_map(Data::Int),
+            any::<f64>()
+                .prop_filter("NaN is not equal to itself", |n| !n.is_nan())
+                .prop_map(Data::Num),
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(Data::str),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                // Unique keys: a table has one value per key.
+                proptest::collection::vec((key(), inner.clone()), 0..8).prop_map(|pairs| {
+                    let unique: std::collections::BTreeMap<String, (Data, Data)> = pairs
+                        .into_iter()
+                        .map(|(k, v)| (format!("{k:?}"), (k, v)))
+                        .collect();
+                    Data::Table(unique.into_values().collect())
+                }),
+                proptest::collection::vec(inner, 0..8).prop_map(Data::array),
+            ]
+        })
+    }
+
+    proptest! {
+        /// What goes into a state comes out the same, whatever the nesting and the bytes.
+        #[test]
+        fn values_cross_into_a_state_and_back(d in value()) {
+            let lua = Lua::new();
+            let _ = lua.set_memory_limit(64 << 20);
+            let back = Data::from_lua(&d.to_lua(&lua).unwrap()).unwrap();
+            prop_assert_eq!(canonical(back), canonical(d));
+        }
+    }
+
+    #[test]
+    fn what_lua_cannot_hold_is_left_out() {
+        let lua = Lua::new();
+        let _ = lua.set_memory_limit(64 << 20);
+        let d = Data::Table(vec![
+            (Data::Nil, Data::Int(1)),
+            (Data::Num(f64::NAN), Data::Int(2)),
+            (Data::Other, Data::Int(3)),
+            (Data::str("gone"), Data::Nil),
+            (Data::str("kept"), Data::Int(4)),
+        ]);
+        let back = Data::from_lua(&d.to_lua(&lua).unwrap()).unwrap();
+        assert_eq!(back, Data::Table(vec![(Data::str("kept"), Data::Int(4))]));
+        // A state out of memory is an error, not a crash.
+        let _ = lua.set_memory_limit(lua.used_memory() + 1024);
+        let big = Data::array(
+            (0..10_000)
+                .map(|i| Data::str(format!("value {i}")))
+                .collect(),
+        );
+        assert!(big.to_lua(&lua).is_err());
+    }
 
     #[test]
     fn json_as_vernemq_writes_it() {

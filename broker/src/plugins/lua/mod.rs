@@ -233,14 +233,29 @@ impl LuaPlugin {
         &self,
         hook: Hook,
         v5: bool,
-        mut args: Data,
-        sticky: Option<&str>,
+        args: Data,
         read: impl Fn(Ret) -> Option<Result<T, String>>,
     ) -> Option<Result<T, String>> {
+        let mut decided = self.chains(hook, v5, vec![args], read).await;
+        decided.pop().flatten()
+    }
+
+    /// [`LuaPlugin::chain`] for several calls of one hook (a client's publishes read
+    /// together): each script is asked once about the calls still undecided, in one job.
+    async fn chains<T>(
+        &self,
+        hook: Hook,
+        v5: bool,
+        mut args: Vec<Data>,
+        read: impl Fn(Ret) -> Option<Result<T, String>>,
+    ) -> Vec<Option<Result<T, String>>> {
         let auth = matches!(
             hook,
             Hook::AuthOnRegister | Hook::AuthOnPublish | Hook::AuthOnSubscribe
         );
+        let mut decided: Vec<Option<Result<T, String>>> = args.iter().map(|_| None).collect();
+        // The calls still undecided, by position.
+        let mut open: Vec<usize> = (0..args.len()).collect();
         let scripts = self.snapshot();
         let mut left = scripts
             .iter()
@@ -252,35 +267,65 @@ impl LuaPlugin {
             };
             left -= 1;
             // The last script asked gets the arguments themselves.
-            let a = if left > 0 {
+            let asked = if left > 0 {
                 args.clone()
             } else {
-                std::mem::replace(&mut args, Data::Nil)
+                std::mem::take(&mut args)
             };
-            match s.call(index, a, sticky).await {
-                Ok(d) => {
-                    if let Some(decided) = read(ret(d)) {
-                        return Some(decided);
+            let answers = s.call(index, asked).await;
+            let mut still = Vec::new();
+            let mut still_args = Vec::new();
+            for ((at, answer), a) in open.iter().copied().zip(answers).zip(
+                args.drain(..)
+                    .map(Some)
+                    .chain(std::iter::repeat_with(|| None)),
+            ) {
+                let verdict = match answer {
+                    Ok(d) => read(ret(d)),
+                    Err(e) => {
+                        let why = match e {
+                            CallError::Timeout => "hook_timeout exceeded".to_owned(),
+                            CallError::Raised(m) => m,
+                        };
+                        warn!(
+                            script = %s.path.display(),
+                            hook = HOOKS[index].name,
+                            error = %why,
+                            "can't call Lua hook"
+                        );
+                        (!auth).then_some(Err(why))
                     }
-                }
-                Err(e) => {
-                    let why = match e {
-                        CallError::Timeout => "hook_timeout exceeded".to_owned(),
-                        CallError::Raised(m) => m,
-                    };
-                    warn!(
-                        script = %s.path.display(),
-                        hook = HOOKS[index].name,
-                        error = %why,
-                        "can't call Lua hook"
-                    );
-                    if !auth {
-                        return Some(Err(why));
+                };
+                match verdict {
+                    Some(v) => decided[at] = Some(v),
+                    None => {
+                        still.push(at);
+                        still_args.extend(a);
                     }
                 }
             }
+            open = still;
+            args = still_args;
+            if open.is_empty() {
+                break;
+            }
         }
-        None
+        decided
+    }
+}
+
+/// What a script's answer to `auth_on_publish` decides.
+fn publish_verdict(r: Ret, v5: bool) -> Option<Result<Option<PublishModifiers>, String>> {
+    match r {
+        Ret::Ok => Some(Ok(None)),
+        Ret::Refused => Some(Err("not_authorized".to_owned())),
+        Ret::Changes(d) => Some(
+            modifiers_json(&d)
+                .and_then(|j| modifiers::publish(&j, v5, false))
+                .map(Some)
+                .map_err(|e| format!("invalid_modifiers: {e}")),
+        ),
+        Ret::Next => None,
     }
 }
 
@@ -334,23 +379,17 @@ impl Plugin for LuaPlugin {
         Box::pin(async move {
             let v5 = req.client.protocol.is_v5();
             let o = self
-                .chain(
-                    Hook::AuthOnRegister,
-                    v5,
-                    args::register(req),
-                    None,
-                    |r| match r {
-                        Ret::Ok => Some(Ok(None)),
-                        Ret::Refused => Some(Err(INVALID_CREDENTIALS.to_owned())),
-                        Ret::Changes(d) => Some(
-                            modifiers_json(&d)
-                                .and_then(|j| modifiers::register(&j, v5))
-                                .map(Some)
-                                .map_err(|e| format!("invalid_modifiers: {e}")),
-                        ),
-                        Ret::Next => None,
-                    },
-                )
+                .chain(Hook::AuthOnRegister, v5, args::register(req), |r| match r {
+                    Ret::Ok => Some(Ok(None)),
+                    Ret::Refused => Some(Err(INVALID_CREDENTIALS.to_owned())),
+                    Ret::Changes(d) => Some(
+                        modifiers_json(&d)
+                            .and_then(|j| modifiers::register(&j, v5))
+                            .map(Some)
+                            .map_err(|e| format!("invalid_modifiers: {e}")),
+                    ),
+                    Ret::Next => None,
+                })
                 .await;
             result(o)
         })
@@ -387,21 +426,45 @@ impl Plugin for LuaPlugin {
                     Hook::AuthOnPublish,
                     v5,
                     args::publish(client, message, v5),
-                    Some(&client.client_id),
-                    |r| match r {
-                        Ret::Ok => Some(Ok(None)),
-                        Ret::Refused => Some(Err("not_authorized".to_owned())),
-                        Ret::Changes(d) => Some(
-                            modifiers_json(&d)
-                                .and_then(|j| modifiers::publish(&j, v5, false))
-                                .map(Some)
-                                .map_err(|e| format!("invalid_modifiers: {e}")),
-                        ),
-                        Ret::Next => None,
-                    },
+                    |r| publish_verdict(r, v5),
                 )
                 .await;
             result(o)
+        })
+    }
+
+    /// A client's publishes read together: those auth_cache decides at once, the others
+    /// through the scripts, one job per script.
+    fn auth_on_publish_batch<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        messages: &'a [&'a MessageInfo<'a>],
+    ) -> BoxFuture<'a, Vec<AuthResult<PublishModifiers>>> {
+        let v5 = client.protocol.is_v5();
+        let mut answers: Vec<Option<AuthResult<PublishModifiers>>> = messages
+            .iter()
+            .map(|m| self.cached_publish(client, m))
+            .collect();
+        Box::pin(async move {
+            let open: Vec<usize> = (0..messages.len())
+                .filter(|&i| answers[i].is_none())
+                .collect();
+            if !open.is_empty() {
+                let args = open
+                    .iter()
+                    .map(|&i| args::publish(client, messages[i], v5))
+                    .collect();
+                let decided = self
+                    .chains(Hook::AuthOnPublish, v5, args, |r| publish_verdict(r, v5))
+                    .await;
+                for (i, d) in open.into_iter().zip(decided) {
+                    answers[i] = Some(result(d));
+                }
+            }
+            answers
+                .into_iter()
+                .map(|a| a.unwrap_or(AuthResult::Next))
+                .collect()
         })
     }
 
@@ -436,7 +499,7 @@ impl Plugin for LuaPlugin {
             }
             let a = args::subscribe(client, args::asked(topics), properties);
             let o = self
-                .chain(Hook::AuthOnSubscribe, v5, a, None, |r| match r {
+                .chain(Hook::AuthOnSubscribe, v5, a, |r| match r {
                     Ret::Ok => Some(Ok(modifiers::allow_all(topics))),
                     Ret::Refused => Some(Err("not_authorized".to_owned())),
                     Ret::Changes(d) => Some(
@@ -466,7 +529,6 @@ impl Plugin for LuaPlugin {
                     Hook::OnDeliver,
                     v5,
                     args::publish(client, message, true),
-                    Some(&client.client_id),
                     |r| match r {
                         Ret::Ok => Some(Ok(None)),
                         Ret::Refused => Some(Err("not_authorized".to_owned())),
@@ -496,7 +558,6 @@ impl Plugin for LuaPlugin {
                     Hook::OnUnsubscribe,
                     v5,
                     args::unsubscribe(client, topics, properties),
-                    None,
                     |r| match r {
                         Ret::Ok => Some(Ok(None)),
                         Ret::Refused => Some(Err("not_authorized".to_owned())),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use super::data::Data;
@@ -33,18 +33,24 @@ pub struct HookStats {
 }
 
 /// What a call answers.
-type Answer = Result<Data, CallError>;
+pub type Answer = Result<Data, CallError>;
 
-/// Where a call's answer goes.
-type Reply = oneshot::Sender<Answer>;
+/// Where the answers of a job's calls go, with the job's arguments: they are freed by the
+/// session that made them, on its own thread (freed on a Lua thread, they made the two
+/// threads contend for the allocator's arena).
+type Reply = oneshot::Sender<Answered>;
+
+/// A job's answers, and its arguments.
+type Answered = (Vec<Answer>, Vec<Data>);
 
 enum Job {
+    /// Calls of one hook, run in order, answered together.
     Call {
         hook: usize,
-        args: Data,
+        args: Vec<Data>,
         queued: Instant,
         /// `None` for a notification: nobody waits for it.
-        reply: Option<oneshot::Sender<Result<Data, CallError>>>,
+        reply: Option<Reply>,
     },
     Reload {
         reply: mpsc::Sender<Result<(), String>>,
@@ -59,7 +65,9 @@ pub struct Script {
     pub hooks: Vec<usize>,
     /// Its states.
     pub states: usize,
-    queues: Mutex<Option<Vec<Queue>>>,
+    /// Read-locked to queue a call (sessions do not wait for each other, even while one
+    /// wakes a state), write-locked only to unload.
+    queues: RwLock<Option<Vec<Queue>>>,
     hasher: foldhash::fast::RandomState,
     stats: Arc<Vec<HookStats>>,
     /// Notifications queued and not yet run.
@@ -68,13 +76,13 @@ pub struct Script {
     pub dropped: AtomicU64,
 }
 
-/// Calls a state may have waiting before the next call goes to another state.
-const SPILL: usize = 4;
+/// Calls a state may have waiting before the next job goes to another state: a busy state
+/// takes its next job without going to sleep, so jobs stay on few states (few wakeups) while
+/// those keep up, and spill over to the others when they do not. A client's publishes read
+/// together are one job of up to 64 calls.
+const SPILL: usize = 128;
 
-/// Calls a client's own state may have waiting before its per-message calls go elsewhere.
-const STICKY: usize = 128;
-
-/// Answers a state holds back while more calls are queued (see `spawn_state`).
+/// Answered jobs a state holds back while more jobs are queued (see `spawn_state`).
 const REPLY_BATCH: usize = 64;
 
 /// Notifications a script may have waiting before new ones are dropped (counted).
@@ -94,25 +102,30 @@ struct Counters {
 }
 
 impl Counters {
-    fn record(&self, index: usize, queued: Instant, result: &Result<Data, CallError>) {
+    /// Counts a job's calls: each took as long as the job took since it was queued (what
+    /// the session waited for its answers).
+    fn record(&self, index: usize, queued: Instant, results: &[Answer]) {
         let s = &self.stats[index];
-        let micros = queued.elapsed().as_micros() as u64;
-        s.calls.fetch_add(1, Relaxed);
+        let n = results.len() as u64;
+        let micros = queued.elapsed().as_micros() as u64 * n;
+        s.calls.fetch_add(n, Relaxed);
         s.micros.fetch_add(micros, Relaxed);
         {
             let mut since = s.since_show.lock();
-            since.0 += 1;
+            since.0 += n;
             since.1 += micros;
         }
-        match result {
-            Err(CallError::Timeout) => {
-                s.timeouts.fetch_add(1, Relaxed);
-                s.errors.fetch_add(1, Relaxed);
+        for result in results {
+            match result {
+                Err(CallError::Timeout) => {
+                    s.timeouts.fetch_add(1, Relaxed);
+                    s.errors.fetch_add(1, Relaxed);
+                }
+                Err(CallError::Raised(_)) => {
+                    s.errors.fetch_add(1, Relaxed);
+                }
+                Ok(_) => {}
             }
-            Err(CallError::Raised(_)) => {
-                s.errors.fetch_add(1, Relaxed);
-            }
-            Ok(_) => {}
         }
     }
 }
@@ -138,6 +151,7 @@ fn spawn_state(
     let (loaded, result) = mpsc::channel();
     let name = format!("lua-{instance}");
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        batch_policy();
         let mut vm = match Vm::load(&path, instance, &setup) {
             Ok((vm, meta)) => {
                 let _ = loaded.send(Ok(meta));
@@ -148,11 +162,11 @@ fn spawn_state(
                 return;
             }
         };
-        // Answers are sent once the queue is empty (or every [`REPLY_BATCH`] calls): a session
-        // that asked about several publishes at once is woken once for all of them, not once
-        // per answer.
-        let mut answers: Vec<(Reply, Answer)> = Vec::new();
-        let send_answers = |answers: &mut Vec<(oneshot::Sender<_>, _)>| {
+        // Answers are sent once the queue is empty (or every [`REPLY_BATCH`] jobs): sessions
+        // that asked at the same time are woken once the state has nothing left to do, not
+        // one by one while it runs.
+        let mut answers: Vec<(Reply, Answered)> = Vec::new();
+        let send_answers = |answers: &mut Vec<(Reply, Answered)>| {
             for (reply, result) in answers.drain(..) {
                 let _ = reply.send(result);
             }
@@ -180,22 +194,28 @@ fn spawn_state(
                     queued,
                     reply,
                 }) => {
-                    // A bug behind a module must not take the state (and its script) down.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        vm.call(HOOKS[hook].name, &args)
-                    }))
-                    .unwrap_or_else(|_| {
-                        Err(CallError::Raised(
-                            "the hook call panicked (a broker bug)".into(),
-                        ))
-                    });
-                    load.fetch_sub(1, Relaxed);
-                    counters.record(hook, queued, &result);
+                    let results: Vec<Answer> = args
+                        .iter()
+                        .map(|args| {
+                            // A bug behind a module must not take the state (and its script)
+                            // down.
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                vm.call(HOOKS[hook].name, args)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(CallError::Raised(
+                                    "the hook call panicked (a broker bug)".into(),
+                                ))
+                            })
+                        })
+                        .collect();
+                    load.fetch_sub(results.len(), Relaxed);
+                    counters.record(hook, queued, &results);
                     match reply {
-                        Some(reply) => answers.push((reply, result)),
+                        Some(reply) => answers.push((reply, (results, args))),
                         None => {
-                            counters.pending.fetch_sub(1, Relaxed);
-                            if let Err(e) = result {
+                            counters.pending.fetch_sub(results.len(), Relaxed);
+                            for e in results.into_iter().filter_map(Result::err) {
                                 tracing::warn!(
                                     script = %path.display(),
                                     hook = HOOKS[hook].name,
@@ -225,6 +245,24 @@ fn spawn_state(
         return rx;
     }
     result
+}
+
+/// Makes the calling thread (a Lua state's) a batch thread, Linux's `SCHED_BATCH`: waking it
+/// for a call then no longer preempts the session's worker that queued the call (a wakeup
+/// had cost two context switches, about as much as the call); the state runs at once on an
+/// idle core, else when the worker's slice ends or it waits. Elsewhere, nothing.
+fn batch_policy() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a system call about the calling thread (0) with a valid parameter.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "a Lua thread keeps the normal scheduling policy"
+            );
+        }
+    }
 }
 
 impl Script {
@@ -287,7 +325,7 @@ impl Script {
             path: path.to_owned(),
             hooks,
             states,
-            queues: Mutex::new(Some(queues)),
+            queues: RwLock::new(Some(queues)),
             hasher: Default::default(),
             stats: counters.stats,
             pending: counters.pending,
@@ -295,16 +333,15 @@ impl Script {
         })
     }
 
-    /// Calls hook `index` on the first state with fewer than [`SPILL`] calls waiting (else
-    /// the least loaded). With `sticky` (a client id, for the per-message hooks), the client's
-    /// own state is asked first while it has fewer than [`STICKY`] waiting: a session's
-    /// publishes, asked about together, then run on one state, in order, woken once.
-    pub async fn call(
-        &self,
-        index: usize,
-        args: Data,
-        sticky: Option<&str>,
-    ) -> Result<Data, CallError> {
+    /// Calls hook `index` once per argument table, in order on one state (the first with
+    /// fewer than [`SPILL`] calls waiting, else the least loaded), and answers them together.
+    pub async fn call(&self, index: usize, args: Vec<Data>) -> Vec<Answer> {
+        let n = args.len();
+        let gone = || {
+            (0..n)
+                .map(|_| Err(CallError::Raised("the script was unloaded".into())))
+                .collect()
+        };
         let (reply, answer) = oneshot::channel();
         let job = Job::Call {
             hook: index,
@@ -312,26 +349,21 @@ impl Script {
             queued: Instant::now(),
             reply: Some(reply),
         };
-        let sent = self.queues.lock().as_ref().is_some_and(|queues| {
-            let own = sticky
-                .map(|client| &queues[self.hasher.hash_one(client) as usize % queues.len()])
-                .filter(|q| q.load.load(Relaxed) < STICKY);
-            // The first state that is not backed up: a busy state takes its next call
-            // without going to sleep, so calls stay on few states while they keep up, and
-            // spill over to the others when they do not.
-            let q = own
-                .or_else(|| queues.iter().find(|q| q.load.load(Relaxed) < SPILL))
+        let sent = self.queues.read().as_ref().is_some_and(|queues| {
+            let q = queues
+                .iter()
+                .find(|q| q.load.load(Relaxed) < SPILL)
                 .or_else(|| queues.iter().min_by_key(|q| q.load.load(Relaxed)))
                 .expect("a script has a state");
-            q.load.fetch_add(1, Relaxed);
+            q.load.fetch_add(n, Relaxed);
             q.jobs.send(job).is_ok()
         });
         if !sent {
-            return Err(CallError::Raised("the script was unloaded".into()));
+            return gone();
         }
         answer
             .await
-            .unwrap_or_else(|_| Err(CallError::Raised("the script was unloaded".into())))
+            .map_or_else(|_| gone(), |(answers, _args)| answers)
     }
 
     /// Queues notification hook `index` about `client` on that client's state; never waits.
@@ -344,11 +376,11 @@ impl Script {
         }
         let job = Job::Call {
             hook: index,
-            args,
+            args: vec![args],
             queued: Instant::now(),
             reply: None,
         };
-        let sent = self.queues.lock().as_ref().is_some_and(|queues| {
+        let sent = self.queues.read().as_ref().is_some_and(|queues| {
             let q = &queues[self.hasher.hash_one(client) as usize % queues.len()];
             q.load.fetch_add(1, Relaxed);
             q.jobs.send(job).is_ok()
@@ -364,7 +396,7 @@ impl Script {
     pub fn reload(&self) -> Result<(), String> {
         let (reply, replies) = mpsc::channel();
         {
-            let queues = self.queues.lock();
+            let queues = self.queues.read();
             let queues = queues.as_ref().ok_or("the script was unloaded")?;
             for q in queues {
                 q.jobs
@@ -392,7 +424,7 @@ impl Script {
 
     /// Stops the states once the calls queued before finish.
     pub fn unload(&self) {
-        self.queues.lock().take();
+        self.queues.write().take();
     }
 
     /// The counters of hook `index`.

@@ -213,6 +213,9 @@ impl Vm {
 
     /// Forgets the globals the last call set.
     fn reset(&self) {
+        if self.env.is_empty() {
+            return;
+        }
         let set: Vec<Value> = self
             .env
             .clone()
