@@ -78,7 +78,7 @@ pub fn properties(p: &Properties) -> Data {
 pub fn register(req: &RegisterRequest<'_>) -> Data {
     let c = req.client;
     let v5 = c.protocol.is_v5();
-    Data::record(vec![
+    Data::record([
         ("addr", Data::str(c.peer.ip().to_string())),
         ("port", int(c.peer.port())),
         ("mountpoint", Data::str(&c.mountpoint)),
@@ -104,12 +104,32 @@ pub fn register(req: &RegisterRequest<'_>) -> Data {
     ])
 }
 
+/// The publisher's part of a publish's table, made once for all the messages of a batch (its
+/// strings are then shared, not copied per message).
+pub struct Publisher([Data; 3]);
+
+impl Publisher {
+    pub fn new(c: &ClientInfo) -> Publisher {
+        Publisher([
+            Data::opt(c.username.as_deref()),
+            Data::str(&c.mountpoint),
+            Data::str(&*c.client_id),
+        ])
+    }
+}
+
 /// `auth_on_publish(_m5)`, `on_publish(_m5)`, `on_deliver(_m5)`: the client and the message.
 pub fn publish(c: &ClientInfo, m: &MessageInfo<'_>, with_properties: bool) -> Data {
-    Data::record(vec![
-        ("username", Data::opt(c.username.as_deref())),
-        ("mountpoint", Data::str(&c.mountpoint)),
-        ("client_id", Data::str(&*c.client_id)),
+    published(&Publisher::new(c), m, with_properties)
+}
+
+/// [`publish`] with the publisher's part made beforehand.
+pub fn published(c: &Publisher, m: &MessageInfo<'_>, with_properties: bool) -> Data {
+    let [username, mountpoint, client_id] = c.0.clone();
+    Data::record([
+        ("username", username),
+        ("mountpoint", mountpoint),
+        ("client_id", client_id),
         ("qos", int(m.qos as u8)),
         ("topic", Data::str(m.topic)),
         ("payload", Data::Str(m.payload.clone())),
@@ -129,7 +149,7 @@ fn topic(filter: &str, o: &SubOptions, v5: bool) -> Data {
     let qos = if v5 {
         Data::array(vec![
             int(o.qos as u8),
-            Data::record(vec![
+            Data::record([
                 ("no_local", Data::Bool(o.no_local)),
                 ("rap", Data::Bool(o.retain_as_published)),
                 (
@@ -155,7 +175,7 @@ pub fn subscribe<'a>(
     props: &Properties,
 ) -> Data {
     let v5 = c.protocol.is_v5();
-    Data::record(vec![
+    Data::record([
         ("username", Data::opt(c.username.as_deref())),
         ("mountpoint", Data::str(&c.mountpoint)),
         ("client_id", Data::str(&*c.client_id)),
@@ -174,7 +194,7 @@ pub fn asked(topics: &[SubscribeTopic]) -> impl Iterator<Item = (&str, &SubOptio
 
 /// `on_unsubscribe(_m5)`.
 pub fn unsubscribe(c: &ClientInfo, topics: &[String], props: &Properties) -> Data {
-    Data::record(vec![
+    Data::record([
         ("username", Data::opt(c.username.as_deref())),
         ("mountpoint", Data::str(&c.mountpoint)),
         ("client_id", Data::str(&*c.client_id)),
@@ -196,7 +216,7 @@ pub fn unsubscribe(c: &ClientInfo, topics: &[String], props: &Properties) -> Dat
 /// A notification's table; `None` for those vmq_diversity does not have.
 pub fn notification(n: &Notification<'_>) -> Option<Data> {
     let client_only = |mountpoint: &str, client_id: &str| {
-        Data::record(vec![
+        Data::record([
             ("mountpoint", Data::str(mountpoint)),
             ("client_id", Data::str(client_id)),
         ])
@@ -205,7 +225,7 @@ pub fn notification(n: &Notification<'_>) -> Option<Data> {
         Notification::Register {
             client,
             properties: p,
-        } => Data::record(vec![
+        } => Data::record([
             ("addr", Data::str(client.peer.ip().to_string())),
             ("port", int(client.peer.port())),
             ("mountpoint", Data::str(&client.mountpoint)),
@@ -240,7 +260,7 @@ pub fn notification(n: &Notification<'_>) -> Option<Data> {
             client_id,
             message,
             ..
-        } => Data::record(vec![
+        } => Data::record([
             ("mountpoint", Data::str(mountpoint)),
             ("client_id", Data::str(client_id)),
             ("qos", int(message.qos as u8)),

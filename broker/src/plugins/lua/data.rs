@@ -35,15 +35,16 @@ impl Data {
         Data::Str(Bytes::copy_from_slice(s.as_ref()))
     }
 
-    /// A table with string keys, in order.
-    pub fn record(fields: Vec<(&'static str, Data)>) -> Data {
-        Data::Table(
-            fields
-                .into_iter()
-                .filter(|(_, v)| *v != Data::Nil)
-                .map(|(k, v)| (Data::Str(Bytes::from_static(k.as_bytes())), v))
-                .collect(),
-        )
+    /// A table with string keys, in order; nil values left out.
+    pub fn record(fields: impl IntoIterator<Item = (&'static str, Data)>) -> Data {
+        let fields = fields.into_iter();
+        let mut pairs = Vec::with_capacity(fields.size_hint().0);
+        for (k, v) in fields {
+            if !matches!(v, Data::Nil) {
+                pairs.push((Data::Str(Bytes::from_static(k.as_bytes())), v));
+            }
+        }
+        Data::Table(pairs)
     }
 
     /// An array (keys 1..n).

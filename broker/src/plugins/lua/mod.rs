@@ -450,9 +450,10 @@ impl Plugin for LuaPlugin {
                 .filter(|&i| answers[i].is_none())
                 .collect();
             if !open.is_empty() {
+                let publisher = args::Publisher::new(client);
                 let args = open
                     .iter()
-                    .map(|&i| args::publish(client, messages[i], v5))
+                    .map(|&i| args::published(&publisher, messages[i], v5))
                     .collect();
                 let decided = self
                     .chains(Hook::AuthOnPublish, v5, args, |r| publish_verdict(r, v5))
