@@ -6,7 +6,12 @@
 use crate::hooks::{ClientInfo, MessageInfo, Notification, RegisterRequest, SubscribeTopic};
 use crate::mqtt::{Properties, SubOptions};
 
-use super::data::Data;
+use std::ffi::{c_char, c_int};
+
+use bytes::Bytes;
+use mlua::{Lua, Value, ffi};
+
+use super::data::{self, Data};
 
 fn int(n: impl Into<i64>) -> Data {
     Data::Int(n.into())
@@ -104,6 +109,87 @@ pub fn register(req: &RegisterRequest<'_>) -> Data {
     ])
 }
 
+/// A hook call's argument table, as a session hands it to a script's state.
+#[derive(Clone, Debug)]
+pub enum Args {
+    /// Any table.
+    Table(Data),
+    /// A publish's table, the hot case (every message of every publisher when a script
+    /// authorizes publishes): built in the state from its fields, without a generic table of
+    /// key and value pairs made, sent and freed per message.
+    Publish(PublishArgs),
+}
+
+impl Args {
+    /// Builds the table in `lua`.
+    pub fn to_lua(&self, lua: &Lua) -> mlua::Result<Value> {
+        match self {
+            Args::Table(d) => d.to_lua(lua),
+            // SAFETY: as in `Data::to_lua`: only Lua's C API on the state mlua hands us,
+            // inside its protected call, holding nothing that needs dropping.
+            Args::Publish(p) => unsafe { lua.exec_raw((), |state| p.push(state)) },
+        }
+    }
+}
+
+/// The fields of `auth_on_publish(_m5)`'s table.
+#[derive(Clone, Debug)]
+pub struct PublishArgs {
+    publisher: [Data; 3],
+    qos: u8,
+    topic: Bytes,
+    payload: Bytes,
+    retain: bool,
+    properties: Data,
+}
+
+impl PublishArgs {
+    /// Pushes the table onto `state`'s stack.
+    ///
+    /// # Safety
+    /// As [`data::push`]: a live state inside a protected call, room for one more value.
+    unsafe fn push(&self, state: *mut ffi::lua_State) {
+        let [username, mountpoint, client_id] = &self.publisher;
+        let fields: [(&str, &Data); 3] = [
+            ("username", username),
+            ("mountpoint", mountpoint),
+            ("client_id", client_id),
+        ];
+        // SAFETY: per the contract; strings are copied by Lua from slices that outlive the
+        // calls.
+        unsafe {
+            ffi::luaL_checkstack(state, 3, std::ptr::null());
+            ffi::lua_createtable(state, 0, 8);
+            let key = |k: &str| {
+                ffi::lua_pushlstring(state, k.as_ptr().cast::<c_char>(), k.len());
+            };
+            for (k, v) in fields {
+                if !matches!(v, Data::Nil) {
+                    key(k);
+                    data::push(state, v);
+                    ffi::lua_rawset(state, -3);
+                }
+            }
+            key("qos");
+            ffi::lua_pushinteger(state, i64::from(self.qos));
+            ffi::lua_rawset(state, -3);
+            for (k, v) in [("topic", &self.topic), ("payload", &self.payload)] {
+                key(k);
+                ffi::lua_pushlstring(state, v.as_ptr().cast::<c_char>(), v.len());
+                ffi::lua_rawset(state, -3);
+            }
+            key("retain");
+            ffi::lua_pushboolean(state, c_int::from(self.retain));
+            ffi::lua_rawset(state, -3);
+            if !matches!(self.properties, Data::Nil) {
+                key("properties");
+                data::push(state, &self.properties);
+                ffi::lua_rawset(state, -3);
+            }
+        }
+    }
+}
+
 /// The publisher's part of a publish's table, made once for all the messages of a batch (its
 /// strings are then shared, not copied per message).
 pub struct Publisher([Data; 3]);
@@ -116,20 +202,30 @@ impl Publisher {
             Data::str(&*c.client_id),
         ])
     }
+
+    /// The table of a message this client publishes.
+    pub fn message(&self, m: &MessageInfo<'_>, with_properties: bool) -> PublishArgs {
+        PublishArgs {
+            publisher: self.0.clone(),
+            qos: m.qos as u8,
+            topic: Bytes::copy_from_slice(m.topic.as_bytes()),
+            payload: m.payload.clone(),
+            retain: m.retain,
+            properties: if with_properties {
+                properties(m.properties)
+            } else {
+                Data::Nil
+            },
+        }
+    }
 }
 
 /// `auth_on_publish(_m5)`, `on_publish(_m5)`, `on_deliver(_m5)`: the client and the message.
 pub fn publish(c: &ClientInfo, m: &MessageInfo<'_>, with_properties: bool) -> Data {
-    published(&Publisher::new(c), m, with_properties)
-}
-
-/// [`publish`] with the publisher's part made beforehand.
-pub fn published(c: &Publisher, m: &MessageInfo<'_>, with_properties: bool) -> Data {
-    let [username, mountpoint, client_id] = c.0.clone();
     Data::record([
-        ("username", username),
-        ("mountpoint", mountpoint),
-        ("client_id", client_id),
+        ("username", Data::opt(c.username.as_deref())),
+        ("mountpoint", Data::str(&c.mountpoint)),
+        ("client_id", Data::str(&*c.client_id)),
         ("qos", int(m.qos as u8)),
         ("topic", Data::str(m.topic)),
         ("payload", Data::Str(m.payload.clone())),
@@ -280,4 +376,63 @@ pub fn notification(n: &Notification<'_>) -> Option<Data> {
         } => client_only(mountpoint, client_id),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mqtt::{Protocol, QoS};
+
+    fn client(username: Option<&str>, protocol: Protocol) -> ClientInfo {
+        ClientInfo {
+            mountpoint: "mp".into(),
+            client_id: Arc::from("c1"),
+            username: username.map(Into::into),
+            peer: "127.0.0.1:1883".parse().unwrap(),
+            session_id: Arc::from("s"),
+            protocol,
+        }
+    }
+
+    /// A table read back from a state, its pairs sorted (Lua keeps no order).
+    fn read_back(v: Value) -> Data {
+        let d = Data::from_lua(&v).unwrap();
+        let Data::Table(mut pairs) = d else {
+            panic!("not a table: {d:?}")
+        };
+        pairs.sort_by_key(|(k, _)| format!("{k:?}"));
+        Data::Table(pairs)
+    }
+
+    /// The publish table built from its fields is the one built as a generic table.
+    #[test]
+    fn a_publish_table_built_from_its_fields_is_the_generic_one() {
+        let lua = Lua::new();
+        let _ = lua.set_memory_limit(64 << 20);
+        let payload = Bytes::from_static(b"\x00binary\xff");
+        let mut props = Properties::default();
+        props.content_type = Some("text/plain".into());
+        props.user_properties.push(("k".into(), "v".into()));
+        for (c, with_properties) in [
+            (client(None, Protocol::V311), false),
+            (client(Some("u"), Protocol::V5), true),
+        ] {
+            let m = MessageInfo {
+                topic: "a/b",
+                payload: &payload,
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                properties: &props,
+            };
+            let generic = Args::Table(publish(&c, &m, with_properties));
+            let fields = Args::Publish(Publisher::new(&c).message(&m, with_properties));
+            let a = read_back(generic.to_lua(&lua).unwrap());
+            let b = read_back(fields.to_lua(&lua).unwrap());
+            assert_eq!(a, b);
+            assert_eq!(a.field("username").is_some(), c.username.is_some());
+            assert_eq!(a.field("properties").is_some(), with_properties);
+        }
+    }
 }

@@ -204,7 +204,7 @@ impl Data {
 ///
 /// # Safety
 /// `state` is a live Lua state inside a protected call, with room for one more value.
-unsafe fn push(state: *mut ffi::lua_State, d: &Data) {
+pub(super) unsafe fn push(state: *mut ffi::lua_State, d: &Data) {
     // SAFETY (every call below): `state` is live and has room, per the contract; strings are
     // copied by Lua from a slice that outlives the call.
     unsafe {

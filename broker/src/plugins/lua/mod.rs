@@ -41,6 +41,7 @@ use crate::mqtt::Properties;
 use crate::plugins::hook_names::{self, Group, HOOKS};
 use crate::plugins::modifiers;
 use answers::{Ret, modifiers_json, ret, subscribe_json};
+use args::Args;
 use auth_cache::Decision;
 use config::LuaConfig;
 use data::Data;
@@ -236,7 +237,7 @@ impl LuaPlugin {
         args: Data,
         read: impl Fn(Ret) -> Option<Result<T, String>>,
     ) -> Option<Result<T, String>> {
-        let mut decided = self.chains(hook, v5, vec![args], read).await;
+        let mut decided = self.chains(hook, v5, vec![Args::Table(args)], read).await;
         decided.pop().flatten()
     }
 
@@ -246,7 +247,7 @@ impl LuaPlugin {
         &self,
         hook: Hook,
         v5: bool,
-        mut args: Vec<Data>,
+        mut args: Vec<Args>,
         read: impl Fn(Ret) -> Option<Result<T, String>>,
     ) -> Vec<Option<Result<T, String>>> {
         let auth = matches!(
@@ -453,7 +454,7 @@ impl Plugin for LuaPlugin {
                 let publisher = args::Publisher::new(client);
                 let args = open
                     .iter()
-                    .map(|&i| args::published(&publisher, messages[i], v5))
+                    .map(|&i| Args::Publish(publisher.message(messages[i], v5)))
                     .collect();
                 let decided = self
                     .chains(Hook::AuthOnPublish, v5, args, |r| publish_verdict(r, v5))

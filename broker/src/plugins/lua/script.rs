@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
+use super::args::Args;
 use super::data::Data;
 use super::vm::{CallError, Meta, Setup, Vm};
 use crate::plugins::hook_names::{self, HOOKS};
@@ -41,13 +42,13 @@ pub type Answer = Result<Data, CallError>;
 type Reply = oneshot::Sender<Answered>;
 
 /// A job's answers, and its arguments.
-type Answered = (Vec<Answer>, Vec<Data>);
+type Answered = (Vec<Answer>, Vec<Args>);
 
 enum Job {
     /// Calls of one hook, run in order, answered together.
     Call {
         hook: usize,
-        args: Vec<Data>,
+        args: Vec<Args>,
         queued: Instant,
         /// `None` for a notification: nobody waits for it.
         reply: Option<Reply>,
@@ -335,7 +336,7 @@ impl Script {
 
     /// Calls hook `index` once per argument table, in order on one state (the first with
     /// fewer than [`SPILL`] calls waiting, else the least loaded), and answers them together.
-    pub async fn call(&self, index: usize, args: Vec<Data>) -> Vec<Answer> {
+    pub async fn call(&self, index: usize, args: Vec<Args>) -> Vec<Answer> {
         let n = args.len();
         let gone = || {
             (0..n)
@@ -376,7 +377,7 @@ impl Script {
         }
         let job = Job::Call {
             hook: index,
-            args: vec![args],
+            args: vec![Args::Table(args)],
             queued: Instant::now(),
             reply: None,
         };

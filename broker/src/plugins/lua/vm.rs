@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use mlua::{Function, HookTriggers, Lua, Table, Value, VmState};
 
+use super::args::Args;
 use super::bundled;
 use super::data::Data;
 use super::modules::{self, Shared};
@@ -183,7 +184,7 @@ impl Vm {
     }
 
     /// Calls hook `name` with one argument table; the value it returned.
-    pub fn call(&self, name: &str, args: &Data) -> Result<Data, CallError> {
+    pub fn call(&self, name: &str, args: &Args) -> Result<Data, CallError> {
         let Some(f) = self.hooks.get(name) else {
             return Err(CallError::Raised(format!(
                 "{name} is not in the script's hooks table any more"
