@@ -81,7 +81,7 @@ pub struct Script {
 /// takes its next job without going to sleep, so jobs stay on few states (few wakeups) while
 /// those keep up, and spill over to the others when they do not. A client's publishes read
 /// together are one job of up to 64 calls.
-const SPILL: usize = 128;
+const SPILL: usize = 512;
 
 /// Answered jobs a state holds back while more jobs are queued (see `spawn_state`).
 const REPLY_BATCH: usize = 64;
