@@ -75,6 +75,9 @@ counters! {
     connections_connect_timeout,
     /// SUBSCRIBE topics refused because the client was at `max_subscriptions_per_client`.
     subscriptions_refused_limit,
+    /// Subscriptions removed because auth_on_subscribe no longer allowed them when a plugin
+    /// asked for their reauthorization (`vmq_api.reauthorize_subscriptions`).
+    subscriptions_reauthorize_removed,
     /// PUBLISH packets refused by the auth_on_publish chain (v5: 0x87; v3: acknowledged and dropped).
     mqtt_publish_auth_error,
     /// SUBSCRIBE topics refused by the auth_on_subscribe chain (SUBACK 0x80 / 0x87).

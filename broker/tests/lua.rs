@@ -731,3 +731,142 @@ async fn a_burst_of_publishes_is_decided_together_and_delivered_in_order() {
     assert_eq!(&pong[4..], &[0xD0, 0]);
     drop(b);
 }
+
+/// A script that takes `secret/` subscriptions away once `admin/revoke` is published, and
+/// asks for the subscriptions of the client named in the payload to be checked again.
+const REAUTH: &str = r#"
+kv.ensure_table({name = "acl", type = "set"})
+function auth_on_subscribe(sub)
+  if #kv.lookup("acl", "revoked") > 0 then
+    for _, t in ipairs(sub.topics) do
+      if string.sub(t[1], 1, 7) == "secret/" then return false end
+    end
+  end
+  return true
+end
+function auth_on_publish(pub)
+  if pub.topic == "admin/revoke" then
+    kv.insert("acl", {revoked = true})
+    local id = {mountpoint = pub.mountpoint, client_id = pub.payload}
+    return vmq_api.reauthorize_subscriptions(pub.username, id, {}) == "ok"
+  end
+  return true
+end
+hooks = {auth_on_subscribe = auth_on_subscribe, auth_on_publish = auth_on_publish}
+"#;
+
+/// Waits until counter `name` reaches `at_least`; fails with `why` after [`WAIT`].
+async fn metric_reaches(http_port: &str, name: &str, at_least: u64, why: &str) {
+    let deadline = Instant::now() + WAIT;
+    while support::metric(http_port, name).await < at_least {
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `events` gets a PUBLISH within a second.
+async fn gets_a_publish(events: &mut rumqttc::EventLoop) -> bool {
+    tokio::time::timeout(Duration::from_secs(1), next_publish(events))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vmq_api_reauthorizes_subscriptions_online_and_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("reauth.lua");
+    std::fs::write(&script, REAUTH).unwrap();
+    let (b, port, _) = broker(
+        dir.path(),
+        &format!(
+            "allow_anonymous = on\nvmq_diversity.r.file = {}\n",
+            script.display()
+        ),
+    );
+    let subscribe = |id: &'static str, filter: &'static str, clean: bool| {
+        let port = port.clone();
+        async move {
+            let (c, mut events) = v4_client(id, &port, clean);
+            c.subscribe(filter, QoS::AtMostOnce).await.unwrap();
+            poll_until(&mut events, |p| matches!(p, Incoming::SubAck(_))).await;
+            (c, events)
+        }
+    };
+    let publish = |topic: &'static str, payload: &'static str| {
+        let port = port.clone();
+        async move {
+            let o = mosquitto_pub(&port, &["-t", topic, "-m", payload]).await;
+            assert!(o.status.success(), "{}", text(&o));
+        }
+    };
+    let (_x, mut x) = subscribe("x", "secret/#", true).await;
+    let (_y, mut y) = subscribe("y", "open/#", true).await;
+    // A persistent session that goes offline before its reauthorization.
+    let (later, mut later_events) = subscribe("later", "secret/#", false).await;
+    later.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while later_events.poll().await.is_ok() {}
+    })
+    .await;
+    drop(later_events);
+    publish("secret/1", "before").await;
+    assert_eq!(
+        next_publish(&mut x).await,
+        ("secret/1".into(), "before".into())
+    );
+
+    // Asked from a hook: x loses secret/#, y keeps open/# (asked too, still allowed).
+    publish("admin/revoke", "x").await;
+    publish("admin/revoke", "y").await;
+    let removed = "subscriptions_reauthorize_removed";
+    metric_reaches(
+        b.http_port(),
+        removed,
+        1,
+        "x's subscription was not removed",
+    )
+    .await;
+    publish("secret/2", "after").await;
+    publish("open/2", "still").await;
+    assert_eq!(
+        next_publish(&mut y).await,
+        ("open/2".into(), "still".into())
+    );
+    assert!(!gets_a_publish(&mut x).await, "x still gets secret/#");
+
+    // No such session: "not_found" (the script then refuses the admin publish).
+    publish("admin/revoke", "nobody").await;
+    let refused = "mqtt_publish_auth_error";
+    metric_reaches(
+        b.http_port(),
+        refused,
+        1,
+        "no not_found for a missing session",
+    )
+    .await;
+
+    // An offline session: "ok" now, checked when its client comes back.
+    publish("admin/revoke", "later").await;
+    assert_eq!(
+        support::metric(b.http_port(), refused).await,
+        1,
+        "the offline session was not found"
+    );
+    let (_later, mut later_events) = v4_client("later", &port, false);
+    poll_until(&mut later_events, |p| matches!(p, Incoming::ConnAck(_))).await;
+    metric_reaches(
+        b.http_port(),
+        removed,
+        2,
+        "the offline session kept secret/#",
+    )
+    .await;
+    // What it was sent while offline and still subscribed arrives now; nothing after.
+    while gets_a_publish(&mut later_events).await {}
+    publish("secret/3", "gone").await;
+    assert!(
+        !gets_a_publish(&mut later_events).await,
+        "later still gets secret/#"
+    );
+    drop(b);
+}

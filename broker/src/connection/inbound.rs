@@ -366,6 +366,55 @@ impl Conn {
         Ok(None)
     }
 
+    /// Runs `auth_on_subscribe` again for the session's subscriptions, as the user name a
+    /// plugin asked for (VerneMQ's `vmq_api.reauthorize_subscriptions`), and removes those no
+    /// plugin allows now. The client is not told: MQTT has no packet for it (VerneMQ neither).
+    pub(super) async fn reauthorize(&mut self) {
+        let Some(username) = self
+            .engine
+            .take_reauthorize(&self.mountpoint, &self.client_id)
+        else {
+            return;
+        };
+        if self.state.subscriptions.is_empty() || !self.engine.hooks().wants(Hook::AuthOnSubscribe)
+        {
+            return;
+        }
+        let mut info = (*self.info).clone();
+        info.username = username;
+        let asked: Vec<SubscribeTopic> = self
+            .state
+            .subscriptions
+            .iter()
+            .map(|(filter, record)| SubscribeTopic {
+                filter: filter.clone(),
+                options: record.options,
+            })
+            .collect();
+        let verdicts = self
+            .engine
+            .hooks()
+            .auth_on_subscribe(&info, &asked, &Properties::default())
+            .await;
+        let mut removed = Vec::new();
+        for (topic, verdict) in asked.into_iter().zip(verdicts) {
+            if !matches!(verdict, TopicVerdict::Allow { .. }) {
+                self.state.subscriptions.remove(&topic.filter);
+                self.engine
+                    .unsubscribe(&self.mountpoint, &topic.filter, &self.client_id);
+                removed.push(topic.filter);
+            }
+        }
+        if !removed.is_empty() {
+            tracing::info!(client_id = %self.client_id, ?removed, "subscriptions no longer authorized removed");
+            Metrics::inc_by(
+                &self.engine.metrics().subscriptions_reauthorize_removed,
+                removed.len() as u64,
+            );
+            self.persist_session(false);
+        }
+    }
+
     async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Step {
         Metrics::inc(&self.engine.metrics().mqtt_unsubscribe_received);
         let u_count = u.filters.len();

@@ -242,6 +242,9 @@ impl Conn {
             {
                 break exit;
             }
+            if self.slot.mailbox.take_reauthorize() {
+                Box::pin(self.reauthorize()).await;
+            }
             if !self.slot.mailbox.is_empty() && Box::pin(self.pump()).await.is_err() {
                 break Exit::Lost;
             }

@@ -53,6 +53,9 @@ pub struct Mailbox {
     drained: Notify,
     /// Set when the queue reaches half of its online limit, cleared at a quarter.
     half_full: AtomicBool,
+    /// Set when a plugin asks the session to run auth_on_subscribe again for its
+    /// subscriptions (`Registry::request_reauthorize`); the connection clears it.
+    reauthorize: AtomicBool,
     /// `override_max_online_messages`: a full online queue drops its oldest delivery.
     drop_oldest: bool,
     /// When the connection last took deliveries (ms on [`clock_ms`]): a subscriber that has
@@ -91,6 +94,7 @@ impl Mailbox {
             next_seq: AtomicU64::new(1),
             drained: Notify::new(),
             half_full: AtomicBool::new(false),
+            reauthorize: AtomicBool::new(false),
             last_take: AtomicU64::new(clock_ms()),
             client_id,
             session_id: Mutex::new("".into()),
@@ -273,6 +277,17 @@ impl Mailbox {
     /// Whether a connection is attached.
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Acquire)
+    }
+
+    /// Flags a reauthorization for the connection and wakes it as a delivery would.
+    pub fn request_reauthorize(&self) {
+        self.reauthorize.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Whether a reauthorization was asked since the last call.
+    pub fn take_reauthorize(&self) -> bool {
+        self.reauthorize.load(Ordering::Relaxed) && self.reauthorize.swap(false, Ordering::Acquire)
     }
 
     /// Completes when something was pushed since the last call.

@@ -355,6 +355,16 @@ impl Engine {
         self.registry.sessions()
     }
 
+    /// The user name a plugin asked `client_id`'s subscriptions to be reauthorized as, once
+    /// (see [`BrokerHandle::reauthorize_subscriptions`]).
+    pub(crate) fn take_reauthorize(
+        &self,
+        mountpoint: &str,
+        client_id: &str,
+    ) -> Option<Option<String>> {
+        self.registry.take_reauthorize(mountpoint, client_id)
+    }
+
     /// Number of sessions, online and offline.
     pub fn session_count(&self) -> usize {
         self.registry.len()
@@ -422,6 +432,24 @@ impl BrokerHandle {
             Some(engine) => engine.disconnect(mountpoint, client_id, code).await,
             None => false,
         }
+    }
+
+    /// Runs `auth_on_subscribe` again for the subscriptions of `client_id`'s session, as
+    /// `username`, and removes those no plugin allows now (VerneMQ's
+    /// `vmq_api.reauthorize_subscriptions`). It happens in the session's connection, soon
+    /// after this returns (never inside the caller, which may be the plugin it asks); an
+    /// offline session is reauthorized when its client connects again. Returns whether the
+    /// session exists.
+    pub fn reauthorize_subscriptions(
+        &self,
+        mountpoint: &str,
+        client_id: &str,
+        username: Option<String>,
+    ) -> bool {
+        self.engine.upgrade().is_some_and(|e| {
+            e.registry
+                .request_reauthorize(mountpoint, client_id, username)
+        })
     }
 
     /// Whether `client_id` has a session with a connection attached.

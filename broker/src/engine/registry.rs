@@ -123,6 +123,9 @@ pub struct Handover {
 #[derive(Debug, Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<Key, Arc<SessionSlot>>>,
+    /// Reauthorizations asked for and not yet run: the user name to ask as, per session (one
+    /// entry per existing session at most).
+    reauthorize: Mutex<HashMap<Key, Option<String>>>,
     /// Who decides which node holds a session (a cluster); none on a single node.
     ownership: OnceLock<Arc<dyn Ownership>>,
 }
@@ -196,6 +199,30 @@ impl Registry {
 
     fn get(&self, key: &Key) -> Option<Arc<SessionSlot>> {
         self.sessions.lock().get(key).cloned()
+    }
+
+    /// Asks the session of `client_id` to run `auth_on_subscribe` again for its
+    /// subscriptions, as `username`: at once when a connection is attached, else when its
+    /// client next connects. Returns whether the session exists.
+    pub fn request_reauthorize(
+        &self,
+        mountpoint: &str,
+        client_id: &str,
+        username: Option<String>,
+    ) -> bool {
+        let key: Key = (mountpoint.to_owned(), client_id.into());
+        let Some(slot) = self.get(&key) else {
+            return false;
+        };
+        self.reauthorize.lock().insert(key, username);
+        slot.mailbox.request_reauthorize();
+        true
+    }
+
+    /// The user name a reauthorization of `client_id`'s session was asked with, once.
+    pub fn take_reauthorize(&self, mountpoint: &str, client_id: &str) -> Option<Option<String>> {
+        let key: Key = (mountpoint.to_owned(), client_id.into());
+        self.reauthorize.lock().remove(&key)
     }
 
     /// Attaches a new connection to the session of `client_id`: an existing connection is
@@ -426,6 +453,7 @@ impl Registry {
             generation.is_none_or(|g| g == slot.generation.load(Ordering::Acquire));
         if current && detached && same_generation {
             sessions.remove(&key);
+            self.reauthorize.lock().remove(&key);
             // Under the registry's lock: a client attaching again gets a fresh session only
             // after the old one's subscriptions are gone.
             discard(engine, slot);

@@ -558,18 +558,23 @@ fn auth_cache(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     Ok(t)
 }
 
+/// A `{mountpoint = ..., client_id = ...}` table's two strings; `function` names the caller
+/// in the error.
+fn subscriber_id(id: &Table, function: &str) -> mlua::Result<(String, String)> {
+    let field = |name: &str| {
+        id.get::<Option<String>>(name)?
+            .ok_or_else(|| bad(format!("vmq_api.{function}: no {name}")))
+    };
+    Ok((field("mountpoint")?, field("client_id")?))
+}
+
 fn vmq_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     let s = shared.clone();
     t.set(
         "disconnect_by_subscriber_id",
         lua.create_function(move |_, (id, _opts): (Table, Option<Table>)| {
-            let mp: String = id
-                .get::<Option<String>>("mountpoint")?
-                .ok_or_else(|| bad("vmq_api.disconnect_by_subscriber_id: no mountpoint"))?;
-            let cid: String = id
-                .get::<Option<String>>("client_id")?
-                .ok_or_else(|| bad("vmq_api.disconnect_by_subscriber_id: no client_id"))?;
+            let (mp, cid) = subscriber_id(&id, "disconnect_by_subscriber_id")?;
             let Some(broker) = s.broker.get().cloned() else {
                 return Ok("not_found");
             };
@@ -581,13 +586,21 @@ fn vmq_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             Ok(if done { "ok" } else { "not_found" })
         })?,
     )?;
+    let s = shared.clone();
     t.set(
         "reauthorize_subscriptions",
-        lua.create_function(|_, _: Variadic<Value>| -> mlua::Result<()> {
-            Err(bad(
-                "vmq_api.reauthorize_subscriptions is not available in this broker yet",
-            ))
-        })?,
+        lua.create_function(
+            move |_, (username, id, _opts): (Option<String>, Table, Option<Table>)| {
+                let (mp, cid) = subscriber_id(&id, "reauthorize_subscriptions")?;
+                // Queued to the session's connection, never run here: the hooks it calls may
+                // be this very script's, whose state is busy with this call.
+                let found = s
+                    .broker
+                    .get()
+                    .is_some_and(|b| b.reauthorize_subscriptions(&mp, &cid, username));
+                Ok(if found { "ok" } else { "not_found" })
+            },
+        )?,
     )?;
     Ok(t)
 }

@@ -83,7 +83,7 @@ pub struct Script {
 /// together are one job of up to 64 calls.
 const SPILL: usize = 512;
 
-/// Answered jobs a state holds back while more jobs are queued (see `spawn_state`).
+/// Answered calls a state holds back while more jobs are queued (see `spawn_state`).
 const REPLY_BATCH: usize = 64;
 
 /// Notifications a script may have waiting before new ones are dropped (counted).
@@ -163,18 +163,22 @@ fn spawn_state(
                 return;
             }
         };
-        // Answers are sent once the queue is empty (or every [`REPLY_BATCH`] jobs): sessions
-        // that asked at the same time are woken once the state has nothing left to do, not
-        // one by one while it runs.
+        // Answers are sent once the queue is empty (or once [`REPLY_BATCH`] calls' answers
+        // wait): sessions that asked at the same time are woken together once the state has
+        // nothing left to do, not one by one while it runs, and none waits for more than a
+        // batch of other calls.
         let mut answers: Vec<(Reply, Answered)> = Vec::new();
         let send_answers = |answers: &mut Vec<(Reply, Answered)>| {
             for (reply, result) in answers.drain(..) {
                 let _ = reply.send(result);
             }
         };
+        let held = |answers: &Vec<(Reply, Answered)>| -> usize {
+            answers.iter().map(|(_, (calls, _))| calls.len()).sum()
+        };
         loop {
             let job = match queue.try_recv() {
-                Ok(job) if answers.len() < REPLY_BATCH => Ok(job),
+                Ok(job) if held(&answers) < REPLY_BATCH => Ok(job),
                 Ok(job) => {
                     send_answers(&mut answers);
                     Ok(job)
