@@ -63,6 +63,12 @@ fn report(args: &Args, config: &Config) -> std::io::Result<()> {
     writeln!(out, "{}: valid", args.config.display())
 }
 
+/// mimalloc rather than glibc's malloc: messages are allocated on one thread and freed on
+/// another all the time (a publisher's task, subscribers' tasks, Lua threads), and glibc then
+/// serialises them on its arena locks (QoS 0 fan-in 8->1: +20-25 % throughput; BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let Some(config) = load(&args) else {
