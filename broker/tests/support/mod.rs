@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod databases;
 pub mod endpoint;
+pub mod lua;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
