@@ -64,6 +64,12 @@ impl MqttCodec {
     }
 }
 
+/// The room the next read gets, at least, when a packet is incomplete. The frames handed out
+/// share the buffer's allocation, so after a packet the buffer has no room left and must
+/// allocate; asked for one byte (what `Framed` asks), it would read a packet in three system
+/// calls (1 byte, 7, then the rest). A lone PUBLISH with a 64-byte payload is ~100 bytes.
+const MIN_READ: usize = 1024;
+
 /// Reads the remaining length after the first byte: `Ok(None)` if incomplete, else (value,
 /// number of length bytes).
 fn remaining_length(src: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
@@ -88,6 +94,7 @@ impl Decoder for MqttCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
         let Some((len, len_bytes)) = remaining_length(src)? else {
+            src.reserve(MIN_READ);
             return Ok(None);
         };
         let total = 1 + len_bytes + len;
@@ -99,7 +106,7 @@ impl Decoder for MqttCodec {
             .into());
         }
         if src.len() < total {
-            src.reserve(total - src.len());
+            src.reserve((total - src.len()).max(MIN_READ));
             return Ok(None);
         }
         let first = src[0];
@@ -404,6 +411,64 @@ mod tests {
                 }
             ),
         ]
+    }
+
+    /// Packets that arrive one at a time, as from a publisher at a modest rate: a read never
+    /// returns more than what has arrived of the current packet.
+    struct OneByOne {
+        arrivals: std::collections::VecDeque<Bytes>,
+        reads: usize,
+    }
+
+    impl tokio::io::AsyncRead for OneByOne {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            self.reads += 1;
+            if let Some(front) = self.arrivals.front_mut() {
+                let n = front.len().min(buf.remaining());
+                buf.put_slice(&front.split_to(n));
+                if front.is_empty() {
+                    self.arrivals.pop_front();
+                }
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_packet_that_arrives_alone_is_read_in_one_call() {
+        use futures::StreamExt;
+        let publish = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "bench/1/2".into(),
+            packet_id: 0,
+            payload: Bytes::from(vec![7u8; 64]),
+            properties: Properties::default(),
+        });
+        let mut one = BytesMut::new();
+        encode_packet(&publish, Protocol::V311, &mut one);
+        let arrivals = (0..100).map(|_| one.clone().freeze()).collect();
+        let reader = OneByOne { arrivals, reads: 0 };
+        let mut codec = MqttCodec::new(1 << 20);
+        codec.protocol = Some(Protocol::V311);
+        // No initial room, as for a connection whose buffers were given back.
+        let mut framed = tokio_util::codec::FramedRead::with_capacity(reader, codec, 0);
+        // The packets are kept, as the broker keeps messages in flight: their frames share
+        // the read buffer's allocations.
+        let mut kept = Vec::new();
+        while let Some(p) = framed.next().await {
+            kept.push(p.unwrap());
+        }
+        assert_eq!(kept.len(), 100);
+        assert!(kept.iter().all(|p| *p == publish));
+        // The first packet in two reads (with no buffer, `Framed` makes room for one byte),
+        // then one read per packet, and one that sees the end.
+        assert_eq!(framed.get_ref().reads, 102);
     }
 
     proptest! {
