@@ -7,7 +7,9 @@
 #
 # Needs mosquitto and nats-server (Debian packages); installs them when missing. nats-server
 # is the second peer: Go, multi-threaded, MQTT 3.1.1 through its JetStream-backed MQTT listener
-# (QoS 0 and 1, which is all the scenarios use).
+# (QoS 0 and 1, which is all the scenarios use). rumqttd is the third: Rust, tokio, a router
+# batching through commit logs; built from crates.io into target/peers the first time (about two
+# minutes); if it does not build, its columns say n/a.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,12 +17,12 @@ SMOKE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
 if [ "$SMOKE" = 1 ]; then
   # Unoptimized binaries, few clients, paced publishers: it checks that everything runs.
-  PROFILE=debug; DURATION=${DURATION:-1}; OUT=target/bench-smoke; IDLE=${IDLE:-200}
-  FANOUT=10; PAIRS=5; PACE="--rate 500"; LATENCY_RATE=1000; FIXED_RATE=500
+  PROFILE=debug; DURATION=${DURATION:-1}; OUT=target/bench-smoke; IDLE="${IDLE:-200 500}"
+  FANOUT=10; PAIRS=5; PACE="--rate 500"; LATENCY_RATE=1000; FIXED_RATE=500; EVERYDAY_RATE=125
   cargo build --jobs 2 --bin vmq-broker --bin vmq-bench 
 else
-  PROFILE=release; DURATION=${DURATION:-10}; OUT=target/bench; IDLE=${IDLE:-10000}
-  FANOUT=100; PAIRS=50; PACE=""; FIXED_RATE=20000
+  PROFILE=release; DURATION=${DURATION:-10}; OUT=target/bench; IDLE="${IDLE:-5000 50000}"
+  FANOUT=100; PAIRS=50; PACE=""; FIXED_RATE=20000; EVERYDAY_RATE=1250
   cargo build --release --jobs 2 --bin vmq-broker --bin vmq-bench 
 fi
 BIN=target/$PROFILE
@@ -34,6 +36,17 @@ if ! command -v mosquitto >/dev/null || ! command -v nats-server >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto nats-server
 fi
 
+# rumqttd's published lock file pins a `metrics` release that no longer compiles on current
+# rustc, hence no --locked.
+RUMQTTD=target/peers/bin/rumqttd
+if [ ! -x "$RUMQTTD" ]; then
+  cargo install rumqttd --version 0.20.0 --root target/peers --jobs 2 > "$OUT/rumqttd-install.log" 2>&1 \
+    || echo "rumqttd did not build (see $OUT/rumqttd-install.log): its columns say n/a" >&2
+fi
+
+# 50,000 idle connections need as many descriptors in the brokers (they inherit this limit).
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -43,6 +56,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 
 MOSQ_PORT=$(free_port); OURS_PORT=$(free_port)
 RELAXED_PORT=$(free_port); MEMORY_PORT=$(free_port); NATS_PORT=$(free_port); NATS_CLIENT_PORT=$(free_port)
+RUMQTTD_PORT=$(free_port)
 
 cat > "$OUT/mosquitto.conf" <<CONF
 listener $MOSQ_PORT 127.0.0.1
@@ -61,6 +75,32 @@ mqtt { listen: 127.0.0.1:$NATS_PORT }
 CONF
 nats-server -c "$OUT/nats.conf" > "$OUT/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
 
+rumqttd_conf() { # port
+  cat <<CONF
+id = 0
+[router]
+id = 0
+max_connections = 60010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$1"
+next_connection_delay_ms = 0
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 20480
+max_inflight_count = 100
+dynamic_filters = true
+CONF
+}
+RUMQTTD_PID=""
+if [ -x "$RUMQTTD" ]; then
+  rumqttd_conf "$RUMQTTD_PORT" > "$OUT/rumqttd.toml"
+  "$RUMQTTD" -q -c "$OUT/rumqttd.toml" > "$OUT/rumqttd.log" 2>&1 & PIDS+=($!); RUMQTTD_PID=$!
+fi
+
 ours_conf() { # port, extra lines
   printf 'listener.tcp.default = 127.0.0.1:%s\nallow_anonymous = on\nlog.console.level = warning\npersistent_data_dir = %s\n%s\n' "$1" "$OUT/data-$1" "$2"
 }
@@ -72,14 +112,14 @@ ours_conf "$RELAXED_PORT" "message_store.durability = relaxed" > "$OUT/store-rel
 ours_conf "$MEMORY_PORT" "message_store = off" > "$OUT/store-off.conf"
 
 $BIN/vmq-broker --config "$OUT/ours.conf" 2> "$OUT/ours.log" & PIDS+=($!); OURS_PID=$!
-$BIN/vmq-broker --config "$OUT/store-relaxed.conf" 2> "$OUT/store-relaxed.log" & PIDS+=($!)
-$BIN/vmq-broker --config "$OUT/store-off.conf" 2> "$OUT/store-off.log" & PIDS+=($!)
-for p in $MOSQ_PORT $NATS_PORT $OURS_PORT $RELAXED_PORT $MEMORY_PORT; do wait_port "$p"; done
+$BIN/vmq-broker --config "$OUT/store-relaxed.conf" 2> "$OUT/store-relaxed.log" & PIDS+=($!); RELAXED_PID=$!
+$BIN/vmq-broker --config "$OUT/store-off.conf" 2> "$OUT/store-off.log" & PIDS+=($!); MEMORY_PID=$!
+for p in $MOSQ_PORT $NATS_PORT $OURS_PORT $RELAXED_PORT $MEMORY_PORT ${RUMQTTD_PID:+$RUMQTTD_PORT}; do wait_port "$p"; done
 
-bench() { # label broker port args...
-  local label=$1 broker=$2 port=$3; shift 3
+bench() { # label broker port pid args...: one scenario against one broker, its CPU time measured
+  local label=$1 broker=$2 port=$3 pid=$4; shift 4
   local line
-  line=$($BIN/vmq-bench --json pubsub --port "$port" --duration "$DURATION" "$@")
+  line=$($BIN/vmq-bench --json pubsub --port "$port" --duration "$DURATION" --cpu-pid "$pid" "$@")
   echo "{\"label\":\"$label\",\"broker\":\"$broker\",${line#\{}" >> "$RESULTS"
   echo "$label $broker: $line"
 }
@@ -93,15 +133,22 @@ SCENARIOS=(
   "qos0-pairwise-$PAIRS|--scenario pairwise --clients $PAIRS --qos 0 --payload 64 $PACE"
   "qos1-pairwise-$PAIRS|--scenario pairwise --clients $PAIRS --qos 1 --payload 64 $PACE"
   "latency-10k-qos0|--scenario latency --clients 1 --rate ${LATENCY_RATE:-10000} --qos 0 --payload 64"
+  # Everyday load: 10 k msg/s in all from 8 publishers, where CPU per message and latency matter.
+  "everyday-10k-qos0-fan-in-8x1|--scenario fan-in --clients 8 --qos 0 --payload 64 --rate $EVERYDAY_RATE"
+  "everyday-10k-qos1-fan-in-8x1|--scenario fan-in --clients 8 --qos 1 --payload 64 --rate $EVERYDAY_RATE"
 )
 for s in "${SCENARIOS[@]}"; do
   label=${s%%|*}; args=${s#*|}
   # shellcheck disable=SC2086
-  bench "$label" mosquitto "$MOSQ_PORT" $args
+  bench "$label" mosquitto "$MOSQ_PORT" "$MOSQ_PID" $args
   # shellcheck disable=SC2086
-  bench "$label" ours "$OURS_PORT" $args --cpu-pid "$OURS_PID"
+  bench "$label" ours "$OURS_PORT" "$OURS_PID" $args
   # shellcheck disable=SC2086
-  bench "$label" nats "$NATS_PORT" $args
+  bench "$label" nats "$NATS_PORT" "$NATS_PID" $args
+  if [ -n "$RUMQTTD_PID" ]; then
+    # shellcheck disable=SC2086
+    bench "$label" rumqttd "$RUMQTTD_PORT" "$RUMQTTD_PID" $args
+  fi
 done
 # The relay's cost is measured by bench/relay.sh.
 
@@ -114,29 +161,51 @@ STORE_SCENARIOS=(
 for s in "${STORE_SCENARIOS[@]}"; do
   label=${s%%|*}; args=${s#*|}
   # shellcheck disable=SC2086
-  bench "$label" mosquitto "$MOSQ_PORT" $args
+  bench "$label" mosquitto "$MOSQ_PORT" "$MOSQ_PID" $args
   # shellcheck disable=SC2086
-  bench "$label" ours "$OURS_PORT" $args
+  bench "$label" ours "$OURS_PORT" "$OURS_PID" $args
   # shellcheck disable=SC2086
-  bench "$label" nats "$NATS_PORT" $args
+  bench "$label" nats "$NATS_PORT" "$NATS_PID" $args
   # shellcheck disable=SC2086
-  bench "$label" ours-store-relaxed "$RELAXED_PORT" $args
+  bench "$label" ours-store-relaxed "$RELAXED_PORT" "$RELAXED_PID" $args
   # shellcheck disable=SC2086
-  bench "$label" ours-store-off "$MEMORY_PORT" $args
+  bench "$label" ours-store-off "$MEMORY_PORT" "$MEMORY_PID" $args
 done
 
-idle() { # broker pid port
-  local line
-  line=$($BIN/vmq-bench --json idle --port "$3" --broker-pid "$2" --connections "$IDLE")
-  echo "{\"label\":\"idle-$IDLE\",\"broker\":\"$1\",${line#\{}" >> "$RESULTS"
-  echo "idle $1: $line"
+# Idle connections, each count on a broker started for it (what a fresh broker costs per
+# connection, not what the heap kept from the scenarios above). nats and rumqttd, at 24 and 45 KB
+# a connection, only at the smallest count.
+idle() { # broker count command...
+  local broker=$1 count=$2 port pid line; shift 2
+  port=$(free_port)
+  case $broker in
+    mosquitto) printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$OUT/idle.conf"
+               mosquitto -c "$OUT/idle.conf" > /dev/null 2>&1 & pid=$! ;;
+    ours) ours_conf "$port" "message_store = off" > "$OUT/idle.conf"
+          $BIN/vmq-broker --config "$OUT/idle.conf" 2> "$OUT/idle-ours.log" & pid=$! ;;
+    nats) printf 'server_name: idle\nlisten: 127.0.0.1:%s\nmqtt { listen: 127.0.0.1:%s }\njetstream { store_dir: "%s" }\n' \
+            "$(free_port)" "$port" "$OUT/idle-nats-js" > "$OUT/idle-nats.conf"
+          nats-server -c "$OUT/idle-nats.conf" > /dev/null 2>&1 & pid=$! ;;
+    rumqttd) rumqttd_conf "$port" > "$OUT/idle-rumqttd.toml"
+             "$RUMQTTD" -q -c "$OUT/idle-rumqttd.toml" > /dev/null 2>&1 & pid=$! ;;
+  esac
+  PIDS+=("$pid")
+  wait_port "$port"; sleep 0.5
+  line=$($BIN/vmq-bench --json idle --port "$port" --broker-pid "$pid" --connections "$count")
+  echo "{\"label\":\"idle-$count\",\"broker\":\"$broker\",${line#\{}" >> "$RESULTS"
+  echo "idle $broker $count: $line"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
 }
-idle mosquitto "$MOSQ_PID" "$MOSQ_PORT"
-idle ours "$OURS_PID" "$OURS_PORT"
-idle nats "$NATS_PID" "$NATS_PORT"
+for count in $IDLE; do
+  idle mosquitto "$count"
+  idle ours "$count"
+done
+first_idle=${IDLE%% *}
+idle nats "$first_idle"
+[ -z "$RUMQTTD_PID" ] || idle rumqttd "$first_idle"
 
 line=$($BIN/vmq-bench --json sdk-ingest --connections 4 --duration "$DURATION")
 echo "{\"label\":\"sdk-ingest\",\"broker\":\"sdk\",${line#\{}" >> "$RESULTS"
 echo "sdk ingest: $line"
 
-python3 bench/report.py "$RESULTS" "$OUT" "$SMOKE"
+python3 bench/report.py "$RESULTS" "$OUT" "$SMOKE" "$DURATION"
