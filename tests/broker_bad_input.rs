@@ -182,6 +182,7 @@ async fn empty_client_ids() {
             assert!(
                 a.properties
                     .assigned_client_identifier
+                    .as_ref()
                     .is_some_and(|id| !id.is_empty())
             );
         }

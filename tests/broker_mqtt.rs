@@ -263,15 +263,15 @@ fn with_will(
             payload: Bytes::from_static(b"gone"),
             qos: QoS::AtLeastOnce,
             retain: false,
-            properties: Properties {
+            properties: Properties::from(vmq_broker::mqtt::PropertyFields {
                 will_delay_interval: will_delay,
                 ..Default::default()
-            },
+            }),
         }),
-        properties: Properties {
+        properties: Properties::from(vmq_broker::mqtt::PropertyFields {
             session_expiry_interval: session_expiry,
             ..Default::default()
-        },
+        }),
     }))
 }
 
@@ -459,11 +459,11 @@ fn v5_publish(
         topic: topic.into(),
         packet_id: 0,
         payload: Bytes::from_static(payload),
-        properties: Properties {
+        properties: Properties::from(vmq_broker::mqtt::PropertyFields {
             topic_alias: alias,
             message_expiry_interval: expiry,
             ..Default::default()
-        },
+        }),
     })
 }
 
@@ -507,10 +507,10 @@ async fn v5_topic_aliases_and_message_expiry() {
         username: None,
         password: None,
         will: None,
-        properties: Properties {
+        properties: Properties::from(vmq_broker::mqtt::PropertyFields {
             session_expiry_interval: Some(300),
             ..Default::default()
-        },
+        }),
     }));
     keeper.send(connect.clone()).await;
     assert!(matches!(keeper.recv().await, Some(Packet::ConnAck(_))));
@@ -575,10 +575,10 @@ async fn overlapping_v5_subscriptions_give_one_publish_with_every_identifier() {
                     ..Default::default()
                 },
             )],
-            properties: Properties {
+            properties: Properties::from(vmq_broker::mqtt::PropertyFields {
                 subscription_identifiers: vec![id],
                 ..Default::default()
-            },
+            }),
         }))
         .await;
         assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));

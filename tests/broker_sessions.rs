@@ -112,10 +112,10 @@ async fn no_local_retain_as_published_and_retain_handling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_topic_aliases_up_to_the_clients_maximum() {
     let (_s, addr) = start_broker("").await;
-    let props = Properties {
+    let props = Properties::from(vmq_broker::mqtt::PropertyFields {
         topic_alias_maximum: Some(1),
         ..Default::default()
-    };
+    });
     let (mut c, _) = session(addr, Protocol::V5, "aliased", true, props).await;
     c.send(subscribe("al/#", SubOptions::default())).await;
     assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
@@ -248,9 +248,11 @@ async fn offline_queue_overflow_is_dropped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_session_expiry_interval_ends_the_session() {
     let (server, addr) = start_broker("").await;
-    let props = || Properties {
-        session_expiry_interval: Some(1),
-        ..Default::default()
+    let props = || {
+        Properties::from(vmq_broker::mqtt::PropertyFields {
+            session_expiry_interval: Some(1),
+            ..Default::default()
+        })
     };
     let (mut c, present) = session(addr, Protocol::V5, "brief", false, props()).await;
     assert!(!present);

@@ -36,10 +36,10 @@ fn qos(q: QoS) -> SubOptions {
 }
 
 fn expiry(secs: u32) -> Properties {
-    Properties {
+    Properties::from(vmq_broker::mqtt::PropertyFields {
         session_expiry_interval: Some(secs),
-        ..Properties::default()
-    }
+        ..Default::default()
+    })
 }
 
 fn disconnect() -> Packet {

@@ -123,11 +123,11 @@ fn v5_connect(id: &str, expiry: Option<u32>, user_properties: Vec<(String, Strin
         username: Some("bob".into()),
         password: None,
         will: None,
-        properties: Properties {
+        properties: Properties::from(vmq_broker::mqtt::PropertyFields {
             session_expiry_interval: expiry,
             user_properties,
             ..Default::default()
-        },
+        }),
     }))
 }
 

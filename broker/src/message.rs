@@ -35,8 +35,10 @@ impl Message {
     /// Builds the routed message from an inbound PUBLISH.
     pub fn from_publish(p: &Publish, topic: Arc<str>, publisher: Option<Arc<str>>) -> Message {
         let mut properties = p.properties.clone();
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        if let Some(per_hop) = properties.present_mut() {
+            per_hop.topic_alias = None;
+            per_hop.subscription_identifiers.clear();
+        }
         let expires_at = properties
             .message_expiry_interval
             .map(|s| Instant::now() + std::time::Duration::from_secs(u64::from(s)));

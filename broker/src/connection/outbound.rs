@@ -47,8 +47,14 @@ impl Conn {
     fn v5_properties(&mut self, d: &Delivery, now: Instant) -> (Properties, bool) {
         let m = &d.message;
         let mut properties = m.properties.clone();
-        properties.message_expiry_interval = m.remaining_expiry(now);
-        properties.subscription_identifiers = d.subscription_ids.clone();
+        // Set only what there is: writing to an empty set allocates one.
+        let expiry = m.remaining_expiry(now);
+        if expiry.is_some() || properties.message_expiry_interval.is_some() {
+            properties.message_expiry_interval = expiry;
+        }
+        if !d.subscription_ids.is_empty() {
+            properties.subscription_identifiers = d.subscription_ids.clone();
+        }
         let mut elided = false;
         if self.client_alias_max > 0 {
             match self.out_aliases.get(&m.topic) {

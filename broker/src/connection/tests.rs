@@ -128,10 +128,10 @@ async fn a_resumed_session_keeps_its_session_id_and_a_clean_start_gets_a_new_one
     let engine = engine();
     let persistent = || Opening {
         clean_start: false,
-        properties: Properties {
+        properties: Properties::from(crate::mqtt::PropertyFields {
             session_expiry_interval: Some(3600),
-            ..Properties::default()
-        },
+            ..Default::default()
+        }),
         ..Opening::default()
     };
     let session_id = |e: &Arc<Engine>| {
@@ -230,15 +230,15 @@ async fn max_last_will_delay_caps_what_the_client_asked_for() {
         payload: bytes::Bytes::from_static(b"gone"),
         qos: crate::mqtt::QoS::AtMostOnce,
         retain: false,
-        properties: Properties {
+        properties: Properties::from(crate::mqtt::PropertyFields {
             will_delay_interval: Some(100),
-            ..Properties::default()
-        },
+            ..Default::default()
+        }),
     };
-    let session = Properties {
+    let session = Properties::from(crate::mqtt::PropertyFields {
         session_expiry_interval: Some(3600),
-        ..Properties::default()
-    };
+        ..Default::default()
+    });
     let c = connect_with(
         &engine,
         "c",

@@ -25,7 +25,9 @@ fn will_message(client_id: &Arc<str>, will: &Will) -> Arc<Message> {
         will.topic.as_str().into(),
         Some(client_id.clone()),
     );
-    message.properties.will_delay_interval = None;
+    if let Some(p) = message.properties.present_mut() {
+        p.will_delay_interval = None;
+    }
     Arc::new(message)
 }
 

@@ -522,12 +522,12 @@ mod tests {
     #[test]
     fn v5_register_and_publish_carry_properties_with_vernemq_names() {
         let c = client(Protocol::V5);
-        let props = Properties {
+        let props = Properties::from(crate::mqtt::PropertyFields {
             session_expiry_interval: Some(5),
             receive_maximum: Some(10),
             user_properties: vec![("k1".into(), "v1".into())],
             ..Default::default()
-        };
+        });
         let req = RegisterRequest {
             client: &c,
             password: None,

@@ -163,10 +163,10 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10)),
         )
             .prop_map(move |(pfi, expiry, s, user, n, bin)| {
-                let mut p = Properties {
+                let mut p = Properties::from(PropertyFields {
                     user_properties: user,
                     ..Default::default()
-                };
+                });
                 match ctx {
                     PropertyContext::Publish | PropertyContext::Will => {
                         p.payload_format_indicator = pfi;

@@ -13,7 +13,7 @@ mod properties;
 use bytes::{Buf, BufMut, Bytes};
 
 pub use codec::MqttCodec;
-pub use properties::{Properties, PropertyContext, PropertyId};
+pub use properties::{Properties, PropertyContext, PropertyFields, PropertyId};
 
 pub mod reason;
 

@@ -425,11 +425,11 @@ mod tests {
     }
 
     fn message(topic: &str) -> Arc<Message> {
-        let properties = Properties {
+        let properties = Properties::from(crate::mqtt::PropertyFields {
             content_type: Some("text/plain".into()),
             user_properties: vec![("k".into(), "v".into())],
-            ..Properties::default()
-        };
+            ..Default::default()
+        });
         Arc::new(Message {
             topic: topic.into(),
             payload: Bytes::from_static(b"payload"),

@@ -412,11 +412,11 @@ mod tests {
         let lua = Lua::new();
         let _ = lua.set_memory_limit(64 << 20);
         let payload = Bytes::from_static(b"\x00binary\xff");
-        let props = Properties {
+        let props = Properties::from(crate::mqtt::PropertyFields {
             content_type: Some("text/plain".into()),
             user_properties: vec![("k".into(), "v".into())],
             ..Default::default()
-        };
+        });
         for (c, with_properties) in [
             (client(None, Protocol::V311), false),
             (client(Some("u"), Protocol::V5), true),
