@@ -391,6 +391,7 @@ impl Conn {
         }
         *self.framed.read_buffer_mut() = bytes::BytesMut::new();
         *self.framed.write_buffer_mut() = bytes::BytesMut::new();
+        self.framed.codec_mut().quiet();
         true
     }
 

@@ -28,6 +28,9 @@ pub enum CodecError {
 pub struct MqttCodec {
     protocol: Option<Protocol>,
     max_packet_size: usize,
+    /// A packet was read since the connection last went quiet ([`MqttCodec::quiet`]): the
+    /// next one is likely close, so an empty buffer gets room for it ([`MIN_READ`]).
+    talking: bool,
 }
 
 impl MqttCodec {
@@ -37,6 +40,7 @@ impl MqttCodec {
         MqttCodec {
             protocol: None,
             max_packet_size: max_packet_size.clamp(2, MAX_REMAINING_LENGTH + 5),
+            talking: false,
         }
     }
 
@@ -45,6 +49,7 @@ impl MqttCodec {
         MqttCodec {
             protocol: Some(protocol),
             max_packet_size: max_packet_size.clamp(2, MAX_REMAINING_LENGTH + 5),
+            talking: false,
         }
     }
 
@@ -61,6 +66,13 @@ impl MqttCodec {
     /// Lowers (or raises, up to the protocol's limit) the maximum size of an inbound packet.
     pub fn set_max_packet_size(&mut self, max: usize) {
         self.max_packet_size = max.clamp(2, MAX_REMAINING_LENGTH + 5);
+    }
+
+    /// The connection has gone quiet and gave its read buffer back: until the next packet, an
+    /// empty buffer is left as small as the reader makes it (an idle client then holds a few
+    /// bytes, not [`MIN_READ`]).
+    pub fn quiet(&mut self) {
+        self.talking = false;
     }
 }
 
@@ -94,7 +106,9 @@ impl Decoder for MqttCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
         let Some((len, len_bytes)) = remaining_length(src)? else {
-            src.reserve(MIN_READ);
+            if self.talking || !src.is_empty() {
+                src.reserve(MIN_READ);
+            }
             return Ok(None);
         };
         let total = 1 + len_bytes + len;
@@ -116,6 +130,7 @@ impl Decoder for MqttCodec {
         if let Packet::Connect(c) = &packet {
             self.protocol.get_or_insert(c.protocol);
         }
+        self.talking = true;
         Ok(Some(packet))
     }
 }
@@ -469,6 +484,40 @@ mod tests {
         // The first packet in two reads (with no buffer, `Framed` makes room for one byte),
         // then one read per packet, and one that sees the end.
         assert_eq!(framed.get_ref().reads, 102);
+    }
+
+    /// An idle client's empty buffer stays empty until a byte arrives; once it talks, an empty
+    /// buffer gets room for a whole packet, until it goes quiet again.
+    #[test]
+    fn an_empty_buffer_gets_room_only_while_the_client_talks() {
+        let mut codec = MqttCodec::new(1 << 20);
+        let mut empty = BytesMut::new();
+        assert!(codec.decode(&mut empty).unwrap().is_none());
+        assert_eq!(
+            empty.capacity(),
+            0,
+            "a new connection's buffer is the reader's to size"
+        );
+
+        let mut buf = BytesMut::new();
+        encode_packet(&Packet::PingReq, Protocol::V311, &mut buf);
+        codec.protocol = Some(Protocol::V311);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Packet::PingReq));
+        let mut empty = BytesMut::new();
+        assert!(codec.decode(&mut empty).unwrap().is_none());
+        assert!(
+            empty.capacity() >= MIN_READ,
+            "a talking client's next packet is one read"
+        );
+
+        codec.quiet();
+        let mut empty = BytesMut::new();
+        assert!(codec.decode(&mut empty).unwrap().is_none());
+        assert_eq!(empty.capacity(), 0, "a quiet client holds no read buffer");
+        // A packet begun is given room whatever the state.
+        let mut partial = BytesMut::from(&[0x30u8][..]);
+        assert!(codec.decode(&mut partial).unwrap().is_none());
+        assert!(partial.capacity() >= MIN_READ);
     }
 
     proptest! {
