@@ -4,6 +4,8 @@
 #
 #   bench/run.sh            full run (release build, 10 s per scenario), rewrites BENCHMARKS.md
 #   bench/run.sh --smoke    CI: debug build, 1 s per scenario, results in target/bench-smoke/
+#   bench/run.sh --idle     idle connections and SDK ingest again, keeping the throughput
+#                           scenarios of the last full run, and the report rewritten
 #
 # Needs mosquitto and nats-server (Debian packages); installs them when missing. nats-server
 # is the second peer: Go, multi-threaded, MQTT 3.1.1 through its JetStream-backed MQTT listener
@@ -13,8 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SMOKE=0
+SMOKE=0; IDLE_ONLY=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
+[ "${1:-}" = "--idle" ] && IDLE_ONLY=1
 if [ "$SMOKE" = 1 ]; then
   # Unoptimized binaries, few clients, paced publishers: it checks that everything runs.
   PROFILE=debug; DURATION=${DURATION:-1}; OUT=target/bench-smoke; IDLE="${IDLE:-200 500}"
@@ -28,7 +31,13 @@ fi
 BIN=target/$PROFILE
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
-: > "$RESULTS"
+if [ "$IDLE_ONLY" = 1 ]; then
+  [ -s "$RESULTS" ] || { echo "--idle needs the results of a full run in $RESULTS" >&2; exit 1; }
+  grep -v '"label":"idle-\|"label":"sdk-ingest"' "$RESULTS" > "$RESULTS.kept" || true
+  mv "$RESULTS.kept" "$RESULTS"
+else
+  : > "$RESULTS"
+fi
 
 if ! command -v mosquitto >/dev/null || ! command -v nats-server >/dev/null; then
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
@@ -45,7 +54,9 @@ if [ ! -x "$RUMQTTD" ]; then
 fi
 
 # 50,000 idle connections need as many descriptors in the brokers (they inherit this limit).
+# Where the hard limit is lower, the idle counts are capped to what it allows.
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FD_ROOM=$(( $(ulimit -n) - 1000 ))
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -137,6 +148,7 @@ SCENARIOS=(
   "everyday-10k-qos0-fan-in-8x1|--scenario fan-in --clients 8 --qos 0 --payload 64 --rate $EVERYDAY_RATE"
   "everyday-10k-qos1-fan-in-8x1|--scenario fan-in --clients 8 --qos 1 --payload 64 --rate $EVERYDAY_RATE"
 )
+[ "$IDLE_ONLY" = 1 ] && SCENARIOS=()
 for s in "${SCENARIOS[@]}"; do
   label=${s%%|*}; args=${s#*|}
   # shellcheck disable=SC2086
@@ -158,6 +170,7 @@ STORE_SCENARIOS=(
   "qos1-pairwise-$PAIRS-persistent|--scenario pairwise --clients $PAIRS --qos 1 --payload 64 --persistent $PACE"
   "qos1-fan-in-8x1-persistent|--scenario fan-in --clients 8 --qos 1 --payload 64 --persistent $PACE"
 )
+[ "$IDLE_ONLY" = 1 ] && STORE_SCENARIOS=()
 for s in "${STORE_SCENARIOS[@]}"; do
   label=${s%%|*}; args=${s#*|}
   # shellcheck disable=SC2086
@@ -177,6 +190,10 @@ done
 # a connection, only at the smallest count.
 idle() { # broker count command...
   local broker=$1 count=$2 port pid line; shift 2
+  if [ "$count" -gt "$FD_ROOM" ]; then
+    echo "idle $broker: $count connections capped to $FD_ROOM (the fd limit is $(ulimit -n))" >&2
+    count=$FD_ROOM
+  fi
   port=$(free_port)
   case $broker in
     mosquitto) printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$OUT/idle.conf"
