@@ -28,6 +28,10 @@ use crate::mqtt::{
 /// Initial capacity of a connection's read buffer.
 const READ_BUFFER: usize = 512;
 
+/// How much a connection writes into its buffer before it must write to the socket (a busy
+/// subscriber's deliveries are sent this many bytes at a time, at most).
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// How long a connection that is being turned away has to send the CONNECT we answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -52,8 +56,12 @@ pub(super) async fn open(
         MqttCodec::new(engine.config().max_packet_size()),
         READ_BUFFER,
     );
-    // The write buffer grows with what is written instead of starting at 8 KiB.
+    // The write buffer grows with what is written instead of starting at 8 KiB; it is
+    // written out when the connection's loop has nothing more to add, or when it reaches
+    // `WRITE_BATCH` (`with_capacity` made that the read buffer's small size: a subscriber
+    // then wrote every sixth 64-byte message in a system call of its own).
     *framed.write_buffer_mut() = bytes::BytesMut::new();
+    framed.set_backpressure_boundary(WRITE_BATCH);
     let wait = match &admission {
         Ok(_) => engine.config().connect_timeout,
         Err(_) => engine.config().connect_timeout.min(REFUSAL_TIMEOUT),
