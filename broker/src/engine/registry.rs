@@ -43,8 +43,9 @@ pub struct Outgoing {
 pub struct SessionState {
     /// Raw filter (with any `$share/` prefix) to options.
     pub subscriptions: HashMap<String, SubRecord>,
-    /// Unacknowledged outgoing messages by packet id.
-    pub outgoing: HashMap<u16, Outgoing>,
+    /// Unacknowledged outgoing messages by packet id (looked up a few times per delivery:
+    /// a fast hash, the ids are ours).
+    pub outgoing: HashMap<u16, Outgoing, foldhash::fast::RandomState>,
     /// Next packet id to try.
     pub next_packet_id: u16,
     /// Next send sequence number.
