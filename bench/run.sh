@@ -86,6 +86,8 @@ mqtt { listen: 127.0.0.1:$NATS_PORT }
 CONF
 nats-server -c "$OUT/nats.conf" > "$OUT/nats.log" 2>&1 & PIDS+=($!); NATS_PID=$!
 
+# rumqttd's own example config allows 100 unacknowledged QoS 1 messages per connection; ours
+# and mosquitto's default (and VerneMQ's, max_inflight_messages) is 20: all three run at 20.
 rumqttd_conf() { # port
   cat <<CONF
 id = 0
@@ -102,7 +104,7 @@ next_connection_delay_ms = 0
 [v4.1.connections]
 connection_timeout_ms = 60000
 max_payload_size = 20480
-max_inflight_count = 100
+max_inflight_count = 20
 dynamic_filters = true
 CONF
 }
