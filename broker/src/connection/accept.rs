@@ -29,8 +29,10 @@ use crate::mqtt::{
 const READ_BUFFER: usize = 512;
 
 /// How much a connection writes into its buffer before it must write to the socket (a busy
-/// subscriber's deliveries are sent this many bytes at a time, at most).
-const WRITE_BATCH: usize = 64 * 1024;
+/// subscriber's deliveries are sent this many bytes at a time, at most). Its buffer grows to
+/// about twice this: 64 KiB was 10 % faster in a QoS 0 fan-out to 100 subscribers at 6 M msg/s,
+/// and four times the memory per busy connection.
+const WRITE_BATCH: usize = 16 * 1024;
 
 /// How long a connection that is being turned away has to send the CONNECT we answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
