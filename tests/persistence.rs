@@ -50,7 +50,7 @@ async fn expect(raw: &mut vmq_tests::broker::Raw, want: Packet) {
     assert_eq!(raw.recv().await, Some(want));
 }
 
-fn counter(server: &Server, pick: impl Fn(&Metrics) -> &std::sync::atomic::AtomicU64) -> u64 {
+fn counter(server: &Server, pick: impl Fn(&Metrics) -> &vmq_broker::metrics::Counter) -> u64 {
     Metrics::get(pick(server.engine().metrics()))
 }
 

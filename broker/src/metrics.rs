@@ -1,20 +1,75 @@
-//! The broker's counters, named as VerneMQ names them where it has the metric. Relaxed atomics:
-//! cheap on the hot path, read by the HTTP `/metrics` endpoint (a later issue) and by tests.
+//! The broker's counters, named as VerneMQ names them where it has the metric. Each is sharded
+//! per thread ([`Counter`]): cheap on the hot path from every worker at once; read (summed) by
+//! the HTTP `/metrics` endpoint, the status page and tests.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+/// Copies of each counter; threads beyond this many share them.
+const SHARDS: usize = 8;
+
+/// A count written by every worker thread: one copy per shard, each on its own cache line, so
+/// that two threads counting the same event do not pass the line back and forth (one shared
+/// line of counters, incremented a few times per message by both workers, was a tenth of the
+/// broker's time at two million messages a second). Its value is the sum of the copies.
+#[derive(Default)]
+pub struct Counter {
+    shards: [CachePadded<AtomicU64>; SHARDS],
+}
+
+/// This thread's shard: threads are numbered as they first count, so the workers of a small
+/// runtime each get their own.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.shards[shard()].fetch_add(n, Relaxed);
+    }
+
+    /// The count: the sum of the copies.
+    pub fn value(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.load(Relaxed)))
+    }
+
+    /// Sets a gauge (a level, not a count; one writer): kept in the first copy.
+    pub fn set(&self, value: u64) {
+        self.shards[0].store(value, Relaxed);
+    }
+
+    /// Raises a gauge to `value` if it is below (one writer, as [`Counter::set`]).
+    pub fn raise_to(&self, value: u64) {
+        self.shards[0].fetch_max(value, Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value().fmt(f)
+    }
+}
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $name:ident ),* $(,)?) => {
         /// Live counters of the broker.
         #[derive(Debug, Default)]
         pub struct Metrics {
-            $( $(#[doc = $doc])* pub $name: AtomicU64, )*
+            $( $(#[doc = $doc])* pub $name: Counter, )*
         }
 
         impl Metrics {
             /// Every counter with its name, for exposition.
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-                vec![$( (stringify!($name), self.$name.load(Relaxed)), )*]
+                vec![$( (stringify!($name), self.$name.value()), )*]
             }
 
             /// Every counter's name and description (its doc comment), for `# HELP` lines.
@@ -113,17 +168,54 @@ counters! {
 
 impl Metrics {
     /// Adds one.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+    pub fn inc(counter: &Counter) {
+        counter.add(1);
     }
 
     /// Adds `n`.
-    pub fn inc_by(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+    pub fn inc_by(counter: &Counter, n: u64) {
+        counter.add(n);
     }
 
     /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Relaxed)
+    pub fn get(counter: &Counter) -> u64 {
+        counter.value()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_sums_what_every_thread_counted() {
+        let c = std::sync::Arc::new(Counter::default());
+        let threads: Vec<_> = (0..(SHARDS + 3))
+            .map(|i| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        c.add(1);
+                    }
+                    c.add(i as u64);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n = (SHARDS + 3) as u64;
+        assert_eq!(c.value(), n * 1000 + n * (n - 1) / 2);
+    }
+
+    #[test]
+    fn a_gauge_is_set_and_raised() {
+        let g = Counter::default();
+        g.set(10);
+        g.raise_to(7);
+        assert_eq!(g.value(), 10);
+        g.raise_to(12);
+        g.set(3);
+        assert_eq!(g.value(), 3);
     }
 }

@@ -260,9 +260,7 @@ impl Store {
         let snapshot = backend.load()?;
         let recovered = record::decode_snapshot(snapshot, SystemTime::now(), Instant::now())?;
         backend.compact()?;
-        metrics
-            .store_size_bytes
-            .store(backend.size(), Ordering::Relaxed);
+        metrics.store_size_bytes.set(backend.size());
         let (tx, rx) = mpsc::channel();
         let (progress, _) = watch::channel(Progress::default());
         let pending = Arc::new(AtomicU64::new(0));
@@ -396,9 +394,7 @@ impl<B: Backend> Writer<B> {
             Metrics::inc(&self.metrics.store_commits);
             Metrics::inc_by(&self.metrics.store_writes, writes.len() as u64);
             Metrics::inc_by(&self.metrics.store_write_latency_us_sum, micros);
-            self.metrics
-                .store_write_latency_us_max
-                .fetch_max(micros, Ordering::Relaxed);
+            self.metrics.store_write_latency_us_max.raise_to(micros);
             self.pending.fetch_sub(n, Ordering::Relaxed);
             match result {
                 Ok(()) => {
@@ -413,14 +409,10 @@ impl<B: Backend> Writer<B> {
             }
             if last_size_check.elapsed() >= Duration::from_secs(1) {
                 last_size_check = Instant::now();
-                self.metrics
-                    .store_size_bytes
-                    .store(self.backend.size(), Ordering::Relaxed);
+                self.metrics.store_size_bytes.set(self.backend.size());
             }
         }
-        self.metrics
-            .store_size_bytes
-            .store(self.backend.size(), Ordering::Relaxed);
+        self.metrics.store_size_bytes.set(self.backend.size());
     }
 }
 
