@@ -44,12 +44,13 @@ impl Conn {
 
     /// The v5 properties of a delivery's PUBLISH (remaining expiry, subscription identifiers,
     /// an outbound topic alias), and whether the alias stands for the topic.
-    /// `now` is needed only for a message that expires.
+    /// `now`: the time, read only when the message expires.
     fn v5_properties(&mut self, d: &Delivery, now: Option<Instant>) -> (Properties, bool) {
         let m = &d.message;
         let mut properties = m.properties.clone();
         // Set only what there is: writing to an empty set allocates one.
-        let expiry = m.remaining_expiry(now.unwrap_or_else(Instant::now));
+        let now = now.or_else(|| m.expires_at.map(|_| Instant::now()));
+        let expiry = now.and_then(|now| m.remaining_expiry(now));
         if expiry.is_some() || properties.message_expiry_interval.is_some() {
             properties.message_expiry_interval = expiry;
         }
