@@ -55,6 +55,17 @@ impl Default for Opening {
 /// the other; returns the client and the CONNACK's reason.
 async fn open_with(engine: &Arc<Engine>, client_id: &str, o: Opening) -> (Client, ConnAckReason) {
     let (client, server) = tokio::io::duplex(64 * 1024);
+    open_over(engine, Box::new(server), client, client_id, o).await
+}
+
+/// [`open_with`] over a pipe the caller made: `server` is the connection's end.
+async fn open_over(
+    engine: &Arc<Engine>,
+    server: super::Stream,
+    client: tokio::io::DuplexStream,
+    client_id: &str,
+    o: Opening,
+) -> (Client, ConnAckReason) {
     let arrival = Arrival {
         peer: "127.0.0.1:1".parse().unwrap(),
         mountpoint: String::new(),
@@ -66,7 +77,7 @@ async fn open_with(engine: &Arc<Engine>, client_id: &str, o: Opening) -> (Client
         engine: engine.clone(),
         tracer: Arc::default(),
     };
-    tokio::spawn(run(Box::new(server), arrival, ctx));
+    tokio::spawn(run(server, arrival, ctx));
     let mut c = Framed::new(client, MqttCodec::for_client(o.protocol, 1 << 20));
     c.send(&Packet::Connect(Box::new(Connect {
         protocol: o.protocol,
@@ -419,32 +430,12 @@ async fn queued_deliveries_go_out_in_few_writes() {
         inner: server,
         writes: writes.clone(),
     };
-    let arrival = Arrival {
-        peer: "127.0.0.1:1".parse().unwrap(),
-        mountpoint: String::new(),
-        admission: Ok(Box::new(())),
-        identity: None,
-        policy: super::ListenerPolicy::default(),
-    };
-    let ctx = Context {
-        engine: engine.clone(),
-        tracer: Arc::default(),
-    };
-    tokio::spawn(run(Box::new(server), arrival, ctx));
-    let mut c = Framed::new(client, MqttCodec::for_client(Protocol::V311, 1 << 20));
-    c.send(&Packet::Connect(Box::new(Connect {
+    let opening = Opening {
         protocol: Protocol::V311,
-        clean_start: true,
-        keep_alive: 0,
-        client_id: "busy".into(),
-        username: None,
-        password: None,
-        will: None,
-        properties: Properties::default(),
-    })))
-    .await
-    .unwrap();
-    assert!(matches!(c.next().await, Some(Ok(Packet::ConnAck(_)))));
+        ..Opening::default()
+    };
+    let (mut c, code) = open_over(&engine, Box::new(server), client, "busy", opening).await;
+    assert_eq!(code, ConnAckReason::Success);
     c.send(&Packet::Subscribe(Subscribe {
         packet_id: 1,
         filters: vec![("busy/#".into(), SubOptions::default())],
